@@ -1,0 +1,184 @@
+"""ActionClassifier: the in-process data plane, from a video path or frames to labels.
+
+    >>> from pipelines import ActionClassifier
+    >>> clf = ActionClassifier("x3d_xs", weights="none", topk=5)         # doctest: +SKIP
+    >>> segments = clf.classify_video("video.mp4")                       # SegmentResult list
+    >>> labels, scores, features = clf(frames)                          # (T, H, W, 3) uint8
+
+Decoding and preprocessing run in a background thread, one clip ahead of the model, and clips
+are batched, so the model and the decoder work at the same time.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from pipelines.errors import InputError
+from pipelines.inference import ClipModel
+from pipelines.labels import labels_for
+from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS
+from pipelines.results import SegmentResult
+from pipelines.sampler import SampledClip, sample_clips, subsample_indices
+from pipelines.transforms import preprocess_clip
+
+_DONE = object()
+
+
+class ActionClassifier:
+    def __init__(
+        self,
+        model_name: str = DEFAULT_MODEL,
+        weights: str = DEFAULT_WEIGHTS,
+        topk: int = 5,
+        classmap: dict[str, int] | None = None,
+        skip_preprocess: bool = False,
+        device: str = "cpu",
+        batch_size: int = 8,
+    ):
+        if topk < 1:
+            raise InputError(f"topk must be at least 1, got {topk}")
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        self.clip_model = ClipModel.load(model_name, weights, device)
+        self.spec = self.clip_model.spec
+        self.weights_id = self.clip_model.weights_id
+        self.labels = labels_for(self.clip_model.num_classes, classmap)
+        self.topk = min(topk, len(self.labels))
+        self.skip_preprocess = skip_preprocess
+        self.batch_size = batch_size
+
+    # -- frames in, labels out (Towhee's action_classification operator interface) --
+
+    def __call__(self, frames: np.ndarray | Iterable[np.ndarray]) -> tuple[list[str], list[float], np.ndarray]:
+        """Classify one clip: (T, H, W, 3) uint8 RGB, or a list of (H, W, 3) frames.
+
+        Returns (top-k labels, their scores, the embedding). Frames are subsampled to the model's
+        T unless `skip_preprocess`, in which case exactly T frames must be given.
+        """
+        clip = _as_clip(frames)
+        t = self.spec.num_frames
+        if self.skip_preprocess:
+            if len(clip) != t:
+                raise InputError(f"skip_preprocess needs exactly {t} frames for {self.spec.name}, got {len(clip)}")
+        else:
+            clip = clip[subsample_indices(len(clip), t)]
+        probs, features = self.clip_model.predict(preprocess_clip(clip, self.spec)[None])
+        labels, scores = self._top(probs[0])
+        return labels, scores, features[0].numpy()
+
+    # -- a whole video, segment by segment --
+
+    def classify_video(self, path: str | os.PathLike, stride_s: float | None = None) -> list[SegmentResult]:
+        """Every segment of the video, in order."""
+        return list(self.iter_video(path, stride_s))
+
+    def iter_video(self, path: str | os.PathLike, stride_s: float | None = None) -> Iterator[SegmentResult]:
+        """Like classify_video, yielding each segment as soon as its batch is done."""
+        if stride_s is not None and stride_s <= 0:
+            raise InputError(f"stride must be positive, got {stride_s}")
+        source = os.fspath(path)
+        clips = _prefetch(self._prepared_clips(source, stride_s), depth=2 * self.batch_size)
+        try:
+            for batch in _batches(clips, self.batch_size):
+                yield from self._classify_batch(source, batch)
+        finally:
+            clips.close()
+
+    def _prepared_clips(self, source: str, stride_s: float | None):
+        for clip in sample_clips(source, self.spec.clip_seconds, self.spec.num_frames, stride_s):
+            tensor = None if clip.frames is None else preprocess_clip(clip.frames, self.spec)
+            yield clip, tensor
+
+    def _classify_batch(self, source: str, batch: list[tuple[SampledClip, torch.Tensor | None]]):
+        ready = [tensor for _, tensor in batch if tensor is not None]
+        if ready:
+            probs, features = self.clip_model.predict(torch.stack(ready))
+        k = 0
+        for clip, tensor in batch:
+            labels, scores, embedding = [], [], None
+            if tensor is not None:
+                labels, scores = self._top(probs[k])
+                embedding = features[k].numpy()
+                k += 1
+            seg = clip.segment
+            yield SegmentResult(
+                source, seg.index, seg.start_s, seg.end_s, self.spec.name, self.weights_id,
+                labels, scores, embedding, clip.frame_count,
+            )
+
+    def _top(self, probs: torch.Tensor) -> tuple[list[str], list[float]]:
+        scores, indices = probs.topk(self.topk)
+        return [self.labels[i] for i in indices.tolist()], scores.tolist()
+
+
+def _as_clip(frames) -> np.ndarray:
+    if isinstance(frames, torch.Tensor):
+        frames = frames.numpy()
+    clip = np.asarray(frames) if isinstance(frames, np.ndarray) else np.stack([np.asarray(f) for f in frames])
+    if clip.ndim != 4 or clip.shape[-1] != 3 or clip.dtype != np.uint8 or len(clip) == 0:
+        raise InputError(
+            f"frames must be uint8 RGB of shape (T, H, W, 3) or a list of (H, W, 3); got {clip.dtype} {clip.shape}"
+        )
+    return clip
+
+
+def _batches(items: Iterator, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _prefetch(items: Iterator, depth: int):
+    """Run `items` in a background thread, at most `depth` ahead; errors surface in the caller."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def work():
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((True, _DONE))
+        except BaseException as e:  # handed to the consumer, raised there
+            put((False, e))
+        finally:
+            if hasattr(items, "close"):
+                items.close()
+
+    thread = threading.Thread(target=work, name="reelflow-decode", daemon=True)
+    thread.start()
+
+    def consume():
+        try:
+            while True:
+                ok, item = q.get()
+                if not ok:
+                    raise item
+                if item is _DONE:
+                    return
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+    return consume()

@@ -1,0 +1,113 @@
+"""Streamed video decoding with PyAV: one pass, threaded, frames left in YUV until needed.
+
+    >>> with open_video("clip.mp4") as video:              # doctest: +SKIP
+    ...     print(video.info.duration_s)
+    ...     for pts, frame in video.frames():
+    ...         rgb = frame.to_ndarray(format="rgb24")      # only for frames a segment samples
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+
+from pipelines.errors import VideoError
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about its first video stream."""
+
+    width: int
+    height: int
+    codec: str
+    time_base: Fraction
+    start_pts: int  # pts of the stream's first frame; times are relative to it
+    fps: float | None  # average rate, informational (the segment rule uses timestamps)
+    duration_s: float | None  # None when neither stream nor container knows it
+
+    def seconds(self, pts: int) -> float:
+        return float((pts - self.start_pts) * self.time_base)
+
+
+class Video:
+    """An open video: `info`, then `frames()` once. Close it (or use `with`)."""
+
+    def __init__(self, source: str, *, threads: int = 0, options: dict[str, str] | None = None):
+        self.source = source
+        try:
+            self._container = av.open(source, options=options or {})
+        except FileNotFoundError:
+            raise VideoError(f"cannot read {source!r}: no such file; check the path") from None
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+            raise VideoError(f"cannot read {source!r} as video ({_reason(e)}); is it a video file?") from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise VideoError(f"{source!r} has no video stream; pass a video file")
+        self._stream = self._container.streams.video[0]
+        # Frame + slice threads; `threads=0` lets FFmpeg pick one per core.
+        self._stream.thread_type = "AUTO"
+        self._stream.thread_count = threads
+        self.info = self._read_info()
+
+    def _read_info(self) -> VideoInfo:
+        s = self._stream
+        time_base = s.time_base or Fraction(1, 1)
+        start_pts = s.start_time if s.start_time is not None else 0
+        if s.duration is not None:
+            duration = float(s.duration * time_base)
+        elif self._container.duration is not None:
+            duration = self._container.duration / av.time_base
+        else:
+            duration = None
+        return VideoInfo(
+            width=s.codec_context.width,
+            height=s.codec_context.height,
+            codec=s.codec_context.name,
+            time_base=time_base,
+            start_pts=start_pts,
+            fps=float(s.average_rate) if s.average_rate else None,
+            duration_s=duration,
+        )
+
+    def frames(self) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Decoded frames in presentation order as (pts, frame); frames without a pts are skipped."""
+        try:
+            for frame in self._container.decode(self._stream):
+                if frame.pts is not None:
+                    yield frame.pts, frame
+        except av.FFmpegError as e:
+            raise VideoError(f"cannot decode {self.source!r} ({_reason(e)}); the file may be corrupt") from None
+
+    def duration_s(self) -> float:
+        """The stream's duration; for containers that don't record one, demux (no decoding) to the end."""
+        if self.info.duration_s is not None:
+            return self.info.duration_s
+        end = None
+        with av.open(self.source) as container:
+            for packet in container.demux(container.streams.video[0]):
+                if packet.pts is not None:
+                    stop = packet.pts + (packet.duration or 0)
+                    end = stop if end is None else max(end, stop)
+        return self.info.seconds(end) if end is not None else 0.0
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> Video:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_video(source: str | os.PathLike, **kwargs) -> Video:
+    return Video(os.fspath(source), **kwargs)
+
+
+def _reason(error: Exception) -> str:
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__

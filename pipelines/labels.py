@@ -1,0 +1,37 @@
+"""Class names: the Kinetics-400 list shipped with the package, or a user's class map."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+
+from pipelines.errors import InputError
+
+
+@lru_cache(maxsize=1)
+def kinetics400() -> tuple[str, ...]:
+    """The 400 Kinetics class names; position i is the model zoo's class id i."""
+    text = resources.files("pipelines").joinpath("data/kinetics400_labels.txt").read_text()
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def labels_for(num_classes: int, classmap: dict[str, int] | None = None) -> list[str]:
+    """Names by class index. `classmap` (name -> index) replaces the Kinetics names.
+
+    >>> labels_for(3, {"run": 0, "jump": 2})
+    ['run', 'class_1', 'jump']
+    """
+    if classmap is None:
+        names = list(kinetics400())
+        if len(names) != num_classes:
+            names = [f"class_{i}" for i in range(num_classes)]
+        return names
+    names = [f"class_{i}" for i in range(num_classes)]
+    for name, index in classmap.items():
+        if not isinstance(index, int) or not 0 <= index < num_classes:
+            raise InputError(
+                f"classmap entry {name!r} -> {index!r} is not a class index in 0..{num_classes - 1}; "
+                "fix the classmap"
+            )
+        names[index] = str(name)
+    return names

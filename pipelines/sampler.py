@@ -1,0 +1,90 @@
+"""Cut a decoded video into segments and sample T frames from each, in one streamed pass.
+
+Only the frames a segment samples are converted to RGB; the rest stay in YUV and are released as
+soon as no open segment can use them, so memory is bounded by one clip's worth of frames,
+whatever the video's length.
+
+    >>> for clip in sample_clips("clip.mp4", clip_s=1.6, num_frames=4):   # doctest: +SKIP
+    ...     clip.segment.start_s, clip.frames.shape                       # (0.0, (4, 256, 340, 3))
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import torch
+
+from pipelines.decode import Video, open_video
+from pipelines.segments import Segment, pts_bounds, plan_segments
+
+
+@dataclass
+class SampledClip:
+    segment: Segment
+    frames: np.ndarray | None  # (T, H, W, 3) uint8 RGB; None when the segment holds no frame
+    frame_count: int  # frames of the video inside the segment, before subsampling
+    pts: list[int]  # stream pts of the sampled frames, in order
+
+
+def subsample_indices(n: int, num_samples: int) -> list[int]:
+    """PyTorchVideo's uniform temporal subsample: floor(linspace(0, n-1, T)), in float32 like it."""
+    return torch.linspace(0, n - 1, num_samples).clamp(0, n - 1).long().tolist()
+
+
+def sample_clips(
+    source: str | os.PathLike | Video,
+    clip_s: float,
+    num_frames: int,
+    stride_s: float | None = None,
+    *,
+    all_frames: bool = False,
+) -> Iterator[SampledClip]:
+    """Yield one SampledClip per segment, in segment order.
+
+    `all_frames=True` returns every frame of the segment instead of `num_frames` of them.
+    """
+    video = source if isinstance(source, Video) else open_video(source)
+    try:
+        yield from _sample(video, clip_s, num_frames, stride_s, all_frames)
+    finally:
+        if video is not source:
+            video.close()
+
+
+def _sample(video: Video, clip_s, num_frames, stride_s, all_frames) -> Iterator[SampledClip]:
+    info = video.info
+    segments = plan_segments(video.duration_s(), clip_s, stride_s)
+    # Segments are sorted by start and by end, so the open ones are segments[next_seg:] and the
+    # earliest frame any of them can use is bounds[next_seg][0].
+    bounds = [pts_bounds(s, info.time_base, info.start_pts) for s in segments]
+    window: dict[int, av.VideoFrame] = {}  # pts -> frame, frames the open segments may sample
+    next_seg = 0
+
+    def close(i: int) -> SampledClip:
+        lo, hi = bounds[i]
+        inside = sorted(p for p in window if lo <= p < hi)
+        if not inside:
+            return SampledClip(segments[i], None, 0, [])
+        picks = inside if all_frames else [inside[k] for k in subsample_indices(len(inside), num_frames)]
+        rgb = {p: window[p].to_ndarray(format="rgb24") for p in set(picks)}
+        return SampledClip(segments[i], np.stack([rgb[p] for p in picks]), len(inside), picks)
+
+    for pts, frame in video.frames():
+        while next_seg < len(segments) and pts >= bounds[next_seg][1]:
+            yield close(next_seg)
+            next_seg += 1
+            if next_seg < len(segments):
+                first = bounds[next_seg][0]
+                for p in [p for p in window if p < first]:
+                    del window[p]
+        if next_seg == len(segments):
+            break
+        if pts >= bounds[next_seg][0]:
+            window[pts] = frame  # a repeated pts replaces the earlier frame, as in the reference
+    while next_seg < len(segments):
+        yield close(next_seg)
+        next_seg += 1

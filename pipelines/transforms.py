@@ -1,0 +1,84 @@
+"""Clip transforms in plain torch, giving the PyTorchVideo hub tutorial's model input.
+
+The reference chain is: uniform temporal subsample -> /255 -> normalize -> short-side scale
+(bilinear, align_corners=False) -> centre crop -> (SlowFast) pack [slow, fast]. Bilinear scaling
+is linear and its weights sum to one, so normalizing after scaling gives the same numbers; and
+only the pixels inside the crop are ever computed, by gathering the two source rows and columns
+each output pixel blends — the same taps and weights as `torch.nn.functional.interpolate`.
+
+    >>> clip = np.zeros((4, 240, 320, 3), np.uint8)
+    >>> preprocess_clip(clip, get_spec("x3d_xs")).shape
+    torch.Size([3, 4, 182, 182])
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from pipelines.models import MEAN, STD, ModelSpec, get_spec  # noqa: F401  (get_spec: doctest)
+
+
+def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(new_h, new_w) with the short side at `size`, as pytorchvideo's short_side_scale rounds."""
+    if width < height:
+        return int(math.floor(height / width * size)), size
+    return size, int(math.floor(width / height * size))
+
+
+def center_crop_offset(length: int, crop: int) -> int:
+    """Start of a centred crop; Python's round() as in torchvision's CenterCropVideo."""
+    return int(round((length - crop) / 2.0))
+
+
+def _bilinear_taps(in_size: int, out_size: int, first: int, count: int):
+    """Source indices and weights of output pixels first..first+count-1 (align_corners=False)."""
+    scale = in_size / out_size
+    dst = torch.arange(first, first + count, dtype=torch.float64)
+    src = ((dst + 0.5) * scale - 0.5).clamp(min=0.0)
+    i0 = src.floor().long().clamp(max=in_size - 1)
+    i1 = (i0 + 1).clamp(max=in_size - 1)
+    w1 = (src - i0).float()
+    return i0, i1, 1.0 - w1, w1
+
+
+def resized_center_crop(x: torch.Tensor, side: int, crop: int) -> torch.Tensor:
+    """Short-side scale to `side` then centre crop `crop`, computing only the cropped pixels.
+
+    `x` is (..., H, W) of any dtype; the result is float32 (..., crop, crop).
+    """
+    h, w = x.shape[-2:]
+    new_h, new_w = short_side_size(h, w, side)
+    if new_h < crop or new_w < crop:
+        raise ValueError(f"scaled size {new_h}x{new_w} is smaller than the crop {crop}")
+    top, left = center_crop_offset(new_h, crop), center_crop_offset(new_w, crop)
+    y0, y1, wy0, wy1 = _bilinear_taps(h, new_h, top, crop)
+    x0, x1, wx0, wx1 = _bilinear_taps(w, new_w, left, crop)
+    rows = x.index_select(-2, y0).float() * wy0[:, None] + x.index_select(-2, y1).float() * wy1[:, None]
+    return rows.index_select(-1, x0) * wx0 + rows.index_select(-1, x1) * wx1
+
+
+def normalize_(x: torch.Tensor) -> torch.Tensor:
+    """In place: /255, then (x - mean) / std per channel; x is (3, ...) float."""
+    shape = (3,) + (1,) * (x.dim() - 1)
+    mean = torch.tensor(MEAN, dtype=x.dtype, device=x.device).view(shape)
+    std = torch.tensor(STD, dtype=x.dtype, device=x.device).view(shape)
+    return x.div_(255.0).sub_(mean).div_(std)
+
+
+def preprocess_clip(frames: np.ndarray | torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """(T, H, W, 3) uint8 RGB frames, already sampled to T -> (3, T, crop, crop) float32 model input."""
+    x = torch.as_tensor(frames).permute(3, 0, 1, 2)  # (3, T, H, W), a view
+    x = resized_center_crop(x, spec.side_size, spec.crop_size)
+    return normalize_(x)
+
+
+def pack_pathways(batch: torch.Tensor, spec: ModelSpec) -> list[torch.Tensor] | torch.Tensor:
+    """SlowFast input: [slow, fast], slow = T // alpha frames picked by linspace from fast."""
+    if spec.slowfast_alpha is None:
+        return batch
+    t = batch.shape[2]
+    index = torch.linspace(0, t - 1, t // spec.slowfast_alpha).long().to(batch.device)
+    return [batch.index_select(2, index), batch]

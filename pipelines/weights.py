@@ -1,0 +1,128 @@
+"""Build a hub model and load its weights: `kinetics`, a local checkpoint path, or `none`.
+
+    >>> model, weights_id = build_model(get_spec("x3d_xs"), "none")     # doctest: +SKIP
+    >>> weights_id
+    'none (random init, seed 0)'
+
+- `kinetics`: the official checkpoint, downloaded once into torch.hub's cache
+  (`$TORCH_HOME/hub/checkpoints`, by default `~/.cache/torch/hub/checkpoints`); set
+  `REELFLOW_MODEL_ZOO_URL` to fetch from a mirror instead.
+- a path: a PyTorchVideo checkpoint (`{"model_state": state_dict}`) or a plain state dict.
+- `none`: deterministic random init (seed 0, the same weights in every process). Results made with
+  it say so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import urllib.error
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipelines.errors import WeightsError
+from pipelines.models import RANDOM_SEED, RANDOM_WEIGHTS_ID, ModelSpec, get_spec  # noqa: F401
+
+def build_model(spec: ModelSpec, weights: str = "kinetics", *, progress: bool = True) -> tuple[nn.Module, str]:
+    """The model in eval mode on the CPU, and an id saying which weights it carries."""
+    if weights == "none":
+        return _random_model(spec), RANDOM_WEIGHTS_ID
+    model = _architecture(spec)
+    if weights == "kinetics":
+        state = _kinetics_state(spec, progress)
+        weights_id = f"kinetics ({spec.checkpoint_file})"
+    else:
+        state = _local_state(Path(weights).expanduser())
+        weights_id = f"{Path(weights).name} (sha256 {_sha256(Path(weights).expanduser())[:12]})"
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise WeightsError(
+            f"checkpoint {weights!r} does not fit {spec.name}: {' '.join(first[1:2] or first)[:300]}; "
+            f"use a checkpoint saved from {spec.name}"
+        ) from None
+    return model.eval(), weights_id
+
+
+def _architecture(spec: ModelSpec) -> nn.Module:
+    from pytorchvideo.models import hub
+
+    return getattr(hub, spec.hub_builder)(pretrained=False)
+
+
+def _random_model(spec: ModelSpec) -> nn.Module:
+    # Parameters are drawn from torch's global generator: fork it so callers' RNG state is untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        return _architecture(spec).eval()
+
+
+def checkpoint_cache_path(spec: ModelSpec) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / spec.checkpoint_file
+
+
+def checkpoint_url(spec: ModelSpec) -> str:
+    root = os.environ.get("REELFLOW_MODEL_ZOO_URL")
+    return f"{root.rstrip('/')}/{spec.checkpoint_file}" if root else spec.checkpoint_url
+
+
+def _kinetics_state(spec: ModelSpec, progress: bool) -> dict:
+    path = checkpoint_cache_path(spec)
+    url = checkpoint_url(spec)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(path), progress=progress)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise WeightsError(
+                f"cannot download the {spec.name} checkpoint {url} ({reason}); "
+                f"download it by hand to {path}, or pass --weights PATH or --weights none"
+            ) from None
+    # The official files are trusted; they may hold non-tensor metadata beside the weights.
+    return _unwrap(_load(path, trusted=True), path)
+
+
+def _local_state(path: Path) -> dict:
+    if not path.is_file():
+        raise WeightsError(
+            f"weights {str(path)!r} is not a file; pass 'kinetics', 'none' or a checkpoint path"
+        )
+    return _unwrap(_load(path, trusted=False), path)
+
+
+def _load(path: Path, *, trusted: bool):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if trusted:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        raise WeightsError(
+            f"checkpoint {str(path)!r} holds Python objects besides tensors; re-save it with "
+            "torch.save({'model_state': model.state_dict()}, path)"
+        ) from None
+    except Exception as e:  # truncated or foreign files raise many different errors
+        raise WeightsError(f"cannot read checkpoint {str(path)!r} ({e}); is it a torch checkpoint?") from None
+
+
+def _unwrap(checkpoint, path: Path) -> dict:
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model_state"), dict):
+        checkpoint = checkpoint["model_state"]
+    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise WeightsError(
+            f"checkpoint {str(path)!r} is neither {{'model_state': state_dict}} nor a state dict; "
+            "save model.state_dict()"
+        )
+    return checkpoint
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

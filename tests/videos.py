@@ -1,0 +1,74 @@
+"""Videos the tests make themselves with PyAV: known frame times, any codec and container.
+
+Each frame shows a moving pattern whose brightness follows the frame number, so frames differ
+and any wrong pick changes the model input.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def frame_image(i: int, width: int, height: int) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    img = np.empty((height, width, 3), np.uint8)
+    img[..., 0] = (x * 255 // max(width - 1, 1) + 7 * i) % 256
+    img[..., 1] = (y * 255 // max(height - 1, 1) + 3 * i) % 256
+    img[..., 2] = ((x // 16 + y // 16 + i) % 2) * 200 + 20
+    return img
+
+
+def make_video(
+    path: Path,
+    *,
+    seconds: float | None = 3.0,
+    fps: int = 30,
+    size: tuple[int, int] = (320, 240),
+    codec: str = "libx264",
+    time_base: Fraction | None = None,
+    pts: list[int] | None = None,
+    bframes: bool = True,
+    audio: bool = False,
+) -> list[int]:
+    """Write a video and return the pts of its frames (in `time_base`, default 1/fps).
+
+    Give `pts` for variable frame rate or a start offset; otherwise frames are 1/fps apart.
+    """
+    width, height = size
+    tb = time_base or Fraction(1, fps)
+    if pts is None:
+        step = Fraction(1, fps) / tb
+        pts = [int(i * step) for i in range(int(round(seconds * fps)))]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = tb
+        stream.codec_context.time_base = tb
+        if codec == "libx264":
+            stream.options = {"preset": "ultrafast", "bf": "2" if bframes else "0", "crf": "18"}
+        elif codec in ("libvpx-vp9", "libaom-av1", "libsvtav1"):
+            stream.options = {"cpu-used": "8", "deadline": "realtime"} if codec == "libvpx-vp9" else {"preset": "12"} if codec == "libsvtav1" else {"cpu-used": "8"}
+        if audio:
+            a = container.add_stream("aac", rate=16000)
+        for i, p in enumerate(pts):
+            frame = av.VideoFrame.from_ndarray(frame_image(i, width, height), format="rgb24")
+            frame.pts = p
+            frame.time_base = tb
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+        if audio:
+            samples = np.zeros((1, 16000 * max(1, int(len(pts) / fps))), np.float32)
+            aframe = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            aframe.sample_rate = 16000
+            for packet in a.encode(aframe):
+                container.mux(packet)
+            for packet in a.encode():
+                container.mux(packet)
+    return pts
