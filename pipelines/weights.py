@@ -18,6 +18,7 @@ import hashlib
 import os
 import pickle
 import urllib.error
+import warnings
 from pathlib import Path
 
 import torch
@@ -49,7 +50,9 @@ def build_model(spec: ModelSpec, weights: str = "kinetics", *, progress: bool = 
 
 
 def _architecture(spec: ModelSpec) -> nn.Module:
-    from pytorchvideo.models import hub
+    with warnings.catch_warnings():  # pytorchvideo's use of torch.jit.script warns on import
+        warnings.simplefilter("ignore", FutureWarning)
+        from pytorchvideo.models import hub
 
     return getattr(hub, spec.hub_builder)(pretrained=False)
 

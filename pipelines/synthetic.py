@@ -1,7 +1,9 @@
-"""Videos the tests make themselves with PyAV: known frame times, any codec and container.
+"""Synthetic videos made with PyAV: known frame times, any codec and container.
 
-Each frame shows a moving pattern whose brightness follows the frame number, so frames differ
-and any wrong pick changes the model input.
+For tests, benchmarks and the demo when no real video is at hand. Each frame shows a pattern that
+moves with the frame number, so frames differ and any wrong pick changes the model input.
+
+    $ python -m pipelines.synthetic out.mp4 --seconds 10 --size 640x360
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def make_video(
     path: Path,
     *,
     seconds: float | None = 3.0,
-    fps: int = 30,
+    fps: int | Fraction = 30,
     size: tuple[int, int] = (320, 240),
     codec: str = "libx264",
     time_base: Fraction | None = None,
@@ -39,9 +41,9 @@ def make_video(
     Give `pts` for variable frame rate or a start offset; otherwise frames are 1/fps apart.
     """
     width, height = size
-    tb = time_base or Fraction(1, fps)
+    tb = time_base or 1 / Fraction(fps)
     if pts is None:
-        step = Fraction(1, fps) / tb
+        step = 1 / Fraction(fps) / tb
         pts = [int(i * step) for i in range(int(round(seconds * fps)))]
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
@@ -72,3 +74,22 @@ def make_video(
             for packet in a.encode():
                 container.mux(packet)
     return pts
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="write a synthetic H.264 test video")
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
+    args = parser.parse_args(argv)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    args.path.parent.mkdir(parents=True, exist_ok=True)
+    make_video(args.path, seconds=args.seconds, fps=args.fps, size=(width, height))
+    print(f"wrote {args.path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""reelflow's control plane: CLI now; settings, Redis queue, Ray actors and Serve deployments next."""
