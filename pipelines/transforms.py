@@ -34,13 +34,16 @@ def center_crop_offset(length: int, crop: int) -> int:
 
 
 def _bilinear_taps(in_size: int, out_size: int, first: int, count: int):
-    """Source indices and weights of output pixels first..first+count-1 (align_corners=False)."""
-    scale = in_size / out_size
-    dst = torch.arange(first, first + count, dtype=torch.float64)
-    src = ((dst + 0.5) * scale - 0.5).clamp(min=0.0)
-    i0 = src.floor().long().clamp(max=in_size - 1)
+    """Source indices and weights of output pixels first..first+count-1 (align_corners=False).
+
+    Computed in float32 with PyTorch's own formula, so the taps are bit-identical to interpolate's.
+    """
+    scale = torch.tensor(in_size, dtype=torch.float32) / out_size
+    dst = torch.arange(first, first + count, dtype=torch.float32)
+    src = (scale * (dst + 0.5) - 0.5).clamp(min=0.0)
+    i0 = src.long().clamp(max=in_size - 1)
     i1 = (i0 + 1).clamp(max=in_size - 1)
-    w1 = (src - i0).float()
+    w1 = src - i0
     return i0, i1, 1.0 - w1, w1
 
 

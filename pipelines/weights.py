@@ -101,7 +101,9 @@ def _local_state(path: Path) -> dict:
 def _load(path: Path, *, trusted: bool):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):
+            raise WeightsError(f"cannot read checkpoint {str(path)!r} (not a torch file); is it a checkpoint?") from None
         if trusted:
             return torch.load(path, map_location="cpu", weights_only=False)
         raise WeightsError(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,3 +32,28 @@ def clip_10s(video_dir) -> Path:
     path = video_dir / "ten_seconds.mp4"
     make_video(path, seconds=10.0, fps=30)
     return path
+
+
+@pytest.fixture(scope="session")
+def peaked_checkpoint(tmp_path_factory):
+    """checkpoint(model_name) -> (path, nn.Module): random weights with a scaled-up projection."""
+    from checkpoints import peaked_model, write_checkpoint
+
+    from pipelines.inference import ClipModel
+
+    made = {}
+
+    def make(name: str):
+        if name not in made:
+            from pipelines.synthetic import frame_image
+            from pipelines.transforms import preprocess_clip
+
+            clip_model = ClipModel.load(name, "none")
+            spec = clip_model.spec
+            frames = np.stack([frame_image(i, 320, 240) for i in range(spec.num_frames)])
+            _, features = clip_model.predict(preprocess_clip(frames, spec)[None])
+            model = peaked_model(name, float(features.norm()))
+            made[name] = (write_checkpoint(model, tmp_path_factory.mktemp("ckpt") / f"{name}.pyth"), model.eval())
+        return made[name]
+
+    return make

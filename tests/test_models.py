@@ -1,0 +1,62 @@
+"""The model table and every model's forward pass: probabilities and embeddings of the right size."""
+
+import pytest
+import torch
+
+from pipelines.errors import UnknownModelError
+from pipelines.inference import ClipModel
+from pipelines.models import MODELS, get_spec
+
+# name: (T, sampling rate, short side / crop, clip seconds, embedding size, checkpoint file)
+TABLE = {
+    "c2d_r50": (8, 8, 256, 2.13, 2048, "C2D_8x8_R50.pyth"),
+    "i3d_r50": (8, 8, 256, 2.13, 2048, "I3D_8x8_R50.pyth"),
+    "slow_r50": (8, 8, 256, 2.13, 2048, "SLOW_8x8_R50.pyth"),
+    "slowfast_r50": (32, 2, 256, 2.13, 2304, "SLOWFAST_8x8_R50.pyth"),
+    "slowfast_r101": (32, 2, 256, 2.13, 2304, "SLOWFAST_8x8_R101.pyth"),
+    "x3d_xs": (4, 12, 182, 1.6, 2048, "X3D_XS.pyth"),
+    "x3d_s": (13, 6, 182, 2.6, 2048, "X3D_S.pyth"),
+    "x3d_m": (16, 5, 256, 2.67, 2048, "X3D_M.pyth"),
+    "x3d_l": (16, 5, 312, 2.67, 2048, "X3D_L.pyth"),
+    "mvit_base_16x4": (16, 4, 224, 2.13, 768, "MVIT_B_16x4.pyth"),
+    "mvit_base_32x3": (32, 3, 224, 3.2, 768, "MVIT_B_32x3_f294077834.pyth"),
+}
+
+
+def test_the_table_lists_the_eleven_hub_models():
+    assert list(MODELS) == list(TABLE)
+
+
+@pytest.mark.parametrize("name, row", TABLE.items())
+def test_model_facts(name, row):
+    frames, rate, size, seconds, dim, ckpt = row
+    spec = get_spec(name)
+    assert (spec.num_frames, spec.sampling_rate, spec.side_size, spec.crop_size) == (frames, rate, size, size)
+    assert round(spec.clip_seconds, 2) == seconds
+    assert spec.embedding_dim == dim
+    assert spec.checkpoint_url == f"https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/{ckpt}"
+    assert (spec.slowfast_alpha == 4) == name.startswith("slowfast")
+
+
+def test_unknown_model_names_the_choices():
+    with pytest.raises(UnknownModelError, match="x3d_xs"):
+        get_spec("resnet9000")
+
+
+@pytest.mark.parametrize("name", list(TABLE))
+def test_every_model_gives_probabilities_and_embeddings_of_its_size(name):
+    clip_model = ClipModel.load(name, "none")
+    spec = clip_model.spec
+    batch = torch.randn(2, 3, spec.num_frames, spec.crop_size, spec.crop_size, generator=torch.Generator().manual_seed(0))
+    probs, embeddings = clip_model.predict(batch)
+    assert probs.shape == (2, 400)
+    assert embeddings.shape == (2, TABLE[name][4]) and embeddings.dtype == torch.float32
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(2), atol=1e-4, rtol=0)
+    assert (probs >= 0).all()
+    # the embedding is the projection's input: for heads without output pooling after the
+    # projection, logits = W . embedding + b exactly
+    if not spec.head_softmax:
+        proj = clip_model.model.head.proj if name.startswith("mvit") else clip_model.model.blocks[-1].proj
+        with torch.inference_mode():
+            logits = proj(embeddings)
+        torch.testing.assert_close(torch.softmax(logits, dim=1), probs, atol=1e-5, rtol=1e-4)
