@@ -80,27 +80,32 @@ class ActionClassifier:
 
     def iter_video(self, path: str | os.PathLike, stride_s: float | None = None) -> Iterator[SegmentResult]:
         """Like classify_video, yielding each segment as soon as its batch is done."""
+        return self.iter_videos([path], stride_s)
+
+    def iter_videos(self, paths: Iterable[str | os.PathLike], stride_s: float | None = None) -> Iterator[SegmentResult]:
+        """Segments of several videos, in order (`result.source` tells which). The decoder runs on
+        into the next video while the model works, so there is no pause between videos."""
         if stride_s is not None and stride_s <= 0:
             raise InputError(f"stride must be positive, got {stride_s}")
-        source = os.fspath(path)
-        clips = _prefetch(self._prepared_clips(source, stride_s), depth=2 * self.batch_size)
+        clips = _Prefetch(self._prepared_clips([os.fspath(p) for p in paths], stride_s), depth=2 * self.batch_size)
         try:
-            for batch in _batches(clips, self.batch_size):
-                yield from self._classify_batch(source, batch)
+            for batch in _ready_batches(clips, self.batch_size):
+                yield from self._classify_batch(batch)
         finally:
             clips.close()
 
-    def _prepared_clips(self, source: str, stride_s: float | None):
-        for clip in sample_clips(source, self.spec.clip_seconds, self.spec.num_frames, stride_s):
-            tensor = None if clip.frames is None else preprocess_clip(clip.frames, self.spec)
-            yield clip, tensor
+    def _prepared_clips(self, sources: list[str], stride_s: float | None):
+        for source in sources:
+            for clip in sample_clips(source, self.spec.clip_seconds, self.spec.num_frames, stride_s):
+                tensor = None if clip.frames is None else preprocess_clip(clip.frames, self.spec)
+                yield source, clip, tensor
 
-    def _classify_batch(self, source: str, batch: list[tuple[SampledClip, torch.Tensor | None]]):
-        ready = [tensor for _, tensor in batch if tensor is not None]
+    def _classify_batch(self, batch: list[tuple[str, SampledClip, torch.Tensor | None]]):
+        ready = [tensor for _, _, tensor in batch if tensor is not None]
         if ready:
             probs, features = self.clip_model.predict(torch.stack(ready))
         k = 0
-        for clip, tensor in batch:
+        for source, clip, tensor in batch:
             labels, scores, embedding = [], [], None
             if tensor is not None:
                 labels, scores = self._top(probs[k])
@@ -128,57 +133,71 @@ def _as_clip(frames) -> np.ndarray:
     return clip
 
 
-def _batches(items: Iterator, size: int) -> Iterator[list]:
+def _ready_batches(items: Iterator, size: int) -> Iterator[list]:
+    """Dynamic batching: wait for one item, then add whatever else is ready, up to `size`."""
+    pending = getattr(items, "ready", lambda: 0)
     batch = []
     for item in items:
         batch.append(item)
-        if len(batch) == size:
+        if len(batch) == size or pending() == 0:
             yield batch
             batch = []
     if batch:
         yield batch
 
 
-def _prefetch(items: Iterator, depth: int):
-    """Run `items` in a background thread, at most `depth` ahead; errors surface in the caller."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+class _Prefetch:
+    """Run an iterator in a background thread, at most `depth` items ahead; its errors are raised
+    in the consumer. `ready()` tells how many items are waiting."""
 
-    def put(item) -> bool:
-        while not stop.is_set():
+    def __init__(self, items: Iterator, depth: int):
+        self._items = items
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._work, name="reelflow-decode", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
             try:
-                q.put(item, timeout=0.1)
+                self._queue.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 pass
         return False
 
-    def work():
+    def _work(self) -> None:
         try:
-            for item in items:
-                if not put((True, item)):
+            for item in self._items:
+                if not self._put((True, item)):
                     return
-            put((True, _DONE))
+            self._put((True, _DONE))
         except BaseException as e:  # handed to the consumer, raised there
-            put((False, e))
+            self._put((False, e))
         finally:
-            if hasattr(items, "close"):
-                items.close()
+            if hasattr(self._items, "close"):
+                self._items.close()
 
-    thread = threading.Thread(target=work, name="reelflow-decode", daemon=True)
-    thread.start()
+    def ready(self) -> int:
+        return self._queue.qsize()
 
-    def consume():
-        try:
-            while True:
-                ok, item = q.get()
-                if not ok:
-                    raise item
-                if item is _DONE:
-                    return
-                yield item
-        finally:
-            stop.set()
-            thread.join()
+    def __iter__(self):
+        return self
 
-    return consume()
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        ok, item = self._queue.get()
+        if not ok:
+            self.close()
+            raise item
+        if item is _DONE:
+            self.close()
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._done = True
+        self._stop.set()
+        self._thread.join()

@@ -9,19 +9,44 @@ moves with the frame number, so frames differ and any wrong pick changes the mod
 from __future__ import annotations
 
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 
 import av
 import numpy as np
 
 
-def frame_image(i: int, width: int, height: int) -> np.ndarray:
-    y, x = np.mgrid[0:height, 0:width]
+def frame_image(i: int, width: int, height: int, texture: np.ndarray | None = None) -> np.ndarray:
+    """Frame i: colour ramps and a checkerboard that change with i; or, given a texture, a camera-like
+    pan over it (temporally coherent, so it compresses and decodes like real footage)."""
+    y, x = _grid(height, width)
+    if texture is not None:
+        shift = (2 * i) % (texture.shape[1] - width)
+        grain = np.random.default_rng(i).integers(-4, 5, (height, width, 1), dtype=np.int16)
+        return (texture[:height, shift:shift + width] + grain).clip(0, 255).astype(np.uint8)
     img = np.empty((height, width, 3), np.uint8)
     img[..., 0] = (x * 255 // max(width - 1, 1) + 7 * i) % 256
     img[..., 1] = (y * 255 // max(height - 1, 1) + 3 * i) % 256
     img[..., 2] = ((x // 16 + y // 16 + i) % 2) * 200 + 20
     return img
+
+
+@lru_cache(maxsize=4)
+def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.mgrid[0:height, 0:width]
+
+
+def _texture(width: int, height: int, seed: int) -> np.ndarray:
+    """Smooth random blobs over colour ramps: detail at several scales, like a natural scene."""
+    rng = np.random.default_rng(seed)
+    wide = width + 1024
+    y, x = np.mgrid[0:height, 0:wide]
+    img = np.zeros((height, wide, 3), np.float32)
+    for scale in (64, 16, 4):
+        coarse = rng.random((height // scale + 2, wide // scale + 2, 3), dtype=np.float32)
+        img += np.repeat(np.repeat(coarse, scale, 0), scale, 1)[:height, :wide] * (255 / 3)
+    img[..., 0] = 0.5 * img[..., 0] + 0.5 * (x * 255 / wide)
+    return np.ascontiguousarray(img.clip(0, 255).astype(np.uint8))
 
 
 def make_video(
@@ -35,6 +60,9 @@ def make_video(
     pts: list[int] | None = None,
     bframes: bool = True,
     audio: bool = False,
+    noise: bool = False,
+    seed: int = 0,
+    preset: str = "ultrafast",
 ) -> list[int]:
     """Write a video and return the pts of its frames (in `time_base`, default 1/fps).
 
@@ -45,6 +73,7 @@ def make_video(
     if pts is None:
         step = 1 / Fraction(fps) / tb
         pts = [int(i * step) for i in range(int(round(seconds * fps)))]
+    texture = _texture(width, height, seed) if noise else None
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = width, height
@@ -52,13 +81,13 @@ def make_video(
         stream.time_base = tb
         stream.codec_context.time_base = tb
         if codec == "libx264":
-            stream.options = {"preset": "ultrafast", "bf": "2" if bframes else "0", "crf": "18"}
+            stream.options = {"preset": preset, "bf": "2" if bframes else "0", "crf": "20"}
         elif codec in ("libvpx-vp9", "libaom-av1", "libsvtav1"):
             stream.options = {"cpu-used": "8", "deadline": "realtime"} if codec == "libvpx-vp9" else {"preset": "12"} if codec == "libsvtav1" else {"cpu-used": "8"}
         if audio:
             a = container.add_stream("aac", rate=16000)
         for i, p in enumerate(pts):
-            frame = av.VideoFrame.from_ndarray(frame_image(i, width, height), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(frame_image(i, width, height, texture), format="rgb24")
             frame.pts = p
             frame.time_base = tb
             for packet in stream.encode(frame):

@@ -47,20 +47,30 @@ def _bilinear_taps(in_size: int, out_size: int, first: int, count: int):
     return i0, i1, 1.0 - w1, w1
 
 
-def resized_center_crop(x: torch.Tensor, side: int, crop: int) -> torch.Tensor:
+def resized_center_crop(frames: torch.Tensor, side: int, crop: int) -> torch.Tensor:
     """Short-side scale to `side` then centre crop `crop`, computing only the cropped pixels.
 
-    `x` is (..., H, W) of any dtype; the result is float32 (..., crop, crop).
+    `frames` is (T, H, W, C) of any dtype; the result is float32 (C, T, crop, crop). The source
+    rows and columns the crop reads are gathered in the input dtype (uint8: cheap), then the two
+    taps of each direction are blended in float32 with interpolate's weights.
     """
-    h, w = x.shape[-2:]
+    h, w = frames.shape[1:3]
     new_h, new_w = short_side_size(h, w, side)
     if new_h < crop or new_w < crop:
         raise ValueError(f"scaled size {new_h}x{new_w} is smaller than the crop {crop}")
-    top, left = center_crop_offset(new_h, crop), center_crop_offset(new_w, crop)
-    y0, y1, wy0, wy1 = _bilinear_taps(h, new_h, top, crop)
-    x0, x1, wx0, wx1 = _bilinear_taps(w, new_w, left, crop)
-    rows = x.index_select(-2, y0).float() * wy0[:, None] + x.index_select(-2, y1).float() * wy1[:, None]
-    return rows.index_select(-1, x0) * wx0 + rows.index_select(-1, x1) * wx1
+    y0, y1, wy0, wy1 = _bilinear_taps(h, new_h, center_crop_offset(new_h, crop), crop)
+    x0, x1, wx0, wx1 = _bilinear_taps(w, new_w, center_crop_offset(new_w, crop), crop)
+    columns = torch.cat([x0, x1])
+    wy0, wy1 = wy0[:, None], wy1[:, None]
+    out = torch.empty((frames.shape[3], frames.shape[0], crop, crop), dtype=torch.float32)
+    # Frame by frame: temporaries stay small enough for the allocator to reuse (no page faults).
+    for t, frame in enumerate(frames):
+        top, bottom = (  # (C, crop, 2*crop): rows y0 (y1), columns x0 then x1
+            frame.index_select(0, rows).index_select(1, columns).permute(2, 0, 1).float() for rows in (y0, y1)
+        )
+        blended = top.mul_(wy0).add_(bottom.mul_(wy1))
+        torch.mul(blended[..., :crop], wx0, out=out[:, t]).add_(blended[..., crop:].mul_(wx1))
+    return out
 
 
 def normalize_(x: torch.Tensor) -> torch.Tensor:
@@ -73,9 +83,7 @@ def normalize_(x: torch.Tensor) -> torch.Tensor:
 
 def preprocess_clip(frames: np.ndarray | torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     """(T, H, W, 3) uint8 RGB frames, already sampled to T -> (3, T, crop, crop) float32 model input."""
-    x = torch.as_tensor(frames).permute(3, 0, 1, 2)  # (3, T, H, W), a view
-    x = resized_center_crop(x, spec.side_size, spec.crop_size)
-    return normalize_(x)
+    return normalize_(resized_center_crop(torch.as_tensor(frames), spec.side_size, spec.crop_size))
 
 
 def pack_pathways(batch: torch.Tensor, spec: ModelSpec) -> list[torch.Tensor] | torch.Tensor:
