@@ -39,7 +39,7 @@ class ActionClassifier:
         classmap: dict[str, int] | None = None,
         skip_preprocess: bool = False,
         device: str = "cpu",
-        batch_size: int = 8,
+        batch_size: int = 4,
     ):
         if topk < 1:
             raise InputError(f"topk must be at least 1, got {topk}")
@@ -125,7 +125,11 @@ class ActionClassifier:
 def _as_clip(frames) -> np.ndarray:
     if isinstance(frames, torch.Tensor):
         frames = frames.numpy()
-    clip = np.asarray(frames) if isinstance(frames, np.ndarray) else np.stack([np.asarray(f) for f in frames])
+    if not isinstance(frames, np.ndarray):
+        frames = [np.asarray(f) for f in frames]
+        if not frames or len({f.shape for f in frames}) != 1:
+            raise InputError("frames must be a non-empty list of (H, W, 3) uint8 arrays of one size")
+    clip = np.stack(frames) if isinstance(frames, list) else frames
     if clip.ndim != 4 or clip.shape[-1] != 3 or clip.dtype != np.uint8 or len(clip) == 0:
         raise InputError(
             f"frames must be uint8 RGB of shape (T, H, W, 3) or a list of (H, W, 3); got {clip.dtype} {clip.shape}"

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--stride", type=positive_float, default=None, metavar="SECONDS",
                           help="seconds between segment starts (default: the model's clip length)")
     classify.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default cpu)")
-    classify.add_argument("--batch-size", type=positive_int, default=8, help="clips per forward pass (default 8)")
+    classify.add_argument("--batch-size", type=positive_int, default=4, help="most clips per forward pass (default 4)")
     classify.add_argument("--json", action="store_true", help="one JSON object per segment (JSON lines)")
     classify.add_argument("--embeddings", action="store_true", help="with --json: include each segment's embedding")
     classify.set_defaults(run=run_classify)

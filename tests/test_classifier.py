@@ -82,6 +82,8 @@ def test_classmap_replaces_the_kinetics_names(clip_10s, peaked_checkpoint):
         (np.zeros((4, 64, 64), np.uint8), "shape"),
         (np.zeros((4, 64, 64, 3), np.float32), "uint8"),
         (np.zeros((0, 64, 64, 3), np.uint8), "shape"),
+        ([], "non-empty list"),
+        ([np.zeros((64, 64, 3), np.uint8), np.zeros((32, 64, 3), np.uint8)], "one size"),
     ],
 )
 def test_bad_frames_are_input_errors(peaked_xs, frames, message):
