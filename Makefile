@@ -24,8 +24,9 @@ DEMO_VIDEO ?= $(firstword $(wildcard ../shared/data/videos/mm_demo.mp4) demo/syn
 
 demo: venv
 	@[ -f "$(DEMO_VIDEO)" ] || $(PY) -m pipelines.synthetic $(DEMO_VIDEO) --seconds 10
-	$(VENV)/bin/reelflow classify $(DEMO_VIDEO) --weights kinetics || \
-	  $(VENV)/bin/reelflow classify $(DEMO_VIDEO) --weights none
+	$(VENV)/bin/reelflow classify $(DEMO_VIDEO) --weights kinetics || { \
+	  echo "*** make demo: official weights unavailable, FALLING BACK TO RANDOM WEIGHTS (labels are meaningless) ***"; \
+	  $(VENV)/bin/reelflow classify $(DEMO_VIDEO) --weights none; }
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
