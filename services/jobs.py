@@ -1,0 +1,97 @@
+"""The job message (Redis stream entry and HTTP body share it), job states and the job record.
+
+    >>> JobSpec(source="/videos/a.mp4").model
+    'x3d_xs'
+    >>> JobState.DONE.terminal
+    True
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS, MODELS
+
+SCHEMA_VERSION = 1
+
+
+class JobSpec(BaseModel):
+    """What to classify and how. Stream field `job` holds it as JSON (or give the fields flat)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, description="local path or URL of a video")
+    model: str = DEFAULT_MODEL
+    weights: str = DEFAULT_WEIGHTS
+    topk: int = Field(5, ge=1, le=1000)
+    stride_s: float | None = Field(None, gt=0)
+    embeddings: bool = True
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+    priority: int = 0
+    schema_version: int = SCHEMA_VERSION
+    trace: dict[str, str] | None = Field(None, description="W3C trace context (traceparent) of the submitter")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value!r}; choose one of: {', '.join(MODELS)}")
+        return value
+
+    @field_validator("schema_version")
+    @classmethod
+    def _supported_version(cls, value: int) -> int:
+        if value > SCHEMA_VERSION:
+            raise ValueError(f"schema_version {value} is newer than this worker's ({SCHEMA_VERSION}); upgrade reelflow")
+        return value
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "queued"  # waiting in the stream or for a retry
+    RUNNING = "running"  # claimed by a consumer, segments being produced
+    DONE = "done"  # every segment stored
+    FAILED = "failed"  # bad job or out of attempts; in the dead-letter list
+    CANCELLED = "cancelled"  # stopped by the user; stored segments are kept
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+class JobRecord(BaseModel):
+    """The source of truth for a job, stored as a Redis hash."""
+
+    job_id: str
+    state: JobState
+    spec: JobSpec | None = None  # None for a malformed message
+    attempts: int = 0
+    segments_done: int = 0
+    segments_total: int | None = None
+    error: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    @classmethod
+    def from_hash(cls, job_id: str, fields: dict[str, str]) -> JobRecord:
+        spec = fields.get("spec")
+        total = fields.get("segments_total")
+        return cls(
+            job_id=job_id,
+            state=JobState(fields.get("state", "queued")),
+            spec=JobSpec.model_validate_json(spec) if spec else None,
+            attempts=int(fields.get("attempts", 0)),
+            segments_done=int(fields.get("segments_done", 0)),
+            segments_total=int(total) if total not in (None, "") else None,
+            error=fields.get("error") or None,
+            created_at=float(fields.get("created_at", 0)),
+            updated_at=float(fields.get("updated_at", 0)),
+        )
+
+    def summary(self) -> dict:
+        d = json.loads(self.model_dump_json(exclude={"spec"}))
+        if self.spec is not None:
+            d.update(source=self.spec.source, model=self.spec.model, weights=self.spec.weights)
+        return d

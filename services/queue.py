@@ -1,0 +1,293 @@
+"""The job queue on Redis Streams: submit, claim, renew, finish, retry, dead-letter, cancel.
+
+Delivery is at least once: a job whose consumer dies is reclaimed after its lease and runs again,
+resuming after its last stored segment. Segment results are written once per (job, index), so
+results are exactly once. The job record (a hash) is the source of truth; stream entries only
+deliver, and are acknowledged and deleted once their job has moved on.
+
+    >>> queue = JobQueue(redis.Redis.from_url(url), Settings.from_env())    # doctest: +SKIP
+    >>> job_id, created = queue.submit(JobSpec(source="/videos/a.mp4"))
+    >>> [claim] = queue.claim(count=1, block_ms=1000, consumer="worker-1")
+    >>> queue.store_segment(job_id, 0, '{"index": 0, ...}'); queue.complete(claim)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis
+from pydantic import ValidationError
+
+from services import keys
+from services.jobs import JobRecord, JobSpec, JobState
+from services.settings import Settings
+
+MAX_RETRY_DELAY_S = 300.0
+
+# Reset the entry's idle time only if this consumer still holds it (a plain XCLAIM would steal it
+# back from the consumer that reclaimed it).
+RENEW_IF_OWNED = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #pending == 0 or pending[1][2] ~= ARGV[3] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a consumer holds until it completes, retries, fails or loses it."""
+
+    job_id: str
+    entry_id: str
+    consumer: str
+    spec: JobSpec
+    attempt: int
+
+
+class JobQueue:
+    def __init__(self, client: redis.Redis, settings: Settings):
+        self.r = client
+        self.settings = settings
+        self._renew_script = client.register_script(RENEW_IF_OWNED)
+        try:  # from id 0: entries added with redis-cli before any worker ran are delivered too
+            self.r.xgroup_create(keys.JOBS_STREAM, keys.CONSUMER_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    # -- submitting --
+
+    def submit(self, spec: JobSpec) -> tuple[str, bool]:
+        """Queue a job; returns (job id, created). A repeated idempotency key returns the first job."""
+        job_id = uuid.uuid4().hex[:16]
+        if spec.idempotency_key:
+            if not self.r.set(keys.idempotency(spec.idempotency_key), job_id, nx=True, ex=self.settings.result_ttl_s):
+                existing = self.r.get(keys.idempotency(spec.idempotency_key))
+                if existing:
+                    return existing.decode(), False
+        now = time.time()
+        with self.r.pipeline(transaction=True) as p:
+            p.hset(keys.job(job_id), mapping=_record_fields(JobState.QUEUED, spec, now))
+            p.zadd(keys.JOBS_INDEX, {job_id: now})
+            p.xadd(keys.JOBS_STREAM, {"job_id": job_id, "job": spec.model_dump_json(exclude_none=True)})
+            p.execute()
+        return job_id, True
+
+    # -- consuming --
+
+    def claim(self, count: int, block_ms: int, consumer: str) -> list[Claim]:
+        """Up to `count` jobs: first those whose consumer went silent, then new ones."""
+        self._promote_due_retries()
+        lease_ms = int(self.settings.lease_s * 1000)
+        # Redis 6.2 answers [cursor, entries], 7+ [cursor, entries, deleted ids]
+        entries = list(self.r.xautoclaim(keys.JOBS_STREAM, keys.CONSUMER_GROUP, consumer, lease_ms, "0-0", count=count)[1])
+        if len(entries) < count:
+            fresh = self.r.xreadgroup(keys.CONSUMER_GROUP, consumer, {keys.JOBS_STREAM: ">"},
+                                      count=count - len(entries), block=block_ms)
+            for _, stream_entries in fresh or []:
+                entries.extend(stream_entries)
+        claims = []
+        for entry_id, fields in entries:
+            if fields is None:  # deleted while pending
+                self._ack(entry_id)
+                continue
+            claim = self._accept(entry_id.decode(), {k.decode(): v.decode() for k, v in fields.items()}, consumer)
+            if claim:
+                claims.append(claim)
+        return claims
+
+    def _accept(self, entry_id: str, fields: dict[str, str], consumer: str) -> Claim | None:
+        job_id = fields.get("job_id") or entry_id
+        try:
+            spec = parse_message(fields)
+        except ValueError as e:
+            self._dead_letter(job_id, entry_id, f"malformed job message: {e}", fields)
+            return None
+        record_key = keys.job(job_id)
+        if not self.r.exists(record_key):  # submitted straight to the stream (redis-cli XADD)
+            now = time.time()
+            self.r.hset(record_key, mapping=_record_fields(JobState.QUEUED, spec, now))
+            self.r.zadd(keys.JOBS_INDEX, {job_id: now}, nx=True)
+        state = JobState(self.r.hget(record_key, "state").decode())
+        if state.terminal:
+            self._ack(entry_id)
+            return None
+        attempt = self.r.hincrby(record_key, "attempts", 1)
+        if attempt > self.settings.max_attempts:
+            last = (self.r.hget(record_key, "error") or b"").decode()
+            self._dead_letter(job_id, entry_id, f"gave up after {attempt - 1} attempts: {last or 'worker lost'}", fields)
+            return None
+        self.r.hset(record_key, mapping={"state": JobState.RUNNING.value, "consumer": consumer, "updated_at": time.time()})
+        return Claim(job_id, entry_id, consumer, spec, attempt)
+
+    def renew(self, claim: Claim) -> bool:
+        """Extend the lease; False when the job was reclaimed by another consumer or has ended."""
+        owned = self._renew_script(keys=[keys.JOBS_STREAM], args=[keys.CONSUMER_GROUP, claim.entry_id, claim.consumer])
+        return bool(owned) and self.state(claim.job_id) == JobState.RUNNING
+
+    # -- results --
+
+    def set_total(self, job_id: str, total: int) -> None:
+        self.r.hset(keys.job(job_id), "segments_total", total)
+
+    def store_segment(self, job_id: str, index: int, result_json: str) -> bool:
+        """Store a segment result once; False if that index was already stored."""
+        stored = self.r.hsetnx(keys.segments(job_id), str(index), result_json)
+        if stored:
+            self.r.hset(keys.job(job_id), mapping={"segments_done": self.r.hlen(keys.segments(job_id)),
+                                                   "updated_at": time.time()})
+        return bool(stored)
+
+    def stored_indices(self, job_id: str) -> set[int]:
+        return {int(i) for i in self.r.hkeys(keys.segments(job_id))}
+
+    def segments(self, job_id: str) -> list[dict]:
+        stored = self.r.hgetall(keys.segments(job_id))
+        return [json.loads(stored[k]) for k in sorted(stored, key=int)]
+
+    # -- ending a claim --
+
+    def complete(self, claim: Claim) -> bool:
+        """Mark the job done if every segment is stored; False (and nothing changes) otherwise."""
+        record = self.record(claim.job_id)
+        if record is None or record.segments_total is None or record.segments_done < record.segments_total:
+            return False
+        with self.r.pipeline(transaction=True) as p:
+            p.hset(keys.job(claim.job_id), mapping={"state": JobState.DONE.value, "error": "", "updated_at": time.time()})
+            self._expire(p, claim.job_id)
+            p.execute()
+        self._ack(claim.entry_id)
+        return True
+
+    def retry(self, claim: Claim, error: str) -> JobState:
+        """A transient fault: back off and deliver again, or dead-letter once out of attempts."""
+        if claim.attempt >= self.settings.max_attempts:
+            self._dead_letter(claim.job_id, claim.entry_id, f"gave up after {claim.attempt} attempts: {error}", None)
+            return JobState.FAILED
+        delay = min(MAX_RETRY_DELAY_S, self.settings.retry_base_s * 2 ** (claim.attempt - 1)) * random.uniform(0.5, 1.5)
+        with self.r.pipeline(transaction=True) as p:
+            p.hset(keys.job(claim.job_id), mapping={"state": JobState.QUEUED.value, "error": error, "updated_at": time.time()})
+            p.zadd(keys.RETRIES, {claim.job_id: time.time() + delay})
+            p.execute()
+        self._ack(claim.entry_id)
+        return JobState.QUEUED
+
+    def fail(self, claim: Claim, error: str) -> None:
+        """A bad job (unreadable, not a video, unknown model...): dead-letter it now."""
+        self._dead_letter(claim.job_id, claim.entry_id, error, None)
+
+    def cancel(self, job_id: str) -> JobState | None:
+        """Cancel a job that has not ended; returns its state afterwards (None: no such job)."""
+        state = self.state(job_id)
+        if state is None or state.terminal:
+            return state
+        with self.r.pipeline(transaction=True) as p:
+            p.hset(keys.job(job_id), mapping={"state": JobState.CANCELLED.value, "updated_at": time.time()})
+            p.zrem(keys.RETRIES, job_id)
+            self._expire(p, job_id)
+            p.execute()
+        return JobState.CANCELLED
+
+    # -- dead letters --
+
+    def dead_letters(self) -> list[dict]:
+        entries = [json.loads(v) for v in self.r.hgetall(keys.DEAD_LETTERS).values()]
+        return sorted(entries, key=lambda e: e["at"])
+
+    def replay(self, job_id: str) -> bool:
+        """Queue a dead-lettered job again with fresh attempts; False if it is not in the list."""
+        raw = self.r.hget(keys.DEAD_LETTERS, job_id)
+        if raw is None:
+            return False
+        entry = json.loads(raw)
+        record = self.record(job_id)
+        if record is None or record.spec is None:
+            return False  # a malformed message cannot run; it stays listed
+        with self.r.pipeline(transaction=True) as p:
+            p.hdel(keys.DEAD_LETTERS, job_id)
+            p.persist(keys.job(job_id))
+            p.persist(keys.segments(job_id))
+            p.hset(keys.job(job_id), mapping={"state": JobState.QUEUED.value, "attempts": 0, "error": "",
+                                              "updated_at": time.time()})
+            p.xadd(keys.JOBS_STREAM, {"job_id": job_id, "job": record.spec.model_dump_json(exclude_none=True)})
+            p.execute()
+        return bool(entry)
+
+    # -- reading --
+
+    def record(self, job_id: str) -> JobRecord | None:
+        fields = self.r.hgetall(keys.job(job_id))
+        if not fields:
+            return None
+        return JobRecord.from_hash(job_id, {k.decode(): v.decode() for k, v in fields.items()})
+
+    def state(self, job_id: str) -> JobState | None:
+        raw = self.r.hget(keys.job(job_id), "state")
+        return JobState(raw.decode()) if raw else None
+
+    def job_ids(self, limit: int = 100) -> list[str]:
+        """The most recent jobs first."""
+        return [j.decode() for j in self.r.zrevrange(keys.JOBS_INDEX, 0, limit - 1)]
+
+    def depth(self) -> dict[str, int]:
+        """Waiting (never delivered), pending (claimed, not acknowledged) and retrying jobs."""
+        groups = {g["name"].decode(): g for g in self.r.xinfo_groups(keys.JOBS_STREAM)}
+        group = groups.get(keys.CONSUMER_GROUP, {})
+        return {"waiting": int(group.get("lag") or 0), "pending": int(group.get("pending") or 0),
+                "retrying": self.r.zcard(keys.RETRIES)}
+
+    # -- internals --
+
+    def _promote_due_retries(self) -> None:
+        for job_id in self.r.zrangebyscore(keys.RETRIES, "-inf", time.time(), start=0, num=100):
+            if self.r.zrem(keys.RETRIES, job_id):  # only the consumer that removes it re-queues it
+                record = self.record(job_id.decode())
+                if record and record.spec and not record.state.terminal:
+                    self.r.xadd(keys.JOBS_STREAM, {"job_id": record.job_id,
+                                                   "job": record.spec.model_dump_json(exclude_none=True)})
+
+    def _dead_letter(self, job_id: str, entry_id: str, error: str, fields: dict[str, str] | None) -> None:
+        now = time.time()
+        entry = {"job_id": job_id, "error": error, "at": now}
+        if fields is not None:
+            entry["message"] = fields
+        with self.r.pipeline(transaction=True) as p:
+            p.hset(keys.job(job_id), mapping={"state": JobState.FAILED.value, "error": error, "updated_at": now})
+            p.hsetnx(keys.job(job_id), "created_at", now)
+            p.zadd(keys.JOBS_INDEX, {job_id: now}, nx=True)
+            p.hset(keys.DEAD_LETTERS, job_id, json.dumps(entry))
+            p.execute()
+        self._ack(entry_id)
+
+    def _expire(self, p, job_id: str) -> None:
+        p.expire(keys.job(job_id), self.settings.result_ttl_s)
+        p.expire(keys.segments(job_id), self.settings.result_ttl_s)
+
+    def _ack(self, entry_id) -> None:
+        with self.r.pipeline(transaction=True) as p:
+            p.xack(keys.JOBS_STREAM, keys.CONSUMER_GROUP, entry_id)
+            p.xdel(keys.JOBS_STREAM, entry_id)
+            p.execute()
+
+
+def parse_message(fields: dict[str, str]) -> JobSpec:
+    """A stream entry's job: field `job` as JSON, or the job's fields given flat (redis-cli friendly)."""
+    try:
+        if "job" in fields:
+            return JobSpec.model_validate_json(fields["job"])
+        flat = {k: v for k, v in fields.items() if k != "job_id"}
+        return JobSpec.model_validate(flat, strict=False)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "message"
+        raise ValueError(f"{where}: {first.get('msg')}") from None
+
+
+def _record_fields(state: JobState, spec: JobSpec, now: float) -> dict:
+    return {"state": state.value, "spec": spec.model_dump_json(exclude_none=True), "attempts": 0,
+            "segments_done": 0, "error": "", "created_at": now, "updated_at": now}

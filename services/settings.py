@@ -1,0 +1,58 @@
+"""Every setting of the control plane, read from the environment in one place.
+
+    >>> settings = Settings.from_env()
+    >>> settings.redis_url is None or settings.redis_url.startswith(("redis", "unix"))
+    True
+
+| variable | default | meaning |
+|---|---|---|
+| REELFLOW_REDIS_URL | (embedded) | redis://, rediss:// (TLS) or unix:// URL; unset: the embedded server under the home |
+| REELFLOW_HOME | ~/.local/share/reelflow | embedded Redis data and append-only file, logs |
+| REELFLOW_LEASE_S | 60 | a claimed job is reclaimed when its consumer is silent this long |
+| REELFLOW_MAX_ATTEMPTS | 3 | deliveries before a job goes to the dead-letter list |
+| REELFLOW_RETRY_BASE_S | 2 | first retry delay; doubles each attempt, with jitter |
+| REELFLOW_RESULT_TTL_S | 604800 | finished jobs and their segments expire after this (7 days) |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _number(name: str, default: float, cast=float):
+    raw = _env(name, str(default))
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number; unset it or give e.g. {default}") from None
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r} must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None
+    home: Path
+    lease_s: float
+    max_attempts: int
+    retry_base_s: float
+    result_ttl_s: int
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            redis_url=os.environ.get("REELFLOW_REDIS_URL") or None,
+            home=Path(_env("REELFLOW_HOME", str(Path.home() / ".local" / "share" / "reelflow"))).expanduser(),
+            lease_s=_number("REELFLOW_LEASE_S", 60.0),
+            max_attempts=_number("REELFLOW_MAX_ATTEMPTS", 3, int),
+            retry_base_s=_number("REELFLOW_RETRY_BASE_S", 2.0),
+            result_ttl_s=_number("REELFLOW_RESULT_TTL_S", 7 * 24 * 3600, int),
+        )

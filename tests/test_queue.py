@@ -1,0 +1,212 @@
+"""The job queue against a real redis-server (the embedded one): given / when / then."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+import redis
+
+from services import keys
+from services.embedded_redis import EmbeddedRedis, redis_server_binary
+from services.jobs import JobSpec, JobState
+from services.queue import JobQueue
+from services.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    embedded = EmbeddedRedis(home)
+    url = embedded.start()
+    yield embedded, url
+    embedded.stop()
+
+
+@pytest.fixture
+def client(server):
+    _, url = server
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    return client
+
+
+def make_queue(client, **overrides) -> JobQueue:
+    settings = Settings(redis_url=None, home=None, lease_s=0.5, max_attempts=3, retry_base_s=0.05, result_ttl_s=3600)
+    return JobQueue(client, settings.__class__(**{**settings.__dict__, **overrides}))
+
+
+def spec(**kw) -> JobSpec:
+    return JobSpec(**{"source": "/videos/a.mp4", **kw})
+
+
+def finish(queue, claim, total=2):
+    queue.set_total(claim.job_id, total)
+    for i in range(total):
+        queue.store_segment(claim.job_id, i, json.dumps({"index": i}))
+    return queue.complete(claim)
+
+
+def test_submit_claim_complete(client):
+    q = make_queue(client)
+    job_id, created = q.submit(spec())
+    assert created and q.state(job_id) == JobState.QUEUED
+    [claim] = q.claim(count=5, block_ms=100, consumer="w1")
+    assert (claim.job_id, claim.attempt, claim.spec.source) == (job_id, 1, "/videos/a.mp4")
+    assert q.state(job_id) == JobState.RUNNING
+    assert finish(q, claim)
+    record = q.record(job_id)
+    assert (record.state, record.segments_done, record.segments_total) == (JobState.DONE, 2, 2)
+    assert q.depth() == {"waiting": 0, "pending": 0, "retrying": 0}
+    assert 0 < client.ttl(keys.job(job_id)) <= 3600
+
+
+def test_complete_refuses_until_every_segment_is_stored(client):
+    q = make_queue(client)
+    q.submit(spec())
+    [claim] = q.claim(1, 100, "w1")
+    q.set_total(claim.job_id, 3)
+    q.store_segment(claim.job_id, 0, "{}")
+    assert not q.complete(claim) and q.state(claim.job_id) == JobState.RUNNING
+
+
+def test_segments_are_stored_once_per_index(client):
+    q = make_queue(client)
+    job_id, _ = q.submit(spec())
+    assert q.store_segment(job_id, 0, json.dumps({"index": 0, "v": 1}))
+    assert not q.store_segment(job_id, 0, json.dumps({"index": 0, "v": 2}))
+    assert q.segments(job_id) == [{"index": 0, "v": 1}]
+    assert q.stored_indices(job_id) == {0} and q.record(job_id).segments_done == 1
+
+
+def test_idempotent_submit_returns_the_first_job(client):
+    q = make_queue(client)
+    first, created = q.submit(spec(idempotency_key="batch-7/a"))
+    again, created_again = q.submit(spec(idempotency_key="batch-7/a"))
+    assert created and not created_again and again == first
+    assert len(q.claim(5, 100, "w1")) == 1
+
+
+def test_a_dead_consumers_job_is_reclaimed_after_its_lease(client):
+    q = make_queue(client, lease_s=0.3)
+    job_id, _ = q.submit(spec())
+    [lost] = q.claim(1, 100, "dies")
+    q.store_segment(job_id, 0, "{}")  # it got one segment done, then died
+    assert q.claim(1, 50, "w2") == []  # lease still running
+    time.sleep(0.4)
+    [reclaimed] = q.claim(1, 50, "w2")
+    assert (reclaimed.job_id, reclaimed.attempt, reclaimed.consumer) == (job_id, 2, "w2")
+    assert q.stored_indices(job_id) == {0}  # resume after the stored segment
+    assert not q.renew(lost)  # the old holder learns it lost the job, and cannot take it back
+    assert q.renew(reclaimed)
+
+
+def test_renewing_keeps_a_long_job(client):
+    q = make_queue(client, lease_s=0.3)
+    q.submit(spec())
+    [claim] = q.claim(1, 100, "w1")
+    for _ in range(4):
+        time.sleep(0.15)
+        assert q.renew(claim)
+        assert q.claim(1, 10, "w2") == []
+
+
+def test_transient_faults_retry_with_backoff_then_dead_letter(client):
+    q = make_queue(client, max_attempts=2, retry_base_s=0.1)
+    job_id, _ = q.submit(spec())
+    [claim] = q.claim(1, 100, "w1")
+    assert q.retry(claim, "replica died") == JobState.QUEUED
+    assert q.depth()["retrying"] == 1 and q.claim(1, 10, "w1") == []  # not before its delay
+    time.sleep(0.2)
+    [again] = q.claim(1, 100, "w1")
+    assert again.attempt == 2
+    assert q.retry(again, "replica died again") == JobState.FAILED
+    record = q.record(job_id)
+    assert record.state == JobState.FAILED and "gave up after 2 attempts: replica died again" in record.error
+    assert [d["job_id"] for d in q.dead_letters()] == [job_id]
+
+
+def test_a_bad_job_is_dead_lettered_and_replayed(client):
+    q = make_queue(client)
+    job_id, _ = q.submit(spec())
+    [claim] = q.claim(1, 100, "w1")
+    q.fail(claim, "cannot read '/videos/a.mp4': no such file; check the path")
+    assert q.state(job_id) == JobState.FAILED
+    assert q.dead_letters()[0]["error"].startswith("cannot read")
+    assert q.replay(job_id) and q.dead_letters() == []
+    [replayed] = q.claim(1, 100, "w1")
+    assert (replayed.job_id, replayed.attempt) == (job_id, 1)
+
+
+@pytest.mark.parametrize(
+    "fields, error",
+    [
+        ({"job": "{not json"}, "malformed job message"),
+        ({"job": json.dumps({"source": "/v.mp4", "model": "resnet9000"})}, "unknown model"),
+        ({"job": json.dumps({"model": "x3d_xs"})}, "source"),
+        ({"source": "/v.mp4", "topk": "lots"}, "topk"),
+        ({"source": "/v.mp4", "colour": "blue"}, "colour"),
+        ({"job": json.dumps({"source": "/v.mp4", "schema_version": 99})}, "newer"),
+    ],
+)
+def test_malformed_messages_go_to_the_dead_letter_list(client, fields, error):
+    q = make_queue(client)
+    entry_id = client.xadd(keys.JOBS_STREAM, fields).decode()
+    good, _ = q.submit(spec())
+    claims = q.claim(5, 100, "w1")
+    assert [c.job_id for c in claims] == [good]  # the consumer carries on
+    [dead] = q.dead_letters()
+    assert dead["job_id"] == entry_id and error in dead["error"] and "\n" not in dead["error"]
+    assert q.state(entry_id) == JobState.FAILED
+    assert not q.replay(entry_id)  # nothing runnable to replay
+
+
+def test_redis_cli_xadd_submits_a_job(server, client):
+    _, url = server
+    cli = str(redis_server_binary()).replace("redis-server", "redis-cli")
+    socket = url.removeprefix("unix://")
+    out = subprocess.run([cli, "-s", socket, "XADD", keys.JOBS_STREAM, "*", "source", "/videos/b.mp4",
+                          "model", "x3d_s", "topk", "3", "embeddings", "false"], capture_output=True, text=True, check=True)
+    entry_id = out.stdout.strip()
+    q = make_queue(client)
+    [claim] = q.claim(1, 100, "w1")
+    assert claim.job_id == entry_id
+    assert (claim.spec.source, claim.spec.model, claim.spec.topk, claim.spec.embeddings) == ("/videos/b.mp4", "x3d_s", 3, False)
+    assert q.record(entry_id).state == JobState.RUNNING
+
+
+def test_cancel_a_queued_and_a_running_job(client):
+    q = make_queue(client)
+    queued, _ = q.submit(spec())
+    running, _ = q.submit(spec(source="/videos/c.mp4"))
+    [claim] = [c for c in q.claim(1, 100, "w1")]
+    assert claim.job_id == queued  # FIFO
+    assert q.cancel(running) == JobState.CANCELLED
+    assert q.cancel(queued) == JobState.CANCELLED
+    assert not q.renew(claim)  # the worker learns it should stop
+    assert q.claim(5, 50, "w1") == []  # the cancelled queued job is never delivered
+    assert q.cancel("no-such-job") is None
+
+
+def test_jobs_survive_a_redis_restart(tmp_path):
+    embedded = EmbeddedRedis(tmp_path)
+    client = redis.Redis.from_url(embedded.start())
+    q = make_queue(client)
+    job_id, _ = q.submit(spec())
+    q.store_segment(job_id, 0, "{}")
+    embedded.stop()
+    assert embedded.url() is None
+    client = redis.Redis.from_url(embedded.start())
+    q = make_queue(client)
+    assert q.stored_indices(job_id) == {0}
+    [claim] = q.claim(1, 100, "w1")
+    assert claim.job_id == job_id
+    embedded.stop()
+
+
+def test_a_running_embedded_server_is_reused(server):
+    embedded, url = server
+    again = EmbeddedRedis(embedded.dir.parent)
+    assert again.start() == url
