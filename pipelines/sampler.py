@@ -11,7 +11,7 @@ whatever the video's length.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 
 import av
@@ -42,22 +42,29 @@ def sample_clips(
     stride_s: float | None = None,
     *,
     all_frames: bool = False,
+    skip: Container[int] = (),
 ) -> Iterator[SampledClip]:
     """Yield one SampledClip per segment, in segment order.
 
     `all_frames=True` returns every frame of the segment instead of `num_frames` of them.
+    Segments whose index is in `skip` (already done elsewhere) are left out.
     """
     video = source if isinstance(source, Video) else open_video(source)
     try:
-        yield from _sample(video, clip_s, num_frames, stride_s, all_frames)
+        yield from _sample(video, clip_s, num_frames, stride_s, all_frames, skip)
     finally:
         if video is not source:
             video.close()
 
 
-def _sample(video: Video, clip_s, num_frames, stride_s, all_frames) -> Iterator[SampledClip]:
+def plan_video(video: Video, clip_s: float, stride_s: float | None = None) -> list[Segment]:
+    """The segments of an open video (DESIGN.md's segment rule)."""
+    return plan_segments(video.duration_s(), clip_s, stride_s)
+
+
+def _sample(video: Video, clip_s, num_frames, stride_s, all_frames, skip) -> Iterator[SampledClip]:
     info = video.info
-    segments = plan_segments(video.duration_s(), clip_s, stride_s)
+    segments = [s for s in plan_video(video, clip_s, stride_s) if s.index not in skip]
     # Segments are sorted by start and by end, so the open ones are segments[next_seg:] and the
     # earliest frame any of them can use is bounds[next_seg][0].
     bounds = [pts_bounds(s, info.time_base, info.start_pts) for s in segments]

@@ -16,10 +16,12 @@ from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS, MODELS
 
 EXAMPLES = """\
 examples:
-  reelflow classify video.mp4                          # x3d_xs, Kinetics-400 weights
-  reelflow classify video.mp4 --model slowfast_r50 --topk 3
-  reelflow classify video.mp4 --stride 0.8 --json      # overlapping segments, JSON lines
-  reelflow classify video.mp4 --weights my.pyth        # your own checkpoint
+  reelflow classify video.mp4                          # in this process: x3d_xs, Kinetics-400 weights
+  reelflow classify video.mp4 --model slowfast_r50 --topk 3 --json
+  reelflow up &                                        # the stack: embedded Redis + a worker
+  reelflow submit videos/*.mp4 --wait                  # bulk jobs, with progress
+  reelflow status; reelflow results JOB --format csv -o job.csv
+  reelflow dlq list                                    # jobs that failed, and why
   reelflow models                                      # the models and how they sample
 """
 
@@ -73,10 +75,72 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--embeddings", action="store_true", help="with --json: include each segment's embedding")
     classify.set_defaults(run=run_classify)
 
+    add_stack_commands(commands)
+
     models = commands.add_parser("models", help="list the models and how each samples a clip")
     models.add_argument("--json", action="store_true", help="machine-readable output")
     models.set_defaults(run=run_models)
     return parser
+
+
+def add_stack_commands(commands) -> None:
+    from services import client_commands as client
+
+    home = argparse.ArgumentParser(add_help=False)
+    home.add_argument("--home", metavar="DIR", help="reelflow home of the embedded Redis "
+                      "(default $REELFLOW_HOME or ~/.local/share/reelflow; ignored with REELFLOW_REDIS_URL)")
+
+    up = commands.add_parser("up", parents=[home], help="run the stack (Redis + worker) until stopped",
+                             description="Start the embedded Redis (unless REELFLOW_REDIS_URL is set) and a "
+                                         "job worker in this process; Ctrl-C hands the job in hand back and stops.")
+    up.add_argument("--model", action="append", choices=list(MODELS), metavar="MODEL",
+                    help="load this model at start (repeatable); others load on first use")
+    up.add_argument("--weights", default=DEFAULT_WEIGHTS, help="weights of the --model models (default kinetics)")
+    up.add_argument("--device", default="cpu", help="torch device for the models (default cpu)")
+    up.add_argument("--keep-redis", action="store_true", help="leave the embedded Redis running on exit")
+    up.set_defaults(run=run_up)
+
+    submit = commands.add_parser("submit", parents=[home], help="queue videos as jobs on a running stack",
+                                 epilog="The job message is documented in the README; any Redis client can XADD one.")
+    submit.add_argument("sources", nargs="+", metavar="PATH_OR_URL", help="video files or URLs")
+    add_model_options(submit)
+    submit.add_argument("--topk", type=positive_int, default=5, help="labels per segment (default 5)")
+    submit.add_argument("--stride", type=positive_float, default=None, metavar="SECONDS",
+                        help="seconds between segment starts (default: the model's clip length)")
+    submit.add_argument("--no-embeddings", action="store_true", help="do not store segment embeddings")
+    submit.add_argument("--idempotency-key", metavar="KEY",
+                        help="resubmitting with the same key (per source) returns the first job instead of a new one")
+    submit.add_argument("--priority", type=int, default=0, help="stored with the job (scheduling by priority: planned)")
+    submit.add_argument("--wait", action="store_true", help="follow the jobs until they end; exit 0 only if all are done")
+    submit.add_argument("--json", action="store_true", help="machine-readable output")
+    submit.set_defaults(run=client.run_submit)
+
+    status = commands.add_parser("status", parents=[home], help="one job, or the whole stack")
+    status.add_argument("job", nargs="?", metavar="JOB")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(run=client.run_status)
+
+    results = commands.add_parser("results", parents=[home], help="a job's segment results")
+    results.add_argument("job", metavar="JOB")
+    results.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="jsonl (default) or csv")
+    results.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    results.set_defaults(run=client.run_results)
+
+    cancel = commands.add_parser("cancel", parents=[home], help="cancel a job that has not ended")
+    cancel.add_argument("job", metavar="JOB")
+    cancel.set_defaults(run=client.run_cancel)
+
+    dlq = commands.add_parser("dlq", parents=[home], help="the dead-letter list: failed jobs and why")
+    dlq.add_argument("action", nargs="?", choices=["list", "replay"], default="list")
+    dlq.add_argument("job", nargs="?", metavar="JOB", help="with replay: the job to queue again")
+    dlq.add_argument("--json", action="store_true", help="machine-readable output")
+    dlq.set_defaults(run=client.run_dlq)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from services.up import run_up as up
+
+    return up(args)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

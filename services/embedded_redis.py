@@ -45,6 +45,7 @@ class EmbeddedRedis:
         self.dir = Path(home) / "redis"
         self.socket = self.dir / "redis.sock"
         self.url_file = self.dir / "url"
+        self._process: subprocess.Popen | None = None  # set when this object started the server
 
     def url(self) -> str | None:
         """The URL of the server if it is running, else None."""
@@ -80,8 +81,8 @@ class EmbeddedRedis:
             f"logfile {self.dir / 'redis.log'}",
         ]) + "\n")
         # Its own session: the server outlives a crashed `up` and the next one reuses it.
-        subprocess.Popen([redis_server_binary(), str(conf)], start_new_session=True,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._process = subprocess.Popen([redis_server_binary(), str(conf)], start_new_session=True,
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
         while time.monotonic() < deadline:
@@ -102,6 +103,9 @@ class EmbeddedRedis:
             redis.Redis.from_url(url).shutdown()
         except (redis.ConnectionError, redis.ResponseError):
             pass  # the connection drops as the server exits
+        if self._process is not None:
+            self._process.wait(timeout=30)  # reap it: no zombie left behind
+            self._process = None
         self.url_file.unlink(missing_ok=True)
 
 

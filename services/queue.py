@@ -177,6 +177,18 @@ class JobQueue:
         self._ack(claim.entry_id)
         return JobState.QUEUED
 
+    def release(self, claim: Claim) -> None:
+        """Hand a job back untouched (the worker is stopping): queued again, the attempt not counted."""
+        if self.state(claim.job_id) != JobState.RUNNING:
+            self._ack(claim.entry_id)
+            return
+        with self.r.pipeline(transaction=True) as p:
+            p.hset(keys.job(claim.job_id), mapping={"state": JobState.QUEUED.value, "updated_at": time.time()})
+            p.hincrby(keys.job(claim.job_id), "attempts", -1)
+            p.xadd(keys.JOBS_STREAM, {"job_id": claim.job_id, "job": claim.spec.model_dump_json(exclude_none=True)})
+            p.execute()
+        self._ack(claim.entry_id)
+
     def fail(self, claim: Claim, error: str) -> None:
         """A bad job (unreadable, not a video, unknown model...): dead-letter it now."""
         self._dead_letter(claim.job_id, claim.entry_id, error, None)
@@ -240,6 +252,12 @@ class JobQueue:
         group = groups.get(keys.CONSUMER_GROUP, {})
         return {"waiting": int(group.get("lag") or 0), "pending": int(group.get("pending") or 0),
                 "retrying": self.r.zcard(keys.RETRIES)}
+
+    def workers(self) -> list[dict]:
+        """Consumers of the group: name, jobs they hold, seconds since they last read."""
+        return [{"name": c["name"].decode() if isinstance(c["name"], bytes) else c["name"],
+                 "pending": int(c["pending"]), "idle_s": int(c["idle"]) / 1000}
+                for c in self.r.xinfo_consumers(keys.JOBS_STREAM, keys.CONSUMER_GROUP)]
 
     # -- internals --
 

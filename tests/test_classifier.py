@@ -112,3 +112,11 @@ def test_decoder_errors_reach_the_caller(tmp_path, clip_10s, peaked_xs):
     broken.write_bytes(clip_10s.read_bytes()[:5000])
     with pytest.raises(VideoError):
         peaked_xs.classify_video(broken)
+
+
+def test_skipped_segments_are_left_out_and_the_rest_unchanged(clip_10s, peaked_xs):
+    everything = peaked_xs.classify_video(clip_10s)
+    resumed = list(peaked_xs.iter_video(clip_10s, skip={0, 1, 2, 5}))
+    assert [s.index for s in resumed] == [3, 4, 6]
+    for seg in resumed:
+        assert seg.scores == pytest.approx(everything[seg.index].scores, rel=1e-5)

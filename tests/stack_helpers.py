@@ -1,0 +1,52 @@
+"""Running a real stack for tests: `reelflow up` as a subprocess on its own home."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REELFLOW = str(Path(sys.executable).parent / "reelflow")
+
+
+def stack_env(home: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "REELFLOW_REDIS_URL"}
+    env.update(REELFLOW_HOME=str(home), **extra)
+    return env
+
+
+class UpProcess:
+    """`reelflow up` in its own process group, with its log kept for failed assertions."""
+
+    def __init__(self, home: Path, env: dict, *args: str):
+        home.mkdir(parents=True, exist_ok=True)
+        self.log_path = home / f"up-{time.monotonic_ns()}.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([REELFLOW, "up", *args], env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 60
+        while "ready" not in self.log_path.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"reelflow up did not start:\n{self.log_path.read_text()}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group of `up`."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+        self.log.close()
+
+
+def run(env: dict, *args, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run([REELFLOW, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
+    if check:
+        assert result.returncode == 0, f"reelflow {' '.join(map(str, args))}: {result.stderr}"
+    return result

@@ -1,0 +1,88 @@
+"""The stack as a user runs it: `reelflow up` in a real process, clients in others, SIGKILL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from stack_helpers import UpProcess, run, stack_env
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path / "home"
+
+
+def test_submit_wait_results_status_cancel_dlq(home, clip_10s, tmp_path):
+    env = stack_env(home)
+    up = UpProcess(home, env)
+    try:
+        bad = tmp_path / "notes.txt"
+        bad.write_text("not a video\n")
+        out = run(env, "submit", clip_10s, bad, "/no/such/file.mp4", "--weights", "none", "--wait", "--json", check=False)
+        assert out.returncode == 1  # one job failed, one path refused
+        assert "'/no/such/file.mp4' is not a file" in out.stderr
+        lines = [json.loads(line) for line in out.stdout.splitlines()]
+        job_ids = [line["job_id"] for line in lines if "created" in line]
+        ended = {line["job_id"]: line for line in lines if "state" in line}
+        good, failed = job_ids
+        assert ended[good]["state"] == "done" and ended[failed]["state"] == "failed"
+
+        segments = [json.loads(line) for line in run(env, "results", good).stdout.splitlines()]
+        classify = [json.loads(line) for line in run(env, "classify", clip_10s, "--weights", "none", "--json").stdout.splitlines()]
+        assert [(s["index"], s["start_s"], s["labels"]) for s in segments] == [(c["index"], c["start_s"], c["labels"]) for c in classify]
+        for s, c in zip(segments, classify):
+            assert s["scores"] == pytest.approx(c["scores"], rel=1e-5)
+
+        rows = list(csv.DictReader(io.StringIO(run(env, "results", good, "--format", "csv").stdout)))
+        assert [int(r["index"]) for r in rows] == list(range(7)) and rows[0]["labels"].count("|") == 4
+
+        status = json.loads(run(env, "status", "--json").stdout)
+        assert status["jobs"] == {"done": 1, "failed": 1} and status["dead_letters"] == 1
+        assert json.loads(run(env, "status", good, "--json").stdout)["segments_done"] == 7
+
+        dlq = run(env, "dlq", "list").stdout
+        assert failed in dlq and "as video" in dlq
+        assert "done" in run(env, "cancel", good).stdout  # an ended job stays as it ended
+        missing = run(env, "status", "nope", check=False)
+        assert missing.returncode == 1 and missing.stderr.startswith("reelflow: error: no job")
+    finally:
+        up.stop()
+    assert run(env, "status", check=False).returncode == 1  # the embedded Redis went down with `up`
+
+
+def redis_pid(home) -> int:
+    return int((home / "redis" / "redis.pid").read_text())
+
+
+def test_killing_the_whole_stack_loses_nothing(home, clip_10s):
+    env = stack_env(home, REELFLOW_LEASE_S="2")
+    up = UpProcess(home, env)
+    try:
+        out = run(env, "submit", *[clip_10s] * 6, "--weights", "none", "--json")
+        job_ids = [json.loads(line)["job_id"] for line in out.stdout.splitlines()]
+        deadline = time.monotonic() + 120
+        while not any(json.loads(run(env, "status", j, "--json").stdout)["state"] == "done" for j in job_ids):
+            assert time.monotonic() < deadline, "no job finished"
+            time.sleep(0.2)
+        up.kill()  # SIGKILL the process group of `up` ...
+        os.kill(redis_pid(home), signal.SIGKILL)  # ... and the embedded Redis (its own session)
+        time.sleep(0.5)
+        up = UpProcess(home, env)
+        waited = run(env, "submit", "--wait", "--json", "--weights", "none", "--idempotency-key", "again", clip_10s)
+        assert waited.returncode == 0
+        for job_id in job_ids:
+            deadline = time.monotonic() + 120
+            while (state := json.loads(run(env, "status", job_id, "--json").stdout))["state"] != "done":
+                assert time.monotonic() < deadline, state
+                time.sleep(0.2)
+            segments = [json.loads(line) for line in run(env, "results", job_id).stdout.splitlines()]
+            assert [s["index"] for s in segments] == list(range(7)), job_id
+    finally:
+        up.stop()
