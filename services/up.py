@@ -21,12 +21,12 @@ def run_up(args) -> int:
     embedded = None if settings.redis_url else EmbeddedRedis(settings.home)
     url = settings.redis_url or embedded.start()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    from services.worker import Worker
+    from services.worker import InProcessPipeline, Worker
 
     queue = connect(settings)
-    worker = Worker(queue, device=args.device)
+    worker = Worker(queue, InProcessPipeline(device=args.device))
     for model in args.model or []:
-        worker.classifier(model, args.weights, topk=5)  # load now: bad weights fail before any job
+        worker.pipeline.prepare(model, args.weights)  # load now: bad weights fail before any job
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: worker.stop.set())
     where = f"embedded Redis {url} (home {settings.home})" if embedded else f"Redis {redact(url)}"

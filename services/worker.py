@@ -1,13 +1,14 @@
-"""The job consumer: claim a job, classify its video segment by segment, store each segment once.
+"""The job consumer: claim jobs, have a pipeline classify them, store each segment once.
 
-This worker runs the data plane in its own process (the local, single-machine mode of `reelflow
-up`). A bad job (unreadable, not a video, unknown weights) fails at once into the dead-letter
-list; anything else is transient and retried with backoff. A reclaimed job resumes after its last
-stored segment. A heartbeat thread renews the lease while the job runs; when renewal fails (the
-job was cancelled or reclaimed elsewhere) the worker stops that job between two segments.
+A pipeline turns a job into its segment results: `InProcessPipeline` runs the data plane in this
+process; `services.ray_pipeline.RayPipeline` spreads it over Ray decoder actors and Serve model
+replicas. The worker owns everything else: it takes only as many jobs as the pipeline has capacity
+for, renews their leases from a heartbeat thread, stores results idempotently, resumes reclaimed
+jobs after their stored segments, and sorts failures: a bad job (unreadable, not a video, unknown
+weights) fails at once into the dead-letter list, anything else is retried with backoff.
 
-    >>> worker = Worker(queue, consumer="laptop-1")          # doctest: +SKIP
-    >>> worker.run()                                          # until worker.stop is set
+    >>> worker = Worker(queue, InProcessPipeline(), consumer="laptop-1")      # doctest: +SKIP
+    >>> worker.run()                                                          # until worker.stop is set
 """
 
 from __future__ import annotations
@@ -18,57 +19,101 @@ import os
 import socket
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from pipelines.errors import ReelflowError
-from services.jobs import JobState
+from services.jobs import JobSpec, JobState
 from services.queue import Claim, JobQueue
 
 log = logging.getLogger("reelflow.worker")
 
-MAX_LOADED_MODELS = 2  # (model, weights) pairs kept in memory at once
+MAX_LOADED_MODELS = 2  # (model, weights) pairs an in-process pipeline keeps in memory
 
 
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class Worker:
-    def __init__(self, queue: JobQueue, consumer: str | None = None, device: str = "cpu"):
-        self.queue = queue
-        self.consumer = consumer or default_consumer_name()
+class InProcessPipeline:
+    """The data plane in this process, one job at a time."""
+
+    capacity = 1
+
+    def __init__(self, device: str = "cpu"):
         self.device = device
-        self.stop = threading.Event()  # set: hand the job in hand back and take no more
         self._classifiers: OrderedDict = OrderedDict()
 
-    def run(self, block_ms: int = 1000) -> None:
-        """Take jobs one at a time until `stop` is set."""
-        while not self.stop.is_set():
-            for claim in self.queue.claim(count=1, block_ms=block_ms, consumer=self.consumer):
-                self.process(claim)
+    def prepare(self, model: str, weights: str) -> None:
+        self._classifier(model, weights)
+
+    def segments(self, spec: JobSpec, skip: set[int]) -> Iterator[int | dict]:
+        """The job's number of segments, then a result dict per segment not in `skip`."""
+        from pipelines.decode import open_video
+        from pipelines.sampler import plan_video
+
+        clf = self._classifier(spec.model, spec.weights)
+        clf.topk = min(spec.topk, len(clf.labels))
+        with open_video(spec.source) as video:
+            yield len(plan_video(video, clf.spec.clip_seconds, spec.stride_s))
+        for seg in clf.iter_video(spec.source, spec.stride_s, skip=skip):
+            yield seg.to_dict(embedding="base64" if spec.embeddings else None)
+
+    def is_permanent(self, error: BaseException) -> bool:
+        return isinstance(error, ReelflowError)
+
+    def _classifier(self, model: str, weights: str):
+        from pipelines.classifier import ActionClassifier
+
+        key = (model, weights)
+        if key not in self._classifiers:
+            self._classifiers[key] = ActionClassifier(model, weights=weights, device=self.device)
+            while len(self._classifiers) > MAX_LOADED_MODELS:
+                self._classifiers.popitem(last=False)
+        self._classifiers.move_to_end(key)
+        return self._classifiers[key]
+
+
+class Worker:
+    def __init__(self, queue: JobQueue, pipeline=None, consumer: str | None = None):
+        self.queue = queue
+        self.pipeline = pipeline or InProcessPipeline()
+        self.consumer = consumer or default_consumer_name()
+        self.stop = threading.Event()  # set: hand the jobs in hand back and take no more
+
+    def run(self, block_ms: int = 1000, until_idle: bool = False) -> int:
+        """Take jobs, at most the pipeline's capacity at once, until `stop` is set (or, with
+        `until_idle`, until no job is ready and none is running). Returns how many were taken."""
+        taken = 0
+        capacity = self.pipeline.capacity
+        with ThreadPoolExecutor(capacity, thread_name_prefix="reelflow-job") as pool:
+            running: set = set()
+            while not self.stop.is_set():
+                running = {f for f in running if not f.done()}
+                free = capacity - len(running)
+                if free == 0:
+                    wait(running, timeout=block_ms / 1000, return_when=FIRST_COMPLETED)
+                    continue
+                claims = self.queue.claim(count=free, block_ms=block_ms, consumer=self.consumer)
+                if not claims and not running and until_idle:
+                    break
+                for claim in claims:
+                    running.add(pool.submit(self.process, claim))
+                    taken += 1
+            wait(running)
+        return taken
 
     def run_until_idle(self, block_ms: int = 200) -> int:
-        """Take jobs until the queue has none ready; returns how many were processed (tests, `process`)."""
-        processed = 0
-        while claims := self.queue.claim(count=1, block_ms=block_ms, consumer=self.consumer):
-            for claim in claims:
-                self.process(claim)
-                processed += 1
-        return processed
+        return self.run(block_ms=block_ms, until_idle=True)
 
     def process(self, claim: Claim) -> None:
         job_id, spec = claim.job_id, claim.spec
         log.info("job %s: %s with %s (attempt %d)", job_id, spec.source, spec.model, claim.attempt)
         heartbeat = _Heartbeat(self.queue, claim)
+        results = self.pipeline.segments(spec, self.queue.stored_indices(job_id))
         try:
-            clf = self.classifier(spec.model, spec.weights, spec.topk)
-            from pipelines.decode import open_video
-            from pipelines.sampler import plan_video
-
-            with open_video(spec.source) as video:
-                total = len(plan_video(video, clf.spec.clip_seconds, spec.stride_s))
-            self.queue.set_total(job_id, total)
-            done = self.queue.stored_indices(job_id)
-            for seg in clf.iter_video(spec.source, spec.stride_s, skip=done):
+            self.queue.set_total(job_id, next(results))
+            for result in results:
                 if self.stop.is_set():
                     log.info("job %s: worker stopping; handing the job back", job_id)
                     self.queue.release(claim)
@@ -76,33 +121,26 @@ class Worker:
                 if heartbeat.lost.is_set() or self.queue.state(job_id) != JobState.RUNNING:
                     log.info("job %s: cancelled or reclaimed elsewhere; stopping", job_id)
                     return
-                result = seg.to_dict(embedding="base64" if spec.embeddings else None)
                 result["job_id"] = job_id
-                self.queue.store_segment(job_id, seg.index, json.dumps(result))
+                self.queue.store_segment(job_id, result["index"], json.dumps(result))
             if not self.queue.complete(claim):
                 self.queue.retry(claim, "not every segment was stored")
-        except ReelflowError as e:
-            log.warning("job %s failed: %s", job_id, e)
-            self.queue.fail(claim, str(e))
-        except Exception as e:  # transient until proven otherwise: retried, then dead-lettered
-            log.exception("job %s: transient error", job_id)
-            self.queue.retry(claim, f"{type(e).__name__}: {e}")
+        except Exception as e:
+            if self.pipeline.is_permanent(e):
+                log.warning("job %s failed: %s", job_id, e)
+                self.queue.fail(claim, _one_line(e))
+            else:  # transient until proven otherwise: retried with backoff, then dead-lettered
+                log.exception("job %s: transient error", job_id)
+                self.queue.retry(claim, f"{type(e).__name__}: {_one_line(e)}")
         finally:
+            results.close()
             heartbeat.stop()
 
-    def classifier(self, model: str, weights: str, topk: int):
-        from pipelines.classifier import ActionClassifier
 
-        key = (model, weights)
-        clf = self._classifiers.get(key)
-        if clf is None:
-            clf = ActionClassifier(model, weights=weights, topk=topk, device=self.device)
-            self._classifiers[key] = clf
-            while len(self._classifiers) > MAX_LOADED_MODELS:
-                self._classifiers.popitem(last=False)
-        self._classifiers.move_to_end(key)
-        clf.topk = min(topk, len(clf.labels))
-        return clf
+def _one_line(error: BaseException) -> str:
+    cause = getattr(error, "cause", None)  # Ray wraps an actor's exception; report the original
+    text = str(cause if isinstance(cause, BaseException) else error).strip()
+    return text.splitlines()[0][:500] if text else type(error).__name__
 
 
 class _Heartbeat:
