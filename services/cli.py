@@ -94,10 +94,11 @@ def add_stack_commands(commands) -> None:
                              description="Start the embedded Redis (unless REELFLOW_REDIS_URL is set) and a "
                                          "job worker in this process; Ctrl-C hands the job in hand back and stops.")
     up.add_argument("--model", action="append", choices=list(MODELS), metavar="MODEL",
-                    help="load this model at start (repeatable); others load on first use")
+                    help=f"serve this model from the start (repeatable; default {DEFAULT_MODEL}); others on first use")
     up.add_argument("--weights", default=DEFAULT_WEIGHTS, help="weights of the --model models (default kinetics)")
     up.add_argument("--device", default="cpu", help="torch device for the models (default cpu)")
     up.add_argument("--keep-redis", action="store_true", help="leave the embedded Redis running on exit")
+    up.add_argument("--no-ray", action="store_true", help="run the data plane in this process instead of on Ray")
     up.set_defaults(run=run_up)
 
     submit = commands.add_parser("submit", parents=[home], help="queue videos as jobs on a running stack",

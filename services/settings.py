@@ -12,6 +12,12 @@
 | REELFLOW_MAX_ATTEMPTS | 3 | deliveries before a job goes to the dead-letter list |
 | REELFLOW_RETRY_BASE_S | 2 | first retry delay; doubles each attempt, with jitter |
 | REELFLOW_RESULT_TTL_S | 604800 | finished jobs and their segments expire after this (7 days) |
+| REELFLOW_BATCH_SIZE | 8 | most clips per forward pass on a model replica (`@serve.batch`) |
+| REELFLOW_BATCH_WAIT_S | 0.02 | how long a replica waits to fill a batch |
+| REELFLOW_DECODERS | 1 | decoder actors, i.e. jobs decoded at once per `up` |
+| REELFLOW_DECODER_CPUS | 1 | CPUs Ray reserves per decoder actor |
+| REELFLOW_REPLICA_CPUS | 1 | CPUs Ray reserves per model replica |
+| REELFLOW_MAX_REPLICAS | 2 | autoscaling limit of replicas per model |
 """
 
 from __future__ import annotations
@@ -45,6 +51,12 @@ class Settings:
     max_attempts: int
     retry_base_s: float
     result_ttl_s: int
+    batch_size: int = 8
+    batch_wait_s: float = 0.02
+    decoders: int = 1
+    decoder_cpus: float = 1.0
+    replica_cpus: float = 1.0
+    max_replicas: int = 2
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -55,4 +67,10 @@ class Settings:
             max_attempts=_number("REELFLOW_MAX_ATTEMPTS", 3, int),
             retry_base_s=_number("REELFLOW_RETRY_BASE_S", 2.0),
             result_ttl_s=_number("REELFLOW_RESULT_TTL_S", 7 * 24 * 3600, int),
+            batch_size=_number("REELFLOW_BATCH_SIZE", 8, int),
+            batch_wait_s=_number("REELFLOW_BATCH_WAIT_S", 0.02),
+            decoders=_number("REELFLOW_DECODERS", 1, int),
+            decoder_cpus=_number("REELFLOW_DECODER_CPUS", 1.0),
+            replica_cpus=_number("REELFLOW_REPLICA_CPUS", 1.0),
+            max_replicas=_number("REELFLOW_MAX_REPLICAS", 2, int),
         )

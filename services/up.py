@@ -1,7 +1,9 @@
-"""`reelflow up`: the whole stack in one process, until stopped.
+"""`reelflow up`: the whole stack, until stopped.
 
 Redis: `REELFLOW_REDIS_URL`, or the embedded redis-server under the home (started, or reused if
-running). Work: a job consumer running the data plane in this process. Stopping (Ctrl-C, SIGTERM)
+running). Ray: `RAY_ADDRESS`'s cluster, or a local one. Work: a job consumer in this process that
+drives Ray decoder actors and Serve model replicas (`--no-ray`: the data plane runs in this process
+instead). Stopping (Ctrl-C, SIGTERM)
 hands the job in hand back to the queue after its current batch; its stored segments stay. If the
 process is killed instead, the job is reclaimed when its lease runs out.
 """
@@ -12,6 +14,8 @@ import logging
 import signal
 import sys
 
+from pipelines.errors import ReelflowError
+from pipelines.models import DEFAULT_MODEL
 from services.embedded_redis import EmbeddedRedis
 from services.stack import connect, redact, settings_for
 
@@ -24,17 +28,30 @@ def run_up(args) -> int:
     from services.worker import InProcessPipeline, Worker
 
     queue = connect(settings)
-    worker = Worker(queue, InProcessPipeline(device=args.device))
-    for model in args.model or []:
-        worker.pipeline.prepare(model, args.weights)  # load now: bad weights fail before any job
+    if args.no_ray:
+        pipeline = InProcessPipeline(device=args.device)
+    else:
+        from services.ray_pipeline import RayPipeline
+
+        pipeline = RayPipeline(settings, device=args.device)
+        pipeline.start()
+    worker = Worker(queue, pipeline)
+    for model in args.model or [DEFAULT_MODEL]:
+        try:  # load now, so the first job does not wait for it
+            pipeline.prepare(model, args.weights)
+        except ReelflowError as e:
+            print(f"reelflow up: warning: {e}", file=sys.stderr, flush=True)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: worker.stop.set())
     where = f"embedded Redis {url} (home {settings.home})" if embedded else f"Redis {redact(url)}"
-    print(f"reelflow up: {where}; worker {worker.consumer} ready. Submit with `reelflow submit VIDEO`; "
+    mode = "in-process pipeline" if args.no_ray else f"Ray pipeline ({settings.decoders} decoder(s))"
+    print(f"reelflow up: {where}; {mode}; worker {worker.consumer} ready. Submit with `reelflow submit VIDEO`; "
           "Ctrl-C stops.", file=sys.stderr, flush=True)
     try:
         worker.run()
     finally:
+        if hasattr(pipeline, "shutdown"):
+            pipeline.shutdown()
         if embedded is not None and not args.keep_redis:
             embedded.stop()
     return 0

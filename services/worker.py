@@ -127,7 +127,7 @@ class Worker:
                 self.queue.retry(claim, "not every segment was stored")
         except Exception as e:
             if self.pipeline.is_permanent(e):
-                log.warning("job %s failed: %s", job_id, e)
+                log.warning("job %s failed: %s", job_id, _one_line(e))
                 self.queue.fail(claim, _one_line(e))
             else:  # transient until proven otherwise: retried with backoff, then dead-lettered
                 log.exception("job %s: transient error", job_id)

@@ -1,0 +1,190 @@
+"""The Ray pipeline: decoder actors feed Ray Serve model replicas that batch clips dynamically.
+
+    job consumer --(job spec)--> Decoder actor --(clip, via the object store)--> ModelReplica (@serve.batch)
+         ^                            |  decode, sample, transform           forward: probabilities + embeddings
+         +----(small result dicts)----+  top-k, result records
+
+Clip tensors go from a decoder straight to a replica through Ray's object store; the consumer only
+sees the small per-segment results. A dead decoder or replica surfaces as an exception in the job's
+result stream: the worker retries the job, which resumes after its stored segments.
+
+    >>> pipeline = RayPipeline(Settings.from_env()); pipeline.start()        # doctest: +SKIP
+    >>> Worker(queue, pipeline).run()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue as queue_lib
+import threading
+from collections import deque
+from collections.abc import Iterator
+
+import numpy as np
+import ray
+from ray import serve
+
+from pipelines.errors import ReelflowError, WeightsError
+from services.jobs import JobSpec
+from services.settings import Settings
+
+log = logging.getLogger("reelflow.ray")
+
+REPLICA = "ModelReplica"
+NAMESPACE = "reelflow"
+
+
+@serve.deployment(name=REPLICA)
+class ModelReplica:
+    """One model with its weights; clips from any decoder are batched together."""
+
+    def __init__(self, model: str, weights: str, max_batch_size: int, batch_wait_s: float, device: str = "cpu"):
+        from pipelines.inference import ClipModel
+
+        self.clip_model = ClipModel.load(model, weights, device)
+        self.predict.set_max_batch_size(max_batch_size)
+        self.predict.set_batch_wait_timeout_s(batch_wait_s)
+        self.batch_sizes: list[int] = []
+
+    def describe(self) -> dict:
+        return {"weights_id": self.clip_model.weights_id, "num_classes": self.clip_model.num_classes}
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def predict(self, clips: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        import torch
+
+        self.batch_sizes.append(len(clips))
+        probs, features = self.clip_model.predict(torch.stack([torch.from_numpy(c) for c in clips]))
+        return list(zip(probs.numpy(), features.numpy()))
+
+    async def __call__(self, clip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return await self.predict(clip)
+
+    def batch_size_counts(self) -> dict[int, int]:
+        return {size: self.batch_sizes.count(size) for size in sorted(set(self.batch_sizes))}
+
+
+@ray.remote
+class Decoder:
+    """Decodes one job at a time and sends its clips to the model's replicas, a few in flight."""
+
+    def run(self, app_name: str, spec_json: str, skip: list[int], in_flight: int) -> Iterator[int | dict]:
+        import torch
+
+        from pipelines.decode import open_video
+        from pipelines.labels import labels_for
+        from pipelines.models import get_spec
+        from pipelines.results import SegmentResult
+        from pipelines.sampler import plan_video, sample_clips
+        from pipelines.transforms import preprocess_clip
+
+        spec = JobSpec.model_validate_json(spec_json)
+        model = get_spec(spec.model)
+        handle = serve.get_deployment_handle(REPLICA, app_name=app_name)
+        info = handle.describe.remote().result()
+        labels = labels_for(info["num_classes"])
+        topk = min(spec.topk, len(labels))
+        with open_video(spec.source) as video:
+            yield len(plan_video(video, model.clip_seconds, spec.stride_s))
+
+        def result(clip, response) -> dict:
+            names, scores, embedding = [], [], None
+            if response is not None:
+                probs, embedding = response.result()
+                top = torch.from_numpy(probs).topk(topk)
+                names, scores = [labels[i] for i in top.indices.tolist()], top.values.tolist()
+            seg = clip.segment
+            return SegmentResult(spec.source, seg.index, seg.start_s, seg.end_s, spec.model, info["weights_id"],
+                                 names, scores, embedding, clip.frame_count
+                                 ).to_dict(embedding="base64" if spec.embeddings else None)
+
+        pending: deque = deque()
+        for clip in sample_clips(spec.source, model.clip_seconds, model.num_frames, spec.stride_s, skip=set(skip)):
+            response = None
+            if clip.frames is not None:
+                response = handle.remote(preprocess_clip(clip.frames, model).numpy())
+            pending.append((clip, response))
+            while len(pending) > in_flight:
+                yield result(*pending.popleft())
+        while pending:
+            yield result(*pending.popleft())
+
+
+def app_name(model: str, weights: str) -> str:
+    return f"{model}-{hashlib.sha1(weights.encode()).hexdigest()[:8]}"
+
+
+class RayPipeline:
+    """Decoder actors and Serve replicas on a local Ray (or RAY_ADDRESS's cluster)."""
+
+    def __init__(self, settings: Settings, device: str = "cpu"):
+        self.settings = settings
+        self.capacity = settings.decoders
+        self.device = device
+        self._free: queue_lib.Queue = queue_lib.Queue()
+        self._apps: set[str] = set()
+        self._deploy_lock = threading.Lock()
+
+    def start(self) -> None:
+        if not ray.is_initialized():
+            ray.init(address=os.environ.get("RAY_ADDRESS") or None, namespace=NAMESPACE,
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        serve.start(proxy_location="Disabled")
+        for _ in range(self.capacity):
+            self._free.put(Decoder.options(max_restarts=-1, num_cpus=self.settings.decoder_cpus).remote())
+
+    def prepare(self, model: str, weights: str) -> str:
+        """Deploy the model's replicas once; a deployment that cannot start is a bad job."""
+        name = app_name(model, weights)
+        with self._deploy_lock:
+            if name not in self._apps:
+                replica = ModelReplica.options(
+                    max_ongoing_requests=4 * self.settings.batch_size,
+                    ray_actor_options={"num_cpus": self.settings.replica_cpus},
+                    autoscaling_config={"min_replicas": 1, "max_replicas": self.settings.max_replicas,
+                                        "target_ongoing_requests": 2 * self.settings.batch_size},
+                )
+                try:
+                    serve.run(replica.bind(model, weights, self.settings.batch_size, self.settings.batch_wait_s,
+                                           self.device), name=name, route_prefix=None)
+                except Exception as e:
+                    serve.delete(name)
+                    raise WeightsError(f"cannot start {model} replicas with weights {weights!r}: "
+                                       f"{_first_line(e)}") from None
+                self._apps.add(name)
+        return name
+
+    def segments(self, spec: JobSpec, skip: set[int]) -> Iterator[int | dict]:
+        name = self.prepare(spec.model, spec.weights)
+        decoder = self._free.get()
+        stream = None
+        try:
+            stream = decoder.run.options(num_returns="streaming").remote(
+                name, spec.model_dump_json(), sorted(skip), 2 * self.settings.batch_size)
+            for ref in stream:
+                yield ray.get(ref)
+        finally:
+            if stream is not None:
+                ray.cancel(stream)
+            self._free.put(decoder)
+
+    def is_permanent(self, error: BaseException) -> bool:
+        return isinstance(error, ReelflowError) or isinstance(getattr(error, "cause", None), ReelflowError)
+
+    def batch_size_counts(self, model: str, weights: str) -> dict[int, int]:
+        handle = serve.get_deployment_handle(REPLICA, app_name=app_name(model, weights))
+        return handle.batch_size_counts.remote().result()
+
+    def shutdown(self) -> None:
+        """Leave Ray: a local cluster goes down with it; a shared one (RAY_ADDRESS) keeps its apps."""
+        ray.shutdown()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    for line in text.splitlines():
+        if "Error" in line or "error" in line:
+            return line.strip()[:300]
+    return (text.splitlines() or [type(error).__name__])[0][:300]
