@@ -73,7 +73,17 @@ def checkpoint_url(spec: ModelSpec) -> str:
     return f"{root.rstrip('/')}/{spec.checkpoint_file}" if root else spec.checkpoint_url
 
 
-def _kinetics_state(spec: ModelSpec, progress: bool) -> dict:
+def check_weights(spec: ModelSpec, weights: str) -> None:
+    """Fail fast, without building the model, when weights cannot be had: a path that is not a
+    file, or `kinetics` with nothing cached and no way to download (which this then does)."""
+    if weights == "kinetics":
+        ensure_cached(spec, progress=False)
+    elif weights != "none" and not Path(weights).expanduser().is_file():
+        raise WeightsError(f"weights {weights!r} is not a file; pass 'kinetics', 'none' or a checkpoint path")
+
+
+def ensure_cached(spec: ModelSpec, progress: bool = True) -> Path:
+    """The official checkpoint in torch.hub's cache, downloaded on first use."""
     path = checkpoint_cache_path(spec)
     url = checkpoint_url(spec)
     if not path.exists():
@@ -86,6 +96,11 @@ def _kinetics_state(spec: ModelSpec, progress: bool) -> dict:
                 f"cannot download the {spec.name} checkpoint {url} ({reason}); "
                 f"download it by hand to {path}, or pass --weights PATH or --weights none"
             ) from None
+    return path
+
+
+def _kinetics_state(spec: ModelSpec, progress: bool) -> dict:
+    path = ensure_cached(spec, progress)
     # The official files are trusted; they may hold non-tensor metadata beside the weights.
     return _unwrap(_load(path, trusted=True), path)
 

@@ -65,10 +65,16 @@ class ModelReplica:
     def batch_size_counts(self) -> dict[int, int]:
         return {size: self.batch_sizes.count(size) for size in sorted(set(self.batch_sizes))}
 
+    def pid(self) -> int:
+        return os.getpid()
+
 
 @ray.remote
 class Decoder:
     """Decodes one job at a time and sends its clips to the model's replicas, a few in flight."""
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def run(self, app_name: str, spec_json: str, skip: list[int], in_flight: int) -> Iterator[int | dict]:
         import torch
@@ -124,6 +130,7 @@ class RayPipeline:
         self.capacity = settings.decoders
         self.device = device
         self._free: queue_lib.Queue = queue_lib.Queue()
+        self.decoders: list = []
         self._apps: set[str] = set()
         self._deploy_lock = threading.Lock()
 
@@ -132,29 +139,47 @@ class RayPipeline:
             ray.init(address=os.environ.get("RAY_ADDRESS") or None, namespace=NAMESPACE,
                      include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         serve.start(proxy_location="Disabled")
-        for _ in range(self.capacity):
-            self._free.put(Decoder.options(max_restarts=-1, num_cpus=self.settings.decoder_cpus).remote())
+        for _ in range(self.capacity):  # restarted by Ray if their process dies
+            decoder = Decoder.options(max_restarts=-1, num_cpus=self.settings.decoder_cpus).remote()
+            self.decoders.append(decoder)
+            self._free.put(decoder)
 
     def prepare(self, model: str, weights: str) -> str:
         """Deploy the model's replicas once; a deployment that cannot start is a bad job."""
         name = app_name(model, weights)
         with self._deploy_lock:
             if name not in self._apps:
+                from pipelines.models import get_spec
+                from pipelines.weights import check_weights
+
+                check_weights(get_spec(model), weights)  # the common failures, in a second
                 replica = ModelReplica.options(
+                    max_constructor_retry_count=2,  # a replica that cannot load fails the deploy
                     max_ongoing_requests=4 * self.settings.batch_size,
                     ray_actor_options={"num_cpus": self.settings.replica_cpus},
                     autoscaling_config={"min_replicas": 1, "max_replicas": self.settings.max_replicas,
                                         "target_ongoing_requests": 2 * self.settings.batch_size},
                 )
-                try:
-                    serve.run(replica.bind(model, weights, self.settings.batch_size, self.settings.batch_wait_s,
-                                           self.device), name=name, route_prefix=None)
-                except Exception as e:
-                    serve.delete(name)
-                    raise WeightsError(f"cannot start {model} replicas with weights {weights!r}: "
-                                       f"{_first_line(e)}") from None
+                self._deploy(name, replica.bind(model, weights, self.settings.batch_size,
+                                                self.settings.batch_wait_s, self.device), model, weights)
                 self._apps.add(name)
         return name
+
+    def _deploy(self, name: str, app, model: str, weights: str) -> None:
+        """serve.run with a deadline: replicas that never get resources must not hang the job."""
+        outcome: list = []
+        thread = threading.Thread(target=lambda: outcome.append(_try(serve.run, app, name=name, route_prefix=None)),
+                                  daemon=True, name="reelflow-deploy")
+        thread.start()
+        thread.join(self.settings.deploy_timeout_s)
+        if not outcome:
+            serve.delete(name, _blocking=False)
+            raise TimeoutError(f"{model} replicas were not running after {self.settings.deploy_timeout_s:.0f} s "
+                               "(not enough free CPUs or memory?)")
+        if isinstance(outcome[0], BaseException):
+            serve.delete(name, _blocking=False)
+            raise WeightsError(f"cannot start {model} replicas with weights {weights!r}: "
+                               f"{_first_line(outcome[0])}") from None
 
     def segments(self, spec: JobSpec, skip: set[int]) -> Iterator[int | dict]:
         name = self.prepare(spec.model, spec.weights)
@@ -180,6 +205,13 @@ class RayPipeline:
     def shutdown(self) -> None:
         """Leave Ray: a local cluster goes down with it; a shared one (RAY_ADDRESS) keeps its apps."""
         ray.shutdown()
+
+
+def _try(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # handed to the caller's thread
+        return e
 
 
 def _first_line(error: BaseException) -> str:

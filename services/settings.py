@@ -15,9 +15,10 @@
 | REELFLOW_BATCH_SIZE | 8 | most clips per forward pass on a model replica (`@serve.batch`) |
 | REELFLOW_BATCH_WAIT_S | 0.02 | how long a replica waits to fill a batch |
 | REELFLOW_DECODERS | 1 | decoder actors, i.e. jobs decoded at once per `up` |
-| REELFLOW_DECODER_CPUS | 1 | CPUs Ray reserves per decoder actor |
-| REELFLOW_REPLICA_CPUS | 1 | CPUs Ray reserves per model replica |
+| REELFLOW_DECODER_CPUS | 0.5 | CPUs Ray reserves per decoder actor |
+| REELFLOW_REPLICA_CPUS | 0.5 | CPUs Ray reserves per model replica (several models fit on a laptop) |
 | REELFLOW_MAX_REPLICAS | 2 | autoscaling limit of replicas per model |
+| REELFLOW_DEPLOY_TIMEOUT_S | 300 | a model whose replicas are not running by then fails its job (retried later) |
 """
 
 from __future__ import annotations
@@ -54,9 +55,10 @@ class Settings:
     batch_size: int = 8
     batch_wait_s: float = 0.02
     decoders: int = 1
-    decoder_cpus: float = 1.0
-    replica_cpus: float = 1.0
+    decoder_cpus: float = 0.5
+    replica_cpus: float = 0.5
     max_replicas: int = 2
+    deploy_timeout_s: float = 300.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -70,7 +72,8 @@ class Settings:
             batch_size=_number("REELFLOW_BATCH_SIZE", 8, int),
             batch_wait_s=_number("REELFLOW_BATCH_WAIT_S", 0.02),
             decoders=_number("REELFLOW_DECODERS", 1, int),
-            decoder_cpus=_number("REELFLOW_DECODER_CPUS", 1.0),
-            replica_cpus=_number("REELFLOW_REPLICA_CPUS", 1.0),
+            decoder_cpus=_number("REELFLOW_DECODER_CPUS", 0.5),
+            replica_cpus=_number("REELFLOW_REPLICA_CPUS", 0.5),
             max_replicas=_number("REELFLOW_MAX_REPLICAS", 2, int),
+            deploy_timeout_s=_number("REELFLOW_DEPLOY_TIMEOUT_S", 300.0),
         )

@@ -83,7 +83,7 @@ class Worker:
 
     def run(self, block_ms: int = 1000, until_idle: bool = False) -> int:
         """Take jobs, at most the pipeline's capacity at once, until `stop` is set (or, with
-        `until_idle`, until no job is ready and none is running). Returns how many were taken."""
+        `until_idle`, until no job is waiting, running or due for a retry). Returns how many were taken."""
         taken = 0
         capacity = self.pipeline.capacity
         with ThreadPoolExecutor(capacity, thread_name_prefix="reelflow-job") as pool:
@@ -95,7 +95,7 @@ class Worker:
                     wait(running, timeout=block_ms / 1000, return_when=FIRST_COMPLETED)
                     continue
                 claims = self.queue.claim(count=free, block_ms=block_ms, consumer=self.consumer)
-                if not claims and not running and until_idle:
+                if until_idle and not claims and not running and not any(self.queue.depth().values()):
                     break
                 for claim in claims:
                     running.add(pool.submit(self.process, claim))

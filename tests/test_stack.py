@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -21,7 +22,7 @@ def home(tmp_path):
 
 def test_submit_wait_results_status_cancel_dlq(home, clip_10s, tmp_path):
     env = stack_env(home)
-    up = UpProcess(home, env)
+    up = UpProcess(home, env, "--weights", "none")
     try:
         bad = tmp_path / "notes.txt"
         bad.write_text("not a video\n")
@@ -57,13 +58,33 @@ def test_submit_wait_results_status_cancel_dlq(home, clip_10s, tmp_path):
     assert run(env, "status", check=False).returncode == 1  # the embedded Redis went down with `up`
 
 
+def ray_processes() -> set[int]:
+    """Live (not zombie) Ray head processes."""
+    out = subprocess.run(["pgrep", "-f", "raylet|gcs_server"], capture_output=True, text=True).stdout
+    live = set()
+    for pid in map(int, out.split()):
+        try:
+            if "State:\tZ" not in open(f"/proc/{pid}/status").read():
+                live.add(pid)
+        except FileNotFoundError:
+            pass
+    return live
+
+
+def process_group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
 def redis_pid(home) -> int:
     return int((home / "redis" / "redis.pid").read_text())
 
 
 def test_killing_the_whole_stack_loses_nothing(home, clip_10s):
     env = stack_env(home, REELFLOW_LEASE_S="2")
-    up = UpProcess(home, env)
+    up = UpProcess(home, env, "--weights", "none")
     try:
         out = run(env, "submit", *[clip_10s] * 6, "--weights", "none", "--json")
         job_ids = [json.loads(line)["job_id"] for line in out.stdout.splitlines()]
@@ -71,10 +92,13 @@ def test_killing_the_whole_stack_loses_nothing(home, clip_10s):
         while not any(json.loads(run(env, "status", j, "--json").stdout)["state"] == "done" for j in job_ids):
             assert time.monotonic() < deadline, "no job finished"
             time.sleep(0.2)
-        up.kill()  # SIGKILL the process group of `up` ...
+        group_before = {p for p in ray_processes() if process_group(p) == up.proc.pid}
+        assert group_before, "expected `up` to run a local Ray in its process group"
+        up.kill()  # SIGKILL the process group of `up` (its local Ray with it) ...
         os.kill(redis_pid(home), signal.SIGKILL)  # ... and the embedded Redis (its own session)
         time.sleep(0.5)
-        up = UpProcess(home, env)
+        assert not [p for p in ray_processes() if p in group_before], "Ray outlived the killed `up`"
+        up = UpProcess(home, env, "--weights", "none")
         waited = run(env, "submit", "--wait", "--json", "--weights", "none", "--idempotency-key", "again", clip_10s)
         assert waited.returncode == 0
         for job_id in job_ids:
@@ -84,5 +108,15 @@ def test_killing_the_whole_stack_loses_nothing(home, clip_10s):
                 time.sleep(0.2)
             segments = [json.loads(line) for line in run(env, "results", job_id).stdout.splitlines()]
             assert [s["index"] for s in segments] == list(range(7)), job_id
+    finally:
+        up.stop()
+
+
+def test_the_in_process_mode_runs_jobs_too(home, clip_10s):
+    env = stack_env(home)
+    up = UpProcess(home, env, "--no-ray", "--weights", "none")
+    try:
+        out = run(env, "submit", clip_10s, "--weights", "none", "--wait", "--json")
+        assert json.loads(out.stdout.splitlines()[-1])["state"] == "done"
     finally:
         up.stop()
