@@ -18,15 +18,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# The demo classifies a real video (shared/ beside the checkout) or, on a bare clone, a synthetic
-# one. It tries the official Kinetics weights and, offline, says so and falls back to random ones.
-DEMO_VIDEO ?= $(firstword $(wildcard ../shared/data/videos/mm_demo.mp4) demo/synthetic.mp4)
+# The demo runs the main job on the embedded stack: `reelflow process` over real videos (shared/
+# beside the checkout) or, on a bare clone, videos it generates, then a summary table. It tries the
+# official Kinetics weights and, offline, says so loudly and falls back to random ones.
+DEMO_VIDEOS ?= $(or $(wildcard ../shared/data/videos/mm_demo.mp4 ../shared/data/videos/sk_bikes.mp4 ../shared/data/videos/mm_test.avi),demo/synthetic_a.mp4 demo/synthetic_b.mp4)
+DEMO_RUN = $(VENV)/bin/reelflow process $(DEMO_VIDEOS) --home demo/home --out demo/results
 
 demo: venv
-	@[ -f "$(DEMO_VIDEO)" ] || $(PY) -m pipelines.synthetic $(DEMO_VIDEO) --seconds 10
-	$(VENV)/bin/reelflow classify $(DEMO_VIDEO) --weights kinetics || { \
+	@for v in $(DEMO_VIDEOS); do [ -f "$$v" ] || $(PY) -m pipelines.synthetic "$$v" --seconds 8; done
+	$(DEMO_RUN) --weights kinetics || { \
 	  echo "*** make demo: official weights unavailable, FALLING BACK TO RANDOM WEIGHTS (labels are meaningless) ***"; \
-	  $(VENV)/bin/reelflow classify $(DEMO_VIDEO) --weights none; }
+	  $(DEMO_RUN) --weights none; }
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -116,6 +116,21 @@ def add_stack_commands(commands) -> None:
     submit.add_argument("--json", action="store_true", help="machine-readable output")
     submit.set_defaults(run=client.run_submit)
 
+    process = commands.add_parser("process", parents=[home], help="up + submit + wait + export, in one command",
+                                  description="Start the stack, submit the videos, wait, write OUT/<video stem>.jsonl "
+                                              "per video and print a summary; exit 0 only if every job is done.")
+    process.add_argument("sources", nargs="+", metavar="PATH_OR_URL", help="video files or URLs")
+    add_model_options(process)
+    process.add_argument("--out", default="reelflow-results", metavar="DIR",
+                         help="where the per-video JSON lines go (default ./reelflow-results)")
+    process.add_argument("--topk", type=positive_int, default=5, help="labels per segment (default 5)")
+    process.add_argument("--stride", type=positive_float, default=None, metavar="SECONDS",
+                         help="seconds between segment starts (default: the model's clip length)")
+    process.add_argument("--no-embeddings", action="store_true", help="do not store segment embeddings")
+    process.add_argument("--device", default="cpu", help="torch device for the models (default cpu)")
+    process.add_argument("--no-ray", action="store_true", help="run the data plane in this process instead of on Ray")
+    process.set_defaults(run=run_process)
+
     status = commands.add_parser("status", parents=[home], help="one job, or the whole stack")
     status.add_argument("job", nargs="?", metavar="JOB")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -142,6 +157,12 @@ def run_up(args: argparse.Namespace) -> int:
     from services.up import run_up as up
 
     return up(args)
+
+
+def run_process(args: argparse.Namespace) -> int:
+    from services.process import run_process as process
+
+    return process(args)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

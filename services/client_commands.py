@@ -24,9 +24,18 @@ def _is_url(source: str) -> bool:
 
 
 def run_submit(args) -> int:
+    queue = _queue(args)
+    submitted, refused = submit_sources(queue, args)
+    if args.wait and submitted:
+        ok = wait_for(queue, [job_id for job_id, _ in submitted], json_output=args.json)
+        return 0 if ok and not refused else 1
+    return 1 if refused else 0
+
+
+def submit_sources(queue, args) -> tuple[list[tuple[str, str]], int]:
+    """Submit each of `args.sources`; returns [(job id, source)] and how many were refused."""
     from services.jobs import JobSpec
 
-    queue = _queue(args)
     submitted, refused = [], 0
     for source in args.sources:
         if not _is_url(source):
@@ -36,23 +45,20 @@ def run_submit(args) -> int:
                 refused += 1
                 continue
             source = str(path.resolve())
-        key = f"{args.idempotency_key}/{source}" if args.idempotency_key else None
+        key = f"{args.idempotency_key}/{source}" if getattr(args, "idempotency_key", None) else None
         try:
             spec = JobSpec(source=source, model=args.model, weights=args.weights, topk=args.topk,
                            stride_s=args.stride, embeddings=not args.no_embeddings, idempotency_key=key,
-                           priority=args.priority)
+                           priority=getattr(args, "priority", 0))
         except ValueError as e:
             raise ReelflowError(str(e).splitlines()[-1]) from None
         job_id, created = queue.submit(spec)
-        submitted.append(job_id)
-        if args.json:
+        submitted.append((job_id, source))
+        if getattr(args, "json", False):
             print(json.dumps({"job_id": job_id, "source": source, "created": created}), flush=True)
         else:
             print(f"{job_id}  {source}{'' if created else '  (already submitted)'}", flush=True)
-    if args.wait and submitted:
-        ok = wait_for(queue, submitted, json_output=args.json)
-        return 0 if ok and not refused else 1
-    return 1 if refused else 0
+    return submitted, refused
 
 
 def wait_for(queue, job_ids: list[str], json_output: bool = False, poll_s: float = 0.5) -> bool:

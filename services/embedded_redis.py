@@ -42,10 +42,15 @@ def redis_server_binary() -> str:
 
 class EmbeddedRedis:
     def __init__(self, home: Path):
-        self.dir = Path(home) / "redis"
+        self.dir = Path(home).expanduser().resolve() / "redis"  # redis-server chdirs: paths must be absolute
         self.socket = self.dir / "redis.sock"
         self.url_file = self.dir / "url"
         self._process: subprocess.Popen | None = None  # set when this object started the server
+
+    @property
+    def owns_server(self) -> bool:
+        """True when this object started the server (not reused a running one)."""
+        return self._process is not None
 
     def url(self) -> str | None:
         """The URL of the server if it is running, else None."""

@@ -120,3 +120,29 @@ def test_the_in_process_mode_runs_jobs_too(home, clip_10s):
         assert json.loads(out.stdout.splitlines()[-1])["state"] == "done"
     finally:
         up.stop()
+
+
+def test_process_exports_one_file_per_video_and_matches_classify(home, clip_10s, video_dir, tmp_path):
+    from pipelines.synthetic import make_video
+
+    other = video_dir / "process_other.mkv"
+    make_video(other, seconds=3, fps=25, size=(200, 150))
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video")
+    out = tmp_path / "out"
+    env = stack_env(home)
+    result = run(env, "process", clip_10s, other, notes, "--weights", "none", "--out", out, check=False)
+    assert result.returncode == 1, result.stderr  # one job failed
+    assert "ten_seconds.mp4" in result.stdout and "failed" in result.stdout and "as video" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["notes.jsonl", "process_other.jsonl", "ten_seconds.jsonl"]
+    exported = [json.loads(line) for line in (out / "ten_seconds.jsonl").read_text().splitlines()]
+    classify = [json.loads(line) for line in run(env, "classify", clip_10s, "--weights", "none", "--json").stdout.splitlines()]
+    assert [(s["index"], s["labels"]) for s in exported] == [(c["index"], c["labels"]) for c in classify]
+    assert run(env, "status", check=False).returncode == 1  # process took its embedded Redis down again
+
+
+def test_process_offline_kinetics_fails_in_one_line_before_starting(home, clip_10s, tmp_path):
+    env = stack_env(home, TORCH_HOME=str(tmp_path), REELFLOW_MODEL_ZOO_URL="http://127.0.0.1:9/zoo")
+    result = run(env, "process", clip_10s, "--out", tmp_path / "out", check=False)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "http://127.0.0.1:9/zoo/X3D_XS.pyth" in result.stderr
