@@ -32,7 +32,6 @@ from corpus import generated_videos, long_video, real_videos  # noqa: E402
 from reference import tutorial_transform  # noqa: E402  (the tutorial's own transforms)
 
 from pipelines import ActionClassifier  # noqa: E402
-from pipelines.decode import open_video  # noqa: E402
 from pipelines.models import get_spec  # noqa: E402
 from pipelines.sampler import sample_clips  # noqa: E402
 from pipelines.segments import plan_segments  # noqa: E402

@@ -17,7 +17,7 @@ from pathlib import Path
 from pipelines.errors import ReelflowError
 from services.client_commands import submit_sources, wait_for
 from services.embedded_redis import EmbeddedRedis
-from services.stack import connect, settings_for
+from services.stack import connect, settings_for, start_pipeline
 
 
 def run_process(args) -> int:
@@ -30,15 +30,9 @@ def run_process(args) -> int:
     if embedded is not None:
         embedded.start()
     queue = connect(settings)
-    from services.worker import InProcessPipeline, Worker
+    from services.worker import Worker
 
-    if args.no_ray:
-        pipeline = InProcessPipeline(device=args.device)
-    else:
-        from services.ray_pipeline import RayPipeline
-
-        pipeline = RayPipeline(settings, device=args.device)
-        pipeline.start()
+    pipeline = start_pipeline(settings, use_ray=not args.no_ray, device=args.device)
     worker = Worker(queue, pipeline)
     thread = threading.Thread(target=worker.run, kwargs={"block_ms": 200}, daemon=True, name="reelflow-worker")
     thread.start()

@@ -39,6 +39,19 @@ def connect(settings: Settings) -> JobQueue:
     return JobQueue(client, settings)
 
 
+def start_pipeline(settings: Settings, use_ray: bool, device: str = "cpu"):
+    """The pipeline a worker drives: Ray decoder actors and Serve replicas, or the data plane in this process."""
+    if not use_ray:
+        from services.worker import InProcessPipeline
+
+        return InProcessPipeline(device=device)
+    from services.ray_pipeline import RayPipeline
+
+    pipeline = RayPipeline(settings, device=device)
+    pipeline.start()
+    return pipeline
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages."""
     if "@" in url and "://" in url:

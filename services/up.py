@@ -17,7 +17,7 @@ import sys
 from pipelines.errors import ReelflowError
 from pipelines.models import DEFAULT_MODEL
 from services.embedded_redis import EmbeddedRedis
-from services.stack import connect, redact, settings_for
+from services.stack import connect, redact, settings_for, start_pipeline
 
 
 def run_up(args) -> int:
@@ -25,16 +25,10 @@ def run_up(args) -> int:
     embedded = None if settings.redis_url else EmbeddedRedis(settings.home)
     url = settings.redis_url or embedded.start()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    from services.worker import InProcessPipeline, Worker
+    from services.worker import Worker
 
     queue = connect(settings)
-    if args.no_ray:
-        pipeline = InProcessPipeline(device=args.device)
-    else:
-        from services.ray_pipeline import RayPipeline
-
-        pipeline = RayPipeline(settings, device=args.device)
-        pipeline.start()
+    pipeline = start_pipeline(settings, use_ray=not args.no_ray, device=args.device)
     worker = Worker(queue, pipeline)
     for model in args.model or [DEFAULT_MODEL]:
         try:  # load now, so the first job does not wait for it
