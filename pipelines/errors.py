@@ -19,3 +19,7 @@ class VideoError(ReelflowError):
 
 class InputError(ReelflowError, ValueError):
     """Frames or options of the wrong shape or type."""
+
+
+class SourceNotAllowed(ReelflowError):
+    """A source outside the allowed roots, schemes or hosts, or over the size bounds."""

@@ -43,13 +43,15 @@ def sample_clips(
     *,
     all_frames: bool = False,
     skip: Container[int] = (),
+    open_options: dict[str, str] | None = None,
 ) -> Iterator[SampledClip]:
     """Yield one SampledClip per segment, in segment order.
 
     `all_frames=True` returns every frame of the segment instead of `num_frames` of them.
-    Segments whose index is in `skip` (already done elsewhere) are left out.
+    Segments whose index is in `skip` (already done elsewhere) are left out. `open_options` go to
+    FFmpeg (e.g. a protocol whitelist).
     """
-    video = source if isinstance(source, Video) else open_video(source)
+    video = source if isinstance(source, Video) else open_video(source, options=open_options)
     try:
         yield from _sample(video, clip_s, num_frames, stride_s, all_frames, skip)
     finally:

@@ -45,6 +45,12 @@ def submit_sources(queue, args) -> tuple[list[tuple[str, str]], int]:
                 refused += 1
                 continue
             source = str(path.resolve())
+            try:
+                queue.settings.sources.check(source)
+            except ReelflowError as e:
+                print(f"reelflow: error: {e} (not submitted)", file=sys.stderr)
+                refused += 1
+                continue
         key = f"{args.idempotency_key}/{source}" if getattr(args, "idempotency_key", None) else None
         try:
             spec = JobSpec(source=source, model=args.model, weights=args.weights, topk=args.topk,

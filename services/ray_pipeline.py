@@ -27,6 +27,7 @@ import ray
 from ray import serve
 
 from pipelines.errors import ReelflowError, WeightsError
+from pipelines.sources import SourcePolicy
 from services.jobs import JobSpec
 from services.settings import Settings
 
@@ -76,14 +77,15 @@ class Decoder:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, app_name: str, spec_json: str, skip: list[int], in_flight: int) -> Iterator[int | dict]:
+    def run(self, app_name: str, spec_json: str, skip: list[int], in_flight: int,
+            sources: SourcePolicy) -> Iterator[int | dict]:
         import torch
 
-        from pipelines.decode import open_video
         from pipelines.labels import labels_for
         from pipelines.models import get_spec
         from pipelines.results import SegmentResult
-        from pipelines.sampler import plan_video, sample_clips
+        from pipelines.sampler import sample_clips
+        from pipelines.sources import open_checked
         from pipelines.transforms import preprocess_clip
 
         spec = JobSpec.model_validate_json(spec_json)
@@ -92,8 +94,8 @@ class Decoder:
         info = handle.describe.remote().result()
         labels = labels_for(info["num_classes"])
         topk = min(spec.topk, len(labels))
-        with open_video(spec.source) as video:
-            yield len(plan_video(video, model.clip_seconds, spec.stride_s))
+        source, options, total = open_checked(spec.source, sources, model.clip_seconds, spec.stride_s)
+        yield total
 
         def result(clip, response) -> dict:
             names, scores, embedding = [], [], None
@@ -107,7 +109,8 @@ class Decoder:
                                  ).to_dict(embedding="base64" if spec.embeddings else None)
 
         pending: deque = deque()
-        for clip in sample_clips(spec.source, model.clip_seconds, model.num_frames, spec.stride_s, skip=set(skip)):
+        for clip in sample_clips(source, model.clip_seconds, model.num_frames, spec.stride_s, skip=set(skip),
+                                 open_options=options):
             response = None
             if clip.frames is not None:
                 response = handle.remote(preprocess_clip(clip.frames, model).numpy())
@@ -187,7 +190,7 @@ class RayPipeline:
         stream = None
         try:
             stream = decoder.run.options(num_returns="streaming").remote(
-                name, spec.model_dump_json(), sorted(skip), 2 * self.settings.batch_size)
+                name, spec.model_dump_json(), sorted(skip), 2 * self.settings.batch_size, self.settings.sources)
             for ref in stream:
                 yield ray.get(ref)
         finally:

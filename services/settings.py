@@ -19,13 +19,20 @@
 | REELFLOW_REPLICA_CPUS | 0.5 | CPUs Ray reserves per model replica (several models fit on a laptop) |
 | REELFLOW_MAX_REPLICAS | 2 | autoscaling limit of replicas per model |
 | REELFLOW_DEPLOY_TIMEOUT_S | 300 | a model whose replicas are not running by then fails its job (retried later) |
+| REELFLOW_ALLOWED_ROOTS | (any) | colon-separated directories job sources must lie under |
+| REELFLOW_ALLOWED_URL_HOSTS | (any) | comma-separated hosts http(s) job sources may come from |
+| REELFLOW_MAX_PIXELS | 8294400 | largest width x height a job's video may have (3840x2160) |
+| REELFLOW_MAX_DURATION_S | 14400 | longest video a job may have |
+| REELFLOW_MAX_BYTES | 53687091200 | largest file a job may read (50 GiB) |
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from pipelines.sources import SourcePolicy
 
 
 def _env(name: str, default: str) -> str:
@@ -59,6 +66,7 @@ class Settings:
     replica_cpus: float = 0.5
     max_replicas: int = 2
     deploy_timeout_s: float = 300.0
+    sources: SourcePolicy = field(default_factory=SourcePolicy)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -76,4 +84,18 @@ class Settings:
             replica_cpus=_number("REELFLOW_REPLICA_CPUS", 0.5),
             max_replicas=_number("REELFLOW_MAX_REPLICAS", 2, int),
             deploy_timeout_s=_number("REELFLOW_DEPLOY_TIMEOUT_S", 300.0),
+            sources=_source_policy(),
         )
+
+
+def _source_policy() -> SourcePolicy:
+    roots = _env("REELFLOW_ALLOWED_ROOTS", "")
+    hosts = _env("REELFLOW_ALLOWED_URL_HOSTS", "")
+    default = SourcePolicy()
+    return SourcePolicy(
+        allowed_roots=tuple(Path(r).expanduser().resolve() for r in roots.split(":") if r) or None,
+        url_hosts=frozenset(h.strip() for h in hosts.split(",") if h.strip()) or None,
+        max_pixels=_number("REELFLOW_MAX_PIXELS", default.max_pixels, int),
+        max_duration_s=_number("REELFLOW_MAX_DURATION_S", default.max_duration_s),
+        max_bytes=_number("REELFLOW_MAX_BYTES", default.max_bytes, int),
+    )

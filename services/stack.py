@@ -44,7 +44,7 @@ def start_pipeline(settings: Settings, use_ray: bool, device: str = "cpu"):
     if not use_ray:
         from services.worker import InProcessPipeline
 
-        return InProcessPipeline(device=device)
+        return InProcessPipeline(device=device, sources=settings.sources)
     from services.ray_pipeline import RayPipeline
 
     pipeline = RayPipeline(settings, device=device)

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from pipelines.errors import ReelflowError
+from pipelines.sources import SourcePolicy
 from services.jobs import JobSpec, JobState
 from services.queue import Claim, JobQueue
 
@@ -40,8 +41,9 @@ class InProcessPipeline:
 
     capacity = 1
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", sources: SourcePolicy | None = None):
         self.device = device
+        self.sources = sources or SourcePolicy()
         self._classifiers: OrderedDict = OrderedDict()
 
     def prepare(self, model: str, weights: str) -> None:
@@ -49,14 +51,13 @@ class InProcessPipeline:
 
     def segments(self, spec: JobSpec, skip: set[int]) -> Iterator[int | dict]:
         """The job's number of segments, then a result dict per segment not in `skip`."""
-        from pipelines.decode import open_video
-        from pipelines.sampler import plan_video
+        from pipelines.sources import open_checked
 
         clf = self._classifier(spec.model, spec.weights)
         clf.topk = min(spec.topk, len(clf.labels))
-        with open_video(spec.source) as video:
-            yield len(plan_video(video, clf.spec.clip_seconds, spec.stride_s))
-        for seg in clf.iter_video(spec.source, spec.stride_s, skip=skip):
+        source, options, total = open_checked(spec.source, self.sources, clf.spec.clip_seconds, spec.stride_s)
+        yield total
+        for seg in clf.iter_video(source, spec.stride_s, skip=skip, open_options=options):
             yield seg.to_dict(embedding="base64" if spec.embeddings else None)
 
     def is_permanent(self, error: BaseException) -> bool:

@@ -130,3 +130,14 @@ def test_a_stopping_worker_hands_its_job_back(queue, video_dir):
     Worker(queue, consumer="w2").run_until_idle()
     assert queue.state(job_id) == JobState.DONE
     assert [s["index"] for s in queue.segments(job_id)] == list(range(record.segments_total))
+
+
+def test_a_source_outside_the_allowed_roots_fails(queue, clip_10s, tmp_path):
+    from pipelines.sources import SourcePolicy
+    from services.worker import InProcessPipeline
+
+    pipeline = InProcessPipeline(sources=SourcePolicy(allowed_roots=(tmp_path.resolve(),)))
+    job_id, _ = queue.submit(JobSpec(source=str(clip_10s), weights="none"))
+    Worker(queue, pipeline, consumer="w1").run_until_idle()
+    record = queue.record(job_id)
+    assert record.state == JobState.FAILED and "outside the allowed roots" in record.error

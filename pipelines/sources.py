@@ -1,0 +1,92 @@
+"""Which sources a job may open, and the bounds a video must stay within.
+
+Checked before FFmpeg opens anything: local paths must lie under an allowed root (after resolving
+links), URLs must use an allowed scheme (and host, if hosts are listed). FFmpeg itself is then
+opened with a protocol whitelist, and a video over the pixel, duration or size bounds is refused
+before any frame is decoded.
+
+    >>> policy = SourcePolicy(allowed_roots=(Path("/videos"),))
+    >>> policy.check("/videos/a.mp4")
+    '/videos/a.mp4'
+    >>> policy.check("/etc/passwd")
+    Traceback (most recent call last):
+    pipelines.errors.SourceNotAllowed: '/etc/passwd' is outside the allowed roots (/videos); ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pipelines.errors import SourceNotAllowed, VideoError
+
+URL_SCHEMES = frozenset({"http", "https"})
+# FFmpeg protocols a job may use: files, or HTTP(S) with what HLS and TLS need underneath.
+FILE_PROTOCOLS = "file"
+URL_PROTOCOLS = "http,https,tcp,tls,crypto,hls,data"
+# Demuxers a local file may use: plain containers only, nothing that reads other files or URLs
+# (playlists, concat lists).
+FILE_FORMATS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv,mpeg,ogg,h264,hevc,mjpeg,asf,nut,ivf,obu"
+
+
+@dataclass(frozen=True)
+class SourcePolicy:
+    allowed_roots: tuple[Path, ...] | None = None  # None: any local path
+    url_schemes: frozenset[str] = URL_SCHEMES
+    url_hosts: frozenset[str] | None = None  # None: any host
+    max_pixels: int = 3840 * 2160  # width x height
+    max_duration_s: float = 4 * 3600
+    max_bytes: int = 50 * 2**30
+    roots_note: str = field(default="set REELFLOW_ALLOWED_ROOTS", compare=False)
+
+    def check(self, source: str) -> str:
+        """The source to open, or SourceNotAllowed saying why and how to allow it."""
+        if "://" in source:
+            parts = urlsplit(source)
+            if parts.scheme not in self.url_schemes:
+                raise SourceNotAllowed(f"URL scheme {parts.scheme!r} is not allowed for jobs "
+                                       f"(allowed: {', '.join(sorted(self.url_schemes))})")
+            if self.url_hosts is not None and parts.hostname not in self.url_hosts:
+                raise SourceNotAllowed(f"host {parts.hostname!r} is not allowed; add it to REELFLOW_ALLOWED_URL_HOSTS")
+            return source
+        path = Path(source).expanduser()
+        if self.allowed_roots is not None:
+            real = path.resolve()
+            if not any(real == root or root in real.parents for root in self.allowed_roots):
+                roots = ":".join(str(r) for r in self.allowed_roots)
+                raise SourceNotAllowed(f"{source!r} is outside the allowed roots ({roots}); {self.roots_note}")
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise VideoError(f"cannot read {source!r}: no such file; check the path") from None
+        if size > self.max_bytes:
+            raise SourceNotAllowed(f"{source!r} is {size / 2**30:.1f} GiB, over the {self.max_bytes / 2**30:.0f} GiB "
+                                   "limit (REELFLOW_MAX_BYTES)")
+        return str(path)
+
+    def ffmpeg_options(self, source: str) -> dict[str, str]:
+        if "://" in source:
+            return {"protocol_whitelist": URL_PROTOCOLS}
+        return {"protocol_whitelist": FILE_PROTOCOLS, "format_whitelist": FILE_FORMATS}
+
+    def check_video(self, source: str, width: int, height: int, duration_s: float | None) -> None:
+        if width * height > self.max_pixels:
+            raise SourceNotAllowed(f"{source!r} is {width}x{height}, over the {self.max_pixels}-pixel limit "
+                                   "(REELFLOW_MAX_PIXELS)")
+        if duration_s is not None and duration_s > self.max_duration_s:
+            raise SourceNotAllowed(f"{source!r} lasts {duration_s:.0f} s, over the {self.max_duration_s:.0f} s "
+                                   "limit (REELFLOW_MAX_DURATION_S)")
+
+
+def open_checked(source: str, policy: SourcePolicy, clip_s: float, stride_s: float | None) -> tuple[str, dict, int]:
+    """Check a job's source against the policy, open it once to check its bounds and count its
+    segments; returns (source to open, FFmpeg options, number of segments)."""
+    from pipelines.decode import open_video
+    from pipelines.sampler import plan_video
+
+    source = policy.check(source)
+    options = policy.ffmpeg_options(source)
+    with open_video(source, options=options) as video:
+        policy.check_video(source, video.info.width, video.info.height, video.info.duration_s)
+        return source, options, len(plan_video(video, clip_s, stride_s))

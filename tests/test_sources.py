@@ -1,0 +1,73 @@
+"""Source policy: allowed roots, URL schemes and hosts, FFmpeg whitelists, size bounds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipelines.errors import SourceNotAllowed, VideoError
+from pipelines.sources import SourcePolicy, open_checked
+
+
+@pytest.fixture
+def roots(tmp_path, clip_10s):
+    inside = tmp_path / "videos"
+    inside.mkdir()
+    (inside / "a.mp4").write_bytes(clip_10s.read_bytes())
+    outside = tmp_path / "elsewhere.mp4"
+    outside.write_bytes(b"x" * 10)
+    os.symlink(outside, inside / "link.mp4")  # inside by name, outside in fact
+    return inside, outside
+
+
+@pytest.mark.parametrize(
+    "source, policy, error",
+    [
+        ("{inside}/a.mp4", dict(allowed_roots="{inside}"), None),
+        ("{outside}", dict(allowed_roots="{inside}"), "outside the allowed roots"),
+        ("{inside}/link.mp4", dict(allowed_roots="{inside}"), "outside the allowed roots"),
+        ("{inside}/../elsewhere.mp4", dict(allowed_roots="{inside}"), "outside the allowed roots"),
+        ("{inside}/a.mp4", dict(max_bytes=1000), "over the"),
+        ("{inside}/missing.mp4", dict(), "no such file"),
+        ("https://cams.example/a.mp4", dict(), None),
+        ("ftp://cams.example/a.mp4", dict(), "scheme 'ftp'"),
+        ("file:///etc/passwd", dict(), "scheme 'file'"),
+        ("https://evil.example/a.mp4", dict(url_hosts=frozenset({"cams.example"})), "host 'evil.example'"),
+        ("https://cams.example/a.mp4", dict(url_hosts=frozenset({"cams.example"})), None),
+    ],
+)
+def test_source_checks(roots, source, policy, error):
+    inside, outside = roots
+    source = source.format(inside=inside, outside=outside)
+    if "allowed_roots" in policy:
+        policy["allowed_roots"] = (Path(policy["allowed_roots"].format(inside=inside)).resolve(),)
+    check = SourcePolicy(**policy)
+    if error is None:
+        assert check.check(source)
+    else:
+        with pytest.raises((SourceNotAllowed, VideoError), match=error) as err:
+            check.check(source)
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "policy, error",
+    [(dict(max_pixels=320 * 239), "over the 76480-pixel limit"), (dict(max_duration_s=5), "lasts 10 s")],
+)
+def test_video_bounds_are_checked_before_decoding(clip_10s, policy, error):
+    with pytest.raises(SourceNotAllowed, match=error):
+        open_checked(str(clip_10s), SourcePolicy(**policy), 1.6, None)
+
+
+def test_a_playlist_cannot_pull_in_other_files(tmp_path, clip_10s):
+    playlist = tmp_path / "list.m3u8"
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{clip_10s}\n#EXT-X-ENDLIST\n")
+    with pytest.raises(VideoError):
+        open_checked(str(playlist), SourcePolicy(), 1.6, None)
+
+
+def test_an_ordinary_video_passes_and_is_counted(clip_10s):
+    source, options, total = open_checked(str(clip_10s), SourcePolicy(), 1.6, None)
+    assert (source, total) == (str(clip_10s), 7) and options["protocol_whitelist"] == "file"
