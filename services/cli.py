@@ -21,6 +21,7 @@ examples:
   reelflow up &                                        # the stack: embedded Redis + a worker
   reelflow submit videos/*.mp4 --wait                  # bulk jobs, with progress
   reelflow status; reelflow results JOB --format csv -o job.csv
+  reelflow process videos/*.mp4 --out results/         # one shot: stack up, submit, wait, export
   reelflow dlq list                                    # jobs that failed, and why
   reelflow models                                      # the models and how they sample
 """
