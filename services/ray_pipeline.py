@@ -77,6 +77,9 @@ class Decoder:
     def pid(self) -> int:
         return os.getpid()
 
+    def node(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
     def run(self, app_name: str, spec_json: str, skip: list[int], in_flight: int,
             sources: SourcePolicy) -> Iterator[int | dict]:
         import torch
@@ -143,7 +146,8 @@ class RayPipeline:
                      include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         serve.start(proxy_location="Disabled")
         for _ in range(self.capacity):  # restarted by Ray if their process dies
-            decoder = Decoder.options(max_restarts=-1, num_cpus=self.settings.decoder_cpus).remote()
+            decoder = Decoder.options(max_restarts=-1, num_cpus=self.settings.decoder_cpus,
+                                      scheduling_strategy="SPREAD").remote()  # decode on every node
             self.decoders.append(decoder)
             self._free.put(decoder)
 
