@@ -34,8 +34,10 @@ def run_submit(args) -> int:
 
 def submit_sources(queue, args) -> tuple[list[tuple[str, str]], int]:
     """Submit each of `args.sources`; returns [(job id, source)] and how many were refused."""
+    from services import telemetry
     from services.jobs import JobSpec
 
+    telemetry.setup("reelflow-client")
     submitted, refused = [], 0
     for source in args.sources:
         if not _is_url(source):
@@ -52,13 +54,14 @@ def submit_sources(queue, args) -> tuple[list[tuple[str, str]], int]:
                 refused += 1
                 continue
         key = f"{args.idempotency_key}/{source}" if getattr(args, "idempotency_key", None) else None
-        try:
-            spec = JobSpec(source=source, model=args.model, weights=args.weights, topk=args.topk,
-                           stride_s=args.stride, embeddings=not args.no_embeddings, idempotency_key=key,
-                           priority=getattr(args, "priority", 0))
-        except ValueError as e:
-            raise ReelflowError(str(e).splitlines()[-1]) from None
-        job_id, created = queue.submit(spec)
+        with telemetry.tracer().start_as_current_span("reelflow.submit", attributes={"reelflow.source": source}):
+            try:
+                spec = JobSpec(source=source, model=args.model, weights=args.weights, topk=args.topk,
+                               stride_s=args.stride, embeddings=not args.no_embeddings, idempotency_key=key,
+                               priority=getattr(args, "priority", 0), trace=telemetry.current_context())
+            except ValueError as e:
+                raise ReelflowError(str(e).splitlines()[-1]) from None
+            job_id, created = queue.submit(spec)
         submitted.append((job_id, source))
         if getattr(args, "json", False):
             print(json.dumps({"job_id": job_id, "source": source, "created": created}), flush=True)

@@ -24,6 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from pipelines.errors import ReelflowError
 from pipelines.sources import SourcePolicy
+from services import telemetry
 from services.jobs import JobSpec, JobState
 from services.queue import Claim, JobQueue
 
@@ -77,6 +78,7 @@ class InProcessPipeline:
 
 class Worker:
     def __init__(self, queue: JobQueue, pipeline=None, consumer: str | None = None):
+        telemetry.setup("reelflow-worker")
         self.queue = queue
         self.pipeline = pipeline or InProcessPipeline()
         self.consumer = consumer or default_consumer_name()
@@ -108,6 +110,13 @@ class Worker:
         return self.run(block_ms=block_ms, until_idle=True)
 
     def process(self, claim: Claim) -> None:
+        attributes = {"reelflow.job_id": claim.job_id, "reelflow.model": claim.spec.model,
+                      "reelflow.attempt": claim.attempt}
+        with telemetry.tracer().start_as_current_span("reelflow.job", context=telemetry.context_from(claim.spec.trace),
+                                                      attributes=attributes):
+            self._process(claim)
+
+    def _process(self, claim: Claim) -> None:
         job_id, spec = claim.job_id, claim.spec
         log.info("job %s: %s with %s (attempt %d)", job_id, spec.source, spec.model, claim.attempt)
         heartbeat = _Heartbeat(self.queue, claim)
@@ -123,7 +132,9 @@ class Worker:
                     log.info("job %s: cancelled or reclaimed elsewhere; stopping", job_id)
                     return
                 result["job_id"] = job_id
-                self.queue.store_segment(job_id, result["index"], json.dumps(result))
+                with telemetry.tracer().start_as_current_span("reelflow.publish",
+                                                              attributes={"reelflow.segment": result["index"]}):
+                    self.queue.store_segment(job_id, result["index"], json.dumps(result))
             if not self.queue.complete(claim):
                 self.queue.retry(claim, "not every segment was stored")
         except Exception as e:
