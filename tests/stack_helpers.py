@@ -12,6 +12,14 @@ from pathlib import Path
 REELFLOW = str(Path(sys.executable).parent / "reelflow")
 
 
+def fast_settings(redis_url: str | None = None, home: Path | None = None, **overrides):
+    """Settings with short leases and retries, for tests on a real Redis."""
+    from services.settings import Settings
+
+    base = dict(redis_url=redis_url, home=home, lease_s=1.0, max_attempts=3, retry_base_s=0.05, result_ttl_s=3600)
+    return Settings(**{**base, **overrides})
+
+
 def stack_env(home: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "REELFLOW_REDIS_URL"}
     env.update(REELFLOW_HOME=str(home), **extra)

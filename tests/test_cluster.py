@@ -14,7 +14,7 @@ from services.embedded_redis import EmbeddedRedis
 from services.jobs import JobSpec, JobState
 from services.queue import JobQueue
 from services.ray_pipeline import RayPipeline
-from services.settings import Settings
+from stack_helpers import fast_settings
 from services.worker import Worker
 
 
@@ -28,9 +28,8 @@ def test_losing_a_node_mid_run(tmp_path, clip_10s, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", cluster.address)
     embedded = EmbeddedRedis(tmp_path)
     url = embedded.start()
-    settings = Settings(redis_url=url, home=tmp_path, lease_s=3.0, max_attempts=4, retry_base_s=0.1,
-                        result_ttl_s=3600, batch_size=4, batch_wait_s=0.02, decoders=2,
-                        decoder_cpus=0.25, replica_cpus=0.25, max_replicas=1, deploy_timeout_s=120)
+    settings = fast_settings(url, tmp_path, lease_s=3.0, max_attempts=4, batch_size=4, decoders=2,
+                             decoder_cpus=0.25, replica_cpus=0.25, max_replicas=1, deploy_timeout_s=120)
     pipeline = RayPipeline(settings)
     try:
         pipeline.start()

@@ -18,7 +18,7 @@ from services.embedded_redis import EmbeddedRedis
 from services.jobs import JobSpec, JobState
 from services.queue import JobQueue
 from services.ray_pipeline import REPLICA, RayPipeline, app_name
-from services.settings import Settings
+from stack_helpers import fast_settings
 from services.worker import Worker
 
 
@@ -27,9 +27,7 @@ def pipeline(tmp_path_factory):
     home = tmp_path_factory.mktemp("ray-home")
     embedded = EmbeddedRedis(home)
     url = embedded.start()
-    settings = Settings(redis_url=url, home=home, lease_s=3.0, max_attempts=3, retry_base_s=0.1,
-                        result_ttl_s=3600, batch_size=4, batch_wait_s=0.02, decoders=1,
-                        decoder_cpus=0.5, replica_cpus=0.5, max_replicas=1, deploy_timeout_s=120)
+    settings = fast_settings(url, home, lease_s=3.0, batch_size=4, max_replicas=1, deploy_timeout_s=120)
     pipeline = RayPipeline(settings)
     pipeline.start()
     pipeline.prepare("x3d_xs", "none")
