@@ -1,1 +1,2 @@
-"""reelflow's control plane: CLI now; settings, Redis queue, Ray actors and Serve deployments next."""
+"""reelflow's control plane: settings, the Redis job queue, the job worker, the Ray pipeline
+(decoder actors, Serve model replicas), telemetry and the `reelflow` CLI."""
