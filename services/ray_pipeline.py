@@ -19,7 +19,7 @@ import logging
 import os
 import queue as queue_lib
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 
 import numpy as np
@@ -47,7 +47,7 @@ class ModelReplica:
         self.clip_model = ClipModel.load(model, weights, device)
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_s)
-        self.batch_sizes: list[int] = []
+        self.batch_sizes: Counter[int] = Counter()  # batch size -> batches (bounded, unlike a list)
 
     def describe(self) -> dict:
         return {"weights_id": self.clip_model.weights_id, "num_classes": self.clip_model.num_classes}
@@ -56,7 +56,7 @@ class ModelReplica:
     async def predict(self, clips: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         import torch
 
-        self.batch_sizes.append(len(clips))
+        self.batch_sizes[len(clips)] += 1
         probs, features = self.clip_model.predict(torch.stack([torch.from_numpy(c) for c in clips]))
         return list(zip(probs.numpy(), features.numpy()))
 
@@ -64,7 +64,7 @@ class ModelReplica:
         return await self.predict(clip)
 
     def batch_size_counts(self) -> dict[int, int]:
-        return {size: self.batch_sizes.count(size) for size in sorted(set(self.batch_sizes))}
+        return dict(sorted(self.batch_sizes.items()))
 
     def pid(self) -> int:
         return os.getpid()
