@@ -111,20 +111,33 @@ class ActionClassifier:
             probs, features = self.clip_model.predict(torch.stack(ready))
         k = 0
         for source, clip, tensor in batch:
-            labels, scores, embedding = [], [], None
+            output = None
             if tensor is not None:
-                labels, scores = self._top(probs[k])
-                embedding = features[k].numpy()
+                output = (probs[k], features[k])
                 k += 1
-            seg = clip.segment
-            yield SegmentResult(
-                source, seg.index, seg.start_s, seg.end_s, self.spec.name, self.weights_id,
-                labels, scores, embedding, clip.frame_count,
-            )
+            yield clip_result(source, clip, self.spec.name, self.weights_id, self.labels, self.topk, output)
 
     def _top(self, probs: torch.Tensor) -> tuple[list[str], list[float]]:
-        scores, indices = probs.topk(self.topk)
-        return [self.labels[i] for i in indices.tolist()], scores.tolist()
+        return top_labels(probs, self.labels, self.topk)
+
+
+def top_labels(probs: torch.Tensor, labels: list[str], k: int) -> tuple[list[str], list[float]]:
+    """The k best class names and their probabilities, best first."""
+    scores, indices = probs.topk(k)
+    return [labels[i] for i in indices.tolist()], scores.tolist()
+
+
+def clip_result(source: str, clip: SampledClip, model: str, weights_id: str, labels: list[str], topk: int,
+                output: tuple[torch.Tensor, torch.Tensor] | None) -> SegmentResult:
+    """A segment's result from the model's (probabilities, embedding) for its clip (None: no frames)."""
+    names, scores, embedding = [], [], None
+    if output is not None:
+        probs, features = (torch.as_tensor(x) for x in output)
+        names, scores = top_labels(probs, labels, topk)
+        embedding = features.numpy()
+    seg = clip.segment
+    return SegmentResult(source, seg.index, seg.start_s, seg.end_s, model, weights_id,
+                         names, scores, embedding, clip.frame_count)
 
 
 def _as_clip(frames) -> np.ndarray:

@@ -82,11 +82,9 @@ class Decoder:
 
     def run(self, app_name: str, spec_json: str, skip: list[int], in_flight: int,
             sources: SourcePolicy) -> Iterator[int | dict]:
-        import torch
-
+        from pipelines.classifier import clip_result
         from pipelines.labels import labels_for
         from pipelines.models import get_spec
-        from pipelines.results import SegmentResult
         from pipelines.sampler import sample_clips
         from pipelines.sources import open_checked
         from pipelines.transforms import preprocess_clip
@@ -101,15 +99,9 @@ class Decoder:
         yield total
 
         def result(clip, response) -> dict:
-            names, scores, embedding = [], [], None
-            if response is not None:
-                probs, embedding = response.result()
-                top = torch.from_numpy(probs).topk(topk)
-                names, scores = [labels[i] for i in top.indices.tolist()], top.values.tolist()
-            seg = clip.segment
-            return SegmentResult(spec.source, seg.index, seg.start_s, seg.end_s, spec.model, info["weights_id"],
-                                 names, scores, embedding, clip.frame_count
-                                 ).to_dict(embedding="base64" if spec.embeddings else None)
+            output = None if response is None else response.result()
+            return clip_result(spec.source, clip, spec.model, info["weights_id"], labels, topk, output
+                               ).to_dict(embedding="base64" if spec.embeddings else None)
 
         pending: deque = deque()
         for clip in sample_clips(source, model.clip_seconds, model.num_frames, spec.stride_s, skip=set(skip),
