@@ -128,16 +128,36 @@ def run_status(args) -> int:
         if state is not None:
             states[state.value] = states.get(state.value, 0) + 1
     workers = queue.workers()
-    overview = {"queue": queue.depth(), "jobs": states, "workers": workers, "dead_letters": len(queue.dead_letters())}
+    overview = {"queue": queue.depth(), "jobs": states, "models": models_served(workers), "workers": workers,
+                "dead_letters": len(queue.dead_letters())}
     if args.json:
         print(json.dumps(overview))
         return 0
     depth = overview["queue"]
     print(f"queue    {depth['waiting']} waiting, {depth['pending']} claimed, {depth['retrying']} retrying")
     print("jobs     " + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"))
-    print(f"workers  {len(workers)}" + "".join(f"\n  {w['name']} (idle {w['idle_s']:.0f} s)" for w in workers))
+    print(f"models   {len(overview['models'])}" + "".join(
+        f"\n  {m['name']} (weights {m['weights']}): {m['replicas']} replica(s)" for m in overview["models"]))
+    print(f"workers  {len(workers)}" + "".join(
+        f"\n  {w['name']} ({w['pipeline']}, {w['pending']} job(s) held)" for w in workers))
     print(f"dlq      {overview['dead_letters']}")
     return 0
+
+
+def models_served(workers: list[dict]) -> list[dict]:
+    """Replicas per (model, weights) over all live workers; workers sharing a Ray cluster count once."""
+    seen: set[str] = set()
+    models: dict[tuple[str, str], dict] = {}
+    for worker in workers:
+        for m in worker.get("models", []):
+            if m["serving"] in seen:
+                continue
+            seen.add(m["serving"])
+            entry = models.setdefault((m["model"], m["weights"]),
+                                      {"name": m["model"], "weights": m["weights"], "replicas": 0, "workers": []})
+            entry["replicas"] += m["replicas"]
+            entry["workers"].append(worker["name"])
+    return list(models.values())
 
 
 CSV_COLUMNS = ["job_id", "index", "start_s", "end_s", "frames", "model", "weights", "labels", "scores"]

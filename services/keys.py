@@ -9,6 +9,8 @@
 | reelflow:idempotency:{key} | string | the job id a submit with that idempotency key created |
 | reelflow:retries | sorted set | job ids waiting for a retry, scored by due time |
 | reelflow:dlq | hash | job id -> dead-letter entry (error, when, the message) |
+| reelflow:workers | hash | consumer name -> what the worker serves (JSON), for every worker seen |
+| reelflow:worker:{name} | string | presence: exists while the worker beats; expires seconds after it dies |
 """
 
 PREFIX = "reelflow"
@@ -17,6 +19,7 @@ CONSUMER_GROUP = "workers"
 JOBS_INDEX = f"{PREFIX}:jobs:index"
 RETRIES = f"{PREFIX}:retries"
 DEAD_LETTERS = f"{PREFIX}:dlq"
+WORKERS = f"{PREFIX}:workers"
 
 
 def job(job_id: str) -> str:
@@ -29,3 +32,7 @@ def segments(job_id: str) -> str:
 
 def idempotency(key: str) -> str:
     return f"{PREFIX}:idempotency:{key}"
+
+
+def worker(name: str) -> str:
+    return f"{PREFIX}:worker:{name}"

@@ -27,6 +27,7 @@ from services.jobs import JobRecord, JobSpec, JobState
 from services.settings import Settings
 
 MAX_RETRY_DELAY_S = 300.0
+DEAD_WORKER_MIN_IDLE_MS = 1000
 
 # Reset the entry's idle time only if this consumer still holds it (a plain XCLAIM would steal it
 # back from the consumer that reclaimed it).
@@ -81,11 +82,13 @@ class JobQueue:
     # -- consuming --
 
     def claim(self, count: int, block_ms: int, consumer: str) -> list[Claim]:
-        """Up to `count` jobs: first those whose consumer went silent, then new ones."""
+        """Up to `count` jobs: first those of workers that died, then those whose lease ran out, then new ones."""
         self._promote_due_retries()
         lease_ms = int(self.settings.lease_s * 1000)
-        # Redis 6.2 answers [cursor, entries], 7+ [cursor, entries, deleted ids]
-        entries = list(self.r.xautoclaim(keys.JOBS_STREAM, keys.CONSUMER_GROUP, consumer, lease_ms, "0-0", count=count)[1])
+        entries = self._from_dead_workers(consumer, count)
+        if len(entries) < count:  # Redis 6.2 answers [cursor, entries], 7+ [cursor, entries, deleted ids]
+            entries += self.r.xautoclaim(keys.JOBS_STREAM, keys.CONSUMER_GROUP, consumer, lease_ms, "0-0",
+                                         count=count - len(entries))[1]
         if len(entries) < count:
             fresh = self.r.xreadgroup(keys.CONSUMER_GROUP, consumer, {keys.JOBS_STREAM: ">"},
                                       count=count - len(entries), block=block_ms)
@@ -253,11 +256,53 @@ class JobQueue:
         return {"waiting": int(group.get("lag") or 0), "pending": int(group.get("pending") or 0),
                 "retrying": self.r.zcard(keys.RETRIES)}
 
+    def announce(self, consumer: str, info: dict, ttl_s: float) -> None:
+        """A worker's heartbeat: it is alive for `ttl_s` more seconds, and serves what `info` says."""
+        with self.r.pipeline(transaction=False) as p:
+            p.set(keys.worker(consumer), "1", px=int(ttl_s * 1000))
+            p.hset(keys.WORKERS, consumer, json.dumps(info))
+            p.execute()
+
+    def retire(self, consumer: str) -> None:
+        """A worker that stops cleanly: gone from the listings at once."""
+        with self.r.pipeline(transaction=False) as p:
+            p.delete(keys.worker(consumer))
+            p.hdel(keys.WORKERS, consumer)
+            p.execute()
+
     def workers(self) -> list[dict]:
-        """Consumers of the group: name, jobs they hold, seconds since they last read."""
-        return [{"name": c["name"].decode() if isinstance(c["name"], bytes) else c["name"],
-                 "pending": int(c["pending"]), "idle_s": int(c["idle"]) / 1000}
-                for c in self.r.xinfo_consumers(keys.JOBS_STREAM, keys.CONSUMER_GROUP)]
+        """Live workers: name, what they serve (`models`...), jobs they hold, seconds since they last read."""
+        consumers = {_text(c["name"]): c for c in self.r.xinfo_consumers(keys.JOBS_STREAM, keys.CONSUMER_GROUP)}
+        live = []
+        for name, info in sorted(self.r.hgetall(keys.WORKERS).items()):
+            name = name.decode()
+            if self.r.exists(keys.worker(name)):
+                c = consumers.get(name, {})
+                live.append({"name": name, **json.loads(info), "pending": int(c.get("pending", 0)),
+                             "idle_s": int(c.get("idle", 0)) / 1000})
+        return live
+
+    def _from_dead_workers(self, consumer: str, count: int) -> list:
+        """Jobs held by workers whose presence expired, taken at once instead of after their lease.
+
+        The minimum idle time keeps two live consumers from taking the same entry from each other:
+        the first XCLAIM resets the entry's idle time."""
+        entries: list = []
+        for name in self.r.hkeys(keys.WORKERS):
+            name = name.decode()
+            if name == consumer or self.r.exists(keys.worker(name)):
+                continue
+            held = self.r.xpending_range(keys.JOBS_STREAM, keys.CONSUMER_GROUP, "-", "+", count - len(entries),
+                                         consumername=name)
+            if held:
+                entries += self.r.xclaim(keys.JOBS_STREAM, keys.CONSUMER_GROUP, consumer, DEAD_WORKER_MIN_IDLE_MS,
+                                         [h["message_id"] for h in held])
+            else:  # nothing left: forget the dead worker
+                self.r.hdel(keys.WORKERS, name)
+                self.r.xgroup_delconsumer(keys.JOBS_STREAM, keys.CONSUMER_GROUP, name)
+            if len(entries) >= count:
+                break
+        return entries
 
     # -- internals --
 
@@ -309,3 +354,7 @@ def parse_message(fields: dict[str, str]) -> JobSpec:
 def _record_fields(state: JobState, spec: JobSpec, now: float) -> dict:
     return {"state": state.value, "spec": spec.model_dump_json(exclude_none=True), "attempts": 0,
             "segments_done": 0, "error": "", "created_at": now, "updated_at": now}
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value

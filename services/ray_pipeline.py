@@ -129,7 +129,7 @@ class RayPipeline:
         self.device = device
         self._free: queue_lib.Queue = queue_lib.Queue()
         self.decoders: list = []
-        self._apps: set[str] = set()
+        self._apps: dict[str, tuple[str, str]] = {}  # Serve app -> (model, weights)
         self._deploy_lock = threading.Lock()
 
     def start(self) -> None:
@@ -161,7 +161,7 @@ class RayPipeline:
                 )
                 self._deploy(name, replica.bind(model, weights, self.settings.batch_size,
                                                 self.settings.batch_wait_s, self.device), model, weights)
-                self._apps.add(name)
+                self._apps[name] = (model, weights)
         return name
 
     def _deploy(self, name: str, app, model: str, weights: str) -> None:
@@ -196,6 +196,20 @@ class RayPipeline:
 
     def is_permanent(self, error: BaseException) -> bool:
         return isinstance(error, ReelflowError) or isinstance(getattr(error, "cause", None), ReelflowError)
+
+    def describe(self) -> list[dict]:
+        """The deployed models and their running replicas (shared by every worker on this Ray cluster)."""
+        applications = serve.status().applications
+        cluster = ray.get_runtime_context().gcs_address
+        described = []
+        for name, (model, weights) in sorted(self._apps.items()):
+            app = applications.get(name)
+            deployment = app.deployments.get(REPLICA) if app else None
+            counts = deployment.replica_states if deployment else {}
+            states = {getattr(state, "value", str(state)): n for state, n in counts.items()}
+            described.append({"model": model, "weights": weights, "replicas": states.get("RUNNING", 0),
+                              "replica_states": states, "serving": f"ray:{cluster}/{name}"})
+        return described
 
     def batch_size_counts(self, model: str, weights: str) -> dict[int, int]:
         handle = serve.get_deployment_handle(REPLICA, app_name=app_name(model, weights))

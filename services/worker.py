@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -64,6 +65,11 @@ class InProcessPipeline:
     def is_permanent(self, error: BaseException) -> bool:
         return isinstance(error, ReelflowError)
 
+    def describe(self) -> list[dict]:
+        """The models loaded here: one replica each, in this process."""
+        return [{"model": m, "weights": w, "replicas": 1, "serving": f"in-process:{os.getpid()}"}
+                for m, w in list(self._classifiers)]
+
     def _classifier(self, model: str, weights: str):
         from pipelines.classifier import ActionClassifier
 
@@ -89,7 +95,8 @@ class Worker:
         `until_idle`, until no job is waiting, running or due for a retry). Returns how many were taken."""
         taken = 0
         capacity = self.pipeline.capacity
-        with ThreadPoolExecutor(capacity, thread_name_prefix="reelflow-job") as pool:
+        presence = _Presence(self.queue, self.consumer, self.pipeline)
+        with presence, ThreadPoolExecutor(capacity, thread_name_prefix="reelflow-job") as pool:
             running: set = set()
             while not self.stop.is_set():
                 running = {f for f in running if not f.done()}
@@ -176,3 +183,42 @@ class _Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class _Presence:
+    """Tells Redis, every few seconds, that this worker is alive and what it serves. When the
+    worker dies its presence expires, and other workers take its jobs at once (not after the lease)."""
+
+    EVERY_S = 2.0
+    TTL_S = 10.0
+
+    def __init__(self, queue: JobQueue, consumer: str, pipeline):
+        self.queue, self.consumer, self.pipeline = queue, consumer, pipeline
+        self.info = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time(),
+                     "pipeline": type(pipeline).__name__, "capacity": pipeline.capacity}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="reelflow-presence")
+
+    def __enter__(self):
+        self._announce()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:
+            self.queue.retire(self.consumer)
+        except Exception:  # Redis gone: the presence expires by itself
+            log.warning("could not retire worker %s", self.consumer, exc_info=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.EVERY_S):
+            self._announce()
+
+    def _announce(self) -> None:
+        try:
+            models = self.pipeline.describe() if hasattr(self.pipeline, "describe") else []
+            self.queue.announce(self.consumer, {**self.info, "models": models}, self.TTL_S)
+        except Exception:  # Redis briefly unreachable, or Serve busy: next beat
+            log.warning("presence of worker %s not announced", self.consumer, exc_info=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -103,6 +104,26 @@ def test_a_dead_consumers_job_is_reclaimed_after_its_lease(client):
     assert q.renew(reclaimed)
 
 
+def test_a_dead_workers_jobs_are_taken_when_its_presence_expires_not_after_its_lease(client):
+    q = make_queue(client, lease_s=600)
+    first, _ = q.submit(spec())
+    second, _ = q.submit(spec(source="/videos/b.mp4"))
+    q.announce("dies", {"models": []}, ttl_s=0.5)
+    q.announce("lives", {"models": []}, ttl_s=60)
+    [lost] = q.claim(1, 100, "dies")
+    [kept] = q.claim(1, 100, "lives")
+    assert [w["name"] for w in q.workers()] == ["dies", "lives"]
+    assert q.claim(1, 50, "w3") == []  # both alive: nothing to take
+    time.sleep(1.1)  # "dies" stops beating: its presence expires (and its entry has been idle > 1 s)
+    assert [w["name"] for w in q.workers()] == ["lives"]
+    [taken] = q.claim(2, 50, "w3")  # at once, though the lease has 10 minutes to run; never the live one's job
+    assert (taken.job_id, taken.attempt) == (lost.job_id, 2) and kept.job_id != taken.job_id
+    assert q.claim(2, 50, "w4") == []  # the first taker's claim is not stolen back by the next one
+    assert not q.renew(lost) and q.renew(taken) and q.renew(kept)
+    q.retire("lives")
+    assert q.workers() == []
+
+
 def test_renewing_keeps_a_long_job(client):
     q = make_queue(client, lease_s=0.3)
     q.submit(spec())
@@ -164,11 +185,12 @@ def test_malformed_messages_go_to_the_dead_letter_list(client, fields, error):
 
 
 def test_redis_cli_xadd_submits_a_job(server, client):
-    _, url = server
+    embedded, _ = server
     cli = str(redis_server_binary()).replace("redis-server", "redis-cli")
-    socket = url.removeprefix("unix://")
-    out = subprocess.run([cli, "-s", socket, "XADD", keys.JOBS_STREAM, "*", "source", "/videos/b.mp4",
-                          "model", "x3d_s", "topk", "3", "embeddings", "false"], capture_output=True, text=True, check=True)
+    env = {**os.environ, "REDISCLI_AUTH": embedded.password_file.read_text().strip()}
+    out = subprocess.run([cli, "-s", str(embedded.socket), "XADD", keys.JOBS_STREAM, "*", "source", "/videos/b.mp4",
+                          "model", "x3d_s", "topk", "3", "embeddings", "false"], capture_output=True, text=True,
+                         check=True, env=env)
     entry_id = out.stdout.strip()
     q = make_queue(client)
     [claim] = q.claim(1, 100, "w1")

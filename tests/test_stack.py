@@ -46,6 +46,11 @@ def test_submit_wait_results_status_cancel_dlq(home, clip_10s, tmp_path):
 
         status = json.loads(run(env, "status", "--json").stdout)
         assert status["jobs"] == {"done": 1, "failed": 1} and status["dead_letters"] == 1
+        [model] = status["models"]
+        assert (model["name"], model["weights"], model["replicas"]) == ("x3d_xs", "none", 1)
+        [worker] = status["workers"]
+        assert worker["pipeline"] == "RayPipeline" and model["workers"] == [worker["name"]]
+        assert "x3d_xs (weights none): 1 replica(s)" in run(env, "status").stdout
         assert json.loads(run(env, "status", good, "--json").stdout)["segments_done"] == 7
 
         dlq = run(env, "dlq", "list").stdout
@@ -83,7 +88,8 @@ def redis_pid(home) -> int:
 
 
 def test_killing_the_whole_stack_loses_nothing(home, clip_10s):
-    env = stack_env(home, REELFLOW_LEASE_S="2")
+    # A lease far longer than the test: the dead worker's job must be taken when its presence expires.
+    env = stack_env(home, REELFLOW_LEASE_S="600")
     up = UpProcess(home, env, "--weights", "none")
     try:
         out = run(env, "submit", *[clip_10s] * 6, "--weights", "none", "--json")
