@@ -10,12 +10,18 @@ in a Softmax already, so their output is taken as the probabilities; the others 
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
 from pipelines.models import ModelSpec, get_spec
 from pipelines.transforms import pack_pathways
 from pipelines.weights import build_model
+
+# float32: the reference's numbers. half: autocast to float16 on a GPU (bfloat16 on a CPU), faster
+# on GPUs, approximate; the benchmark measures how often its labels agree.
+PRECISIONS = ("float32", "half")
 
 
 def projection_layer(model: nn.Module) -> nn.Linear:
@@ -25,10 +31,14 @@ def projection_layer(model: nn.Module) -> nn.Linear:
 
 
 class ClipModel:
-    def __init__(self, spec: ModelSpec, model: nn.Module, weights_id: str, device: str = "cpu"):
+    def __init__(self, spec: ModelSpec, model: nn.Module, weights_id: str, device: str = "cpu",
+                 precision: str = "float32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.spec = spec
         self.weights_id = weights_id
         self.device = torch.device(device)
+        self.precision = precision
         self.model = model.to(self.device).eval()
         self._captured: list[torch.Tensor] = []
         projection_layer(self.model).register_forward_pre_hook(
@@ -36,10 +46,11 @@ class ClipModel:
         )
 
     @classmethod
-    def load(cls, model_name: str, weights: str = "kinetics", device: str = "cpu") -> ClipModel:
+    def load(cls, model_name: str, weights: str = "kinetics", device: str = "cpu", precision: str = "float32"
+             ) -> ClipModel:
         spec = get_spec(model_name)
         model, weights_id = build_model(spec, weights)
-        return cls(spec, model, weights_id, device)
+        return cls(spec, model, weights_id, device, precision)
 
     @property
     def num_classes(self) -> int:
@@ -49,9 +60,28 @@ class ClipModel:
     def predict(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, T, crop, crop) float input -> (probabilities (B, C), embeddings (B, D)) on the CPU."""
         self._captured.clear()
-        out = self.model(pack_pathways(batch.to(self.device), self.spec))
+        half = torch.float16 if self.device.type == "cuda" else torch.bfloat16  # what each device is fast at
+        with torch.autocast(self.device.type, dtype=half, enabled=self.precision == "half"):
+            out = self.model(pack_pathways(batch.to(self.device), self.spec))
         features = self._captured.pop()
         if features.dim() > 2:  # (B, T', H', W', D) positions left by the head's pooling
             features = features.flatten(1, -2).mean(dim=1)
         probs = out if self.spec.head_softmax else out.softmax(dim=1)
         return probs.float().cpu(), features.float().cpu()
+
+    def batch_rates(self, sizes=(1, 2, 4, 8, 16), budget_s: float = 5.0) -> dict[int, float]:
+        """Clips per second of the forward pass at each batch size, on random input (the speed does
+        not depend on the values). Sizes are tried smallest first; it stops once a size is clearly
+        slower than the best so far, or the time budget is spent."""
+        rates: dict[int, float] = {}
+        started = time.perf_counter()
+        for size in sizes:
+            batch = torch.randn(size, 3, self.spec.num_frames, self.spec.crop_size, self.spec.crop_size)
+            self.predict(batch)  # warm-up: allocator, kernels
+            t0 = time.perf_counter()
+            for _ in range(2):
+                self.predict(batch)
+            rates[size] = 2 * size / (time.perf_counter() - t0)
+            if rates[size] < 0.9 * max(rates.values()) or time.perf_counter() - started > budget_s:
+                break
+        return rates

@@ -14,6 +14,7 @@ each output pixel blends — the same taps and weights as `torch.nn.functional.i
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -47,22 +48,66 @@ def _bilinear_taps(in_size: int, out_size: int, first: int, count: int):
     return i0, i1, 1.0 - w1, w1
 
 
-def resized_center_crop(frames: torch.Tensor, side: int, crop: int) -> torch.Tensor:
-    """Short-side scale to `side` then centre crop `crop`, computing only the cropped pixels.
+@dataclass
+class CropTaps:
+    """Everything a short-side-scaled centre crop reads from a clip, still in uint8.
 
-    `frames` is (T, H, W, C) of any dtype; the result is float32 (C, T, crop, crop). The source
-    rows and columns the crop reads are gathered in the input dtype (uint8: cheap), then the two
-    taps of each direction are blended in float32 with interpolate's weights.
+    `region` holds the source rows and columns the crop's bilinear taps touch (at most two per
+    output pixel in each direction); `rows` and `cols` are (index 0, index 1, weight 0, weight 1)
+    into it. It is what a decoder sends a GPU replica: one byte per value, blended on the device.
     """
-    h, w = frames.shape[1:3]
-    new_h, new_w = short_side_size(h, w, side)
+
+    region: torch.Tensor  # (T, R, C, 3) uint8
+    rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+    cols: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+    def as_arrays(self) -> tuple[np.ndarray, ...]:
+        """Numpy arrays, which Ray's object store hands to another process without copying."""
+        return (self.region.numpy(), *(t.numpy() for t in self.rows + self.cols))
+
+    @classmethod
+    def from_arrays(cls, arrays: tuple[np.ndarray, ...]) -> CropTaps:
+        region, *taps = (torch.from_numpy(a) for a in arrays)
+        return cls(region, tuple(taps[:4]), tuple(taps[4:]))
+
+    def to(self, device: torch.device, pin: bool = False) -> CropTaps:
+        region = self.region.pin_memory() if pin else self.region
+        return CropTaps(region.to(device, non_blocking=pin), tuple(t.to(device) for t in self.rows),
+                        tuple(t.to(device) for t in self.cols))
+
+
+def _used(i0: torch.Tensor, i1: torch.Tensor, w0, w1):
+    """The source indices the taps use, and the taps re-indexed into that subset."""
+    used, inverse = torch.unique(torch.cat([i0, i1]), return_inverse=True)
+    return used, (inverse[: len(i0)], inverse[len(i0):], w0, w1)
+
+
+def _taps(height: int, width: int, side: int, crop: int):
+    """Rows and columns taps, (index 0, index 1, weight 0, weight 1) each, of a short-side scale to
+    `side` then a centre crop `crop` of a height x width frame."""
+    new_h, new_w = short_side_size(height, width, side)
     if new_h < crop or new_w < crop:
         raise ValueError(f"scaled size {new_h}x{new_w} is smaller than the crop {crop}")
-    y0, y1, wy0, wy1 = _bilinear_taps(h, new_h, center_crop_offset(new_h, crop), crop)
-    x0, x1, wx0, wx1 = _bilinear_taps(w, new_w, center_crop_offset(new_w, crop), crop)
+    return (_bilinear_taps(height, new_h, center_crop_offset(new_h, crop), crop),
+            _bilinear_taps(width, new_w, center_crop_offset(new_w, crop), crop))
+
+
+def crop_taps(frames: torch.Tensor, side: int, crop: int) -> CropTaps:
+    """(T, H, W, C) uint8 frames -> just the pixels (and taps) the crop reads, for another device."""
+    rows, cols = _taps(frames.shape[1], frames.shape[2], side, crop)
+    used_rows, rows = _used(*rows)
+    used_cols, cols = _used(*cols)
+    return CropTaps(frames.index_select(1, used_rows).index_select(2, used_cols), rows, cols)
+
+
+def blend(frames: torch.Tensor, rows, cols) -> torch.Tensor:
+    """The crop, float32 (C, T, crop, crop), on the frames' device: interpolate's arithmetic, tap by tap."""
+    y0, y1, wy0, wy1 = rows
+    x0, x1, wx0, wx1 = cols
+    crop = len(x0)
     columns = torch.cat([x0, x1])
     wy0, wy1 = wy0[:, None], wy1[:, None]
-    out = torch.empty((frames.shape[3], frames.shape[0], crop, crop), dtype=torch.float32)
+    out = torch.empty((frames.shape[3], frames.shape[0], len(y0), crop), dtype=torch.float32, device=frames.device)
     # Frame by frame: temporaries stay small enough for the allocator to reuse (no page faults).
     for t, frame in enumerate(frames):
         top, bottom = (  # (C, crop, 2*crop): rows y0 (y1), columns x0 then x1
@@ -71,6 +116,16 @@ def resized_center_crop(frames: torch.Tensor, side: int, crop: int) -> torch.Ten
         blended = top.mul_(wy0).add_(bottom.mul_(wy1))
         torch.mul(blended[..., :crop], wx0, out=out[:, t]).add_(blended[..., crop:].mul_(wx1))
     return out
+
+
+def resized_center_crop(frames: torch.Tensor, side: int, crop: int) -> torch.Tensor:
+    """Short-side scale to `side` then centre crop `crop`, computing only the cropped pixels.
+
+    `frames` is (T, H, W, C) uint8; the result is float32 (C, T, crop, crop). Each output pixel
+    blends the two source rows and columns it reads, gathered in uint8 (cheap), in float32 with
+    interpolate's weights.
+    """
+    return blend(frames, *_taps(frames.shape[1], frames.shape[2], side, crop))
 
 
 def normalize_(x: torch.Tensor) -> torch.Tensor:
@@ -84,6 +139,12 @@ def normalize_(x: torch.Tensor) -> torch.Tensor:
 def preprocess_clip(frames: np.ndarray | torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     """(T, H, W, 3) uint8 RGB frames, already sampled to T -> (3, T, crop, crop) float32 model input."""
     return normalize_(resized_center_crop(torch.as_tensor(frames), spec.side_size, spec.crop_size))
+
+
+def finish_on(taps: CropTaps, device: torch.device) -> torch.Tensor:
+    """Model input from uint8 taps, blended and normalized on `device` (pinned copy for a GPU)."""
+    taps = taps.to(device, pin=device.type == "cuda")
+    return normalize_(blend(taps.region, taps.rows, taps.cols))
 
 
 def pack_pathways(batch: torch.Tensor, spec: ModelSpec) -> list[torch.Tensor] | torch.Tensor:

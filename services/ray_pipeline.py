@@ -29,50 +29,18 @@ from ray import serve
 from pipelines.errors import ReelflowError, WeightsError
 from pipelines.sources import SourcePolicy
 from services.jobs import JobSpec
+from services.replica import REPLICA, ModelReplica
 from services.settings import Settings
 
 log = logging.getLogger("reelflow.ray")
 
-REPLICA = "ModelReplica"
 NAMESPACE = "reelflow"
-
-
-@serve.deployment(name=REPLICA)
-class ModelReplica:
-    """One model with its weights; clips from any decoder are batched together."""
-
-    def __init__(self, model: str, weights: str, max_batch_size: int, batch_wait_s: float, device: str = "cpu"):
-        from pipelines.inference import ClipModel
-
-        self.clip_model = ClipModel.load(model, weights, device)
-        self.predict.set_max_batch_size(max_batch_size)
-        self.predict.set_batch_wait_timeout_s(batch_wait_s)
-        self.batch_sizes: Counter[int] = Counter()  # batch size -> batches (bounded, unlike a list)
-
-    def describe(self) -> dict:
-        return {"weights_id": self.clip_model.weights_id, "num_classes": self.clip_model.num_classes}
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def predict(self, clips: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        import torch
-
-        self.batch_sizes[len(clips)] += 1
-        probs, features = self.clip_model.predict(torch.stack([torch.from_numpy(c) for c in clips]))
-        return list(zip(probs.numpy(), features.numpy()))
-
-    async def __call__(self, clip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return await self.predict(clip)
-
-    def batch_size_counts(self) -> dict[int, int]:
-        return dict(sorted(self.batch_sizes.items()))
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 @ray.remote
 class Decoder:
-    """Decodes one job at a time and sends its clips to the model's replicas, a few in flight."""
+    """Decodes jobs (a few at once, one per thread) and sends their clips to the model's replicas:
+    two batches' worth in flight per job, so the replicas' batches fill while it decodes on."""
 
     def pid(self) -> int:
         return os.getpid()
@@ -80,19 +48,21 @@ class Decoder:
     def node(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
-    def run(self, app_name: str, spec_json: str, skip: list[int], in_flight: int,
-            sources: SourcePolicy) -> Iterator[int | dict]:
+    def run(self, app_name: str, spec_json: str, skip: list[int], sources: SourcePolicy) -> Iterator[int | dict]:
+        import torch
+
         from pipelines.classifier import clip_result
         from pipelines.labels import labels_for
         from pipelines.models import get_spec
         from pipelines.sampler import sample_clips
         from pipelines.sources import open_checked
-        from pipelines.transforms import preprocess_clip
+        from pipelines.transforms import crop_taps, preprocess_clip
 
         spec = JobSpec.model_validate_json(spec_json)
         model = get_spec(spec.model)
         handle = serve.get_deployment_handle(REPLICA, app_name=app_name)
         info = handle.describe.remote().result()
+        in_flight = 2 * info["batch_size"]
         labels = labels_for(info["num_classes"])
         topk = min(spec.topk, len(labels))
         source, options, total = open_checked(spec.source, sources, model.clip_seconds, spec.stride_s)
@@ -107,8 +77,12 @@ class Decoder:
         for clip in sample_clips(source, model.clip_seconds, model.num_frames, spec.stride_s, skip=set(skip),
                                  open_options=options):
             response = None
-            if clip.frames is not None:
-                response = handle.remote(preprocess_clip(clip.frames, model).numpy())
+            if clip.frames is not None:  # the replica's wire format: model input, or uint8 taps it finishes itself
+                if info["clip_format"] == "uint8":
+                    payload = crop_taps(torch.as_tensor(clip.frames), model.side_size, model.crop_size).as_arrays()
+                else:
+                    payload = preprocess_clip(clip.frames, model).numpy()
+                response = handle.remote(payload)
             pending.append((clip, response))
             while len(pending) > in_flight:
                 yield result(*pending.popleft())
@@ -116,8 +90,10 @@ class Decoder:
             yield result(*pending.popleft())
 
 
-def app_name(model: str, weights: str) -> str:
-    return f"{model}-{hashlib.sha1(weights.encode()).hexdigest()[:8]}"
+def app_name(model: str, weights: str, settings: Settings) -> str:
+    """The Serve application of a model: one per weights and replica configuration."""
+    variant = f"{weights}|{settings.clip_format}|{settings.precision}"
+    return f"{model}-{hashlib.sha1(variant.encode()).hexdigest()[:8]}"
 
 
 class RayPipeline:
@@ -125,7 +101,7 @@ class RayPipeline:
 
     def __init__(self, settings: Settings, device: str = "cpu"):
         self.settings = settings
-        self.capacity = settings.decoders
+        self.capacity = settings.decoders * settings.jobs_per_decoder
         self.device = device
         self._free: queue_lib.Queue = queue_lib.Queue()
         self.decoders: list = []
@@ -137,15 +113,16 @@ class RayPipeline:
             ray.init(address=os.environ.get("RAY_ADDRESS") or None, namespace=NAMESPACE,
                      include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         serve.start(proxy_location="Disabled")
-        for _ in range(self.capacity):  # restarted by Ray if their process dies
-            decoder = Decoder.options(max_restarts=-1, num_cpus=self.settings.decoder_cpus,
-                                      scheduling_strategy="SPREAD").remote()  # decode on every node
+        for _ in range(self.settings.decoders):  # restarted by Ray if their process dies; spread over the nodes
+            decoder = Decoder.options(max_restarts=-1, num_cpus=self.settings.decoder_cpus, scheduling_strategy="SPREAD",
+                                      max_concurrency=self.settings.jobs_per_decoder).remote()
             self.decoders.append(decoder)
-            self._free.put(decoder)
+            for _ in range(self.settings.jobs_per_decoder):  # a slot per job it may run at once
+                self._free.put(decoder)
 
     def prepare(self, model: str, weights: str) -> str:
         """Deploy the model's replicas once; a deployment that cannot start is a bad job."""
-        name = app_name(model, weights)
+        name = app_name(model, weights, self.settings)
         with self._deploy_lock:
             if name not in self._apps:
                 from pipelines.models import get_spec
@@ -154,13 +131,15 @@ class RayPipeline:
                 check_weights(get_spec(model), weights)  # the common failures, in a second
                 replica = ModelReplica.options(
                     max_constructor_retry_count=2,  # a replica that cannot load fails the deploy
-                    max_ongoing_requests=4 * self.settings.batch_size,
+                    max_ongoing_requests=4 * self.settings.batch_limit,
                     ray_actor_options={"num_cpus": self.settings.replica_cpus},
                     autoscaling_config={"min_replicas": 1, "max_replicas": self.settings.max_replicas,
-                                        "target_ongoing_requests": 2 * self.settings.batch_size},
+                                        "target_ongoing_requests": 2 * self.settings.batch_limit},
                 )
-                self._deploy(name, replica.bind(model, weights, self.settings.batch_size,
-                                                self.settings.batch_wait_s, self.device), model, weights)
+                options = dict(device=self.device, batch_size=self.settings.batch_size,
+                               batch_wait_s=self.settings.batch_wait_s, threads=self.settings.replica_threads,
+                               clip_format=self.settings.clip_format, precision=self.settings.precision)
+                self._deploy(name, replica.bind(model, weights, **options), model, weights)
                 self._apps[name] = (model, weights)
         return name
 
@@ -186,7 +165,7 @@ class RayPipeline:
         stream = None
         try:
             stream = decoder.run.options(num_returns="streaming").remote(
-                name, spec.model_dump_json(), sorted(skip), 2 * self.settings.batch_size, self.settings.sources)
+                name, spec.model_dump_json(), sorted(skip), self.settings.sources)
             for ref in stream:
                 yield ray.get(ref)
         finally:
@@ -212,7 +191,7 @@ class RayPipeline:
         return described
 
     def batch_size_counts(self, model: str, weights: str) -> dict[int, int]:
-        handle = serve.get_deployment_handle(REPLICA, app_name=app_name(model, weights))
+        handle = serve.get_deployment_handle(REPLICA, app_name=app_name(model, weights, self.settings))
         return handle.batch_size_counts.remote().result()
 
     def shutdown(self) -> None:

@@ -12,11 +12,15 @@
 | REELFLOW_MAX_ATTEMPTS | 3 | deliveries before a job goes to the dead-letter list |
 | REELFLOW_RETRY_BASE_S | 2 | first retry delay; doubles each attempt, with jitter |
 | REELFLOW_RESULT_TTL_S | 604800 | finished jobs and their segments expire after this (7 days) |
-| REELFLOW_BATCH_SIZE | 8 | most clips per forward pass on a model replica (`@serve.batch`) |
+| REELFLOW_BATCH_SIZE | auto | most clips per forward pass on a model replica (`@serve.batch`); auto: the replica times 1, 2, 4, 8, 16 when it starts and keeps the fastest |
 | REELFLOW_BATCH_WAIT_S | 0.02 | how long a replica waits to fill a batch |
-| REELFLOW_DECODERS | 1 | decoder actors, i.e. jobs decoded at once per `up` |
+| REELFLOW_DECODERS | 1 | decoder actors per `up` |
+| REELFLOW_JOBS_PER_DECODER | 2 | jobs a decoder works on at once: the next job decodes while the last one's clips are in the model |
 | REELFLOW_DECODER_CPUS | 0.5 | CPUs Ray reserves per decoder actor |
 | REELFLOW_REPLICA_CPUS | 0.5 | CPUs Ray reserves per model replica (several models fit on a laptop) |
+| REELFLOW_REPLICA_THREADS | (all cores) | torch threads per model replica; Ray would give a fractional-CPU actor one |
+| REELFLOW_CLIP_FORMAT | auto | what decoders send replicas: float32 model input, or uint8 crop taps finished on the replica (auto: uint8 for a GPU replica) |
+| REELFLOW_PRECISION | float32 | float32 (the reference's numbers) or half (autocast: float16 on a GPU, bfloat16 on a CPU; approximate) |
 | REELFLOW_MAX_REPLICAS | 2 | autoscaling limit of replicas per model |
 | REELFLOW_DEPLOY_TIMEOUT_S | 300 | a model whose replicas are not running by then fails its job (retried later) |
 | REELFLOW_ALLOWED_ROOTS | (any) | colon-separated directories job sources must lie under |
@@ -32,7 +36,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines.errors import ReelflowError
 from pipelines.sources import SourcePolicy
+
+MAX_AUTO_BATCH = 16
+
+
+class SettingsError(ReelflowError):
+    """A REELFLOW_ variable with a value reelflow cannot use."""
 
 
 def _env(name: str, default: str) -> str:
@@ -45,9 +56,16 @@ def _number(name: str, default: float, cast=float):
     try:
         value = cast(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number; unset it or give e.g. {default}") from None
+        raise SettingsError(f"{name}={raw!r} is not a number; unset it or give e.g. {default}") from None
     if value <= 0:
-        raise ValueError(f"{name}={raw!r} must be positive")
+        raise SettingsError(f"{name}={raw!r} must be positive; unset it or give e.g. {default}")
+    return value
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _env(name, default)
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r} is not one of {', '.join(choices)}; unset it or pick one")
     return value
 
 
@@ -59,14 +77,23 @@ class Settings:
     max_attempts: int
     retry_base_s: float
     result_ttl_s: int
-    batch_size: int = 8
+    batch_size: int = 0  # 0: auto, measured by each replica when it starts
     batch_wait_s: float = 0.02
     decoders: int = 1
+    jobs_per_decoder: int = 2
     decoder_cpus: float = 0.5
     replica_cpus: float = 0.5
+    replica_threads: int = 0  # 0: one per core of the node the replica runs on
+    clip_format: str = "auto"
+    precision: str = "float32"
     max_replicas: int = 2
     deploy_timeout_s: float = 300.0
     sources: SourcePolicy = field(default_factory=SourcePolicy)
+
+    @property
+    def batch_limit(self) -> int:
+        """The largest batch a replica may form (what `auto` may choose at most)."""
+        return self.batch_size or MAX_AUTO_BATCH
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -77,11 +104,15 @@ class Settings:
             max_attempts=_number("REELFLOW_MAX_ATTEMPTS", 3, int),
             retry_base_s=_number("REELFLOW_RETRY_BASE_S", 2.0),
             result_ttl_s=_number("REELFLOW_RESULT_TTL_S", 7 * 24 * 3600, int),
-            batch_size=_number("REELFLOW_BATCH_SIZE", 8, int),
+            batch_size=0 if _env("REELFLOW_BATCH_SIZE", "auto") == "auto" else _number("REELFLOW_BATCH_SIZE", 8, int),
             batch_wait_s=_number("REELFLOW_BATCH_WAIT_S", 0.02),
             decoders=_number("REELFLOW_DECODERS", 1, int),
+            jobs_per_decoder=_number("REELFLOW_JOBS_PER_DECODER", 2, int),
             decoder_cpus=_number("REELFLOW_DECODER_CPUS", 0.5),
             replica_cpus=_number("REELFLOW_REPLICA_CPUS", 0.5),
+            replica_threads=_number("REELFLOW_REPLICA_THREADS", 1, int) if _env("REELFLOW_REPLICA_THREADS", "") else 0,
+            clip_format=_choice("REELFLOW_CLIP_FORMAT", "auto", ("auto", "float32", "uint8")),
+            precision=_choice("REELFLOW_PRECISION", "float32", ("float32", "half")),
             max_replicas=_number("REELFLOW_MAX_REPLICAS", 2, int),
             deploy_timeout_s=_number("REELFLOW_DEPLOY_TIMEOUT_S", 300.0),
             sources=_source_policy(),

@@ -37,8 +37,9 @@ def run_up(args) -> int:
             print(f"reelflow up: warning: {e}", file=sys.stderr, flush=True)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: worker.stop.set())
-    where = f"embedded Redis {url} (home {settings.home})" if embedded else f"Redis {redact(url)}"
-    mode = "in-process pipeline" if args.no_ray else f"Ray pipeline ({settings.decoders} decoder(s))"
+    where = f"embedded Redis {redact(url)} (home {settings.home})" if embedded else f"Redis {redact(url)}"
+    mode = ("in-process pipeline" if args.no_ray
+            else f"Ray pipeline ({settings.decoders} decoder(s) x {settings.jobs_per_decoder} jobs)")
     print(f"reelflow up: {where}; {mode}; worker {worker.consumer} ready. Submit with `reelflow submit VIDEO`; "
           "Ctrl-C stops.", file=sys.stderr, flush=True)
     try:

@@ -105,3 +105,12 @@ def test_client_start_up_does_not_import_torch():
     code = "import sys, services.cli; services.cli.build_parser(); print('torch' in sys.modules, 'av' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("variable, value", [("REELFLOW_LEASE_S", "soon"), ("REELFLOW_BATCH_SIZE", "-1"),
+                                             ("REELFLOW_CLIP_FORMAT", "jpeg")])
+def test_a_bad_setting_is_one_line_naming_the_variable(variable, value, tmp_path):
+    env = {**os.environ, variable: value, "REELFLOW_HOME": str(tmp_path)}
+    result = subprocess.run([REELFLOW, "status"], capture_output=True, text=True, env=env)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"reelflow: error: {variable}=") and "Traceback" not in result.stderr

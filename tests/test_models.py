@@ -60,3 +60,24 @@ def test_every_model_gives_probabilities_and_embeddings_of_its_size(name):
         with torch.inference_mode():
             logits = proj(embeddings)
         torch.testing.assert_close(torch.softmax(logits, dim=1), probs, atol=1e-5, rtol=1e-4)
+
+
+def test_batch_rates_time_each_size_and_respect_the_budget():
+    clip_model = ClipModel.load("x3d_xs", "none")
+    rates = clip_model.batch_rates(sizes=(1, 2, 4), budget_s=60)
+    assert list(rates)[0] == 1 and set(rates) <= {1, 2, 4} and all(r > 0 for r in rates.values())
+    assert list(clip_model.batch_rates(sizes=(1, 2, 4), budget_s=0)) == [1]  # budget spent after the first size
+
+
+def test_half_precision_runs_and_stays_close_to_float32():
+    """The GPU's float16 path, exercised on the CPU as bfloat16 autocast: approximate, not exact."""
+    exact = ClipModel.load("x3d_xs", "none")
+    half = ClipModel.load("x3d_xs", "none", precision="half")
+    batch = torch.randn(2, 3, 4, 182, 182, generator=torch.Generator().manual_seed(1))
+    (p32, e32), (p16, e16) = exact.predict(batch), half.predict(batch)
+    assert p16.dtype == torch.float32 and p16.shape == p32.shape
+    torch.testing.assert_close(p16, p32, rtol=0.02, atol=0)  # seen: 0.4% apart at most
+    assert not torch.equal(p16, p32)  # it did compute in lower precision
+    assert torch.nn.functional.cosine_similarity(e16, e32).min() > 0.99
+    with pytest.raises(ValueError, match="precision must be one of"):
+        ClipModel.load("x3d_xs", "none", precision="fp8")

@@ -3,6 +3,7 @@ nothing and duplicates nothing; a model that cannot load fails its jobs with a c
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -83,7 +84,7 @@ def test_a_decoder_killed_mid_job(queue, pipeline, long_video):
 
 
 def test_a_model_replica_killed_mid_job(queue, pipeline, long_video):
-    handle = serve.get_deployment_handle(REPLICA, app_name=app_name("x3d_xs", "none"))
+    handle = serve.get_deployment_handle(REPLICA, app_name=app_name("x3d_xs", "none", pipeline.settings))
     pid = handle.pid.remote().result()
     job_id = run_and_kill(queue, pipeline, long_video, lambda: os.kill(pid, signal.SIGKILL))
     assert_complete_exactly_once(queue, job_id, 25)
@@ -102,6 +103,27 @@ def test_results_match_and_batches_fill(queue, pipeline, clip_10s):
         assert got["scores"] == pytest.approx(want.scores, rel=1e-4)
     counts = pipeline.batch_size_counts("x3d_xs", "none")
     assert sum(counts.values()) > 0 and max(counts) <= 4
+
+
+def test_uint8_clips_finished_on_the_replica_give_the_same_results(queue, pipeline, clip_10s):
+    """The GPU wire format (uint8 crop taps, blended and normalized on the replica), run on the CPU."""
+    float_job, _ = queue.submit(JobSpec(source=str(clip_10s), weights="none"))
+    Worker(queue, pipeline, consumer="ray-test").run_until_idle()
+    float32 = pipeline.settings
+    pipeline.settings = dataclasses.replace(float32, clip_format="uint8")
+    try:
+        name = pipeline.prepare("x3d_xs", "none")
+        assert serve.get_deployment_handle(REPLICA, app_name=name).describe.remote().result()["clip_format"] == "uint8"
+        uint8_job, _ = queue.submit(JobSpec(source=str(clip_10s), weights="none"))
+        Worker(queue, pipeline, consumer="ray-test").run_until_idle()
+    finally:
+        pipeline.settings = float32
+        serve.delete(name)
+        pipeline._apps.pop(name)
+    got, want = queue.segments(uint8_job), queue.segments(float_job)
+    assert [s["labels"] for s in got] == [s["labels"] for s in want] and len(got) == 7
+    for a, b in zip(got, want):
+        assert a["scores"] == pytest.approx(b["scores"], rel=1e-6)
 
 
 def test_missing_weights_fail_the_job_before_any_deploy(queue, pipeline, clip_10s):

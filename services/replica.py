@@ -1,0 +1,84 @@
+"""The model replica: a Ray Serve deployment that batches clips from every decoder.
+
+Clips arrive in the replica's wire format, which it announces in `describe()`: float32 model input
+(on a CPU the decoder's cores do the transform), or uint8 crop taps (`pipelines.transforms.CropTaps`)
+that a GPU replica blends and normalizes on its device, from pinned memory, at a quarter of the
+bytes per value. Both give the same numbers. `@serve.batch` forms the batches; the largest batch is
+the setting, or, by default, whichever batch size ran fastest when the replica started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+
+import numpy as np
+from ray import serve
+
+from services.settings import MAX_AUTO_BATCH
+
+log = logging.getLogger("reelflow.replica")
+
+REPLICA = "ModelReplica"
+
+
+@serve.deployment(name=REPLICA)
+class ModelReplica:
+    """One model with its weights; clips from any decoder are batched together."""
+
+    def __init__(self, model: str, weights: str, *, device: str = "cpu", batch_size: int = 0,
+                 batch_wait_s: float = 0.02, threads: int = 0, clip_format: str = "auto", precision: str = "float32"):
+        import torch
+
+        from pipelines.inference import ClipModel
+
+        # Ray caps a fractional-CPU actor at one thread (OMP_NUM_THREADS=1): the forward pass gets
+        # the cores it was budgeted, by default all of its node's.
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        self.clip_model = ClipModel.load(model, weights, device, precision)
+        gpu = self.clip_model.device.type == "cuda"
+        self.clip_format = clip_format if clip_format != "auto" else ("uint8" if gpu else "float32")
+        self.batch_rates: dict[int, float] = {}
+        if batch_size == 0:  # auto: the fastest batch size of this model on this machine
+            self.batch_rates = self.clip_model.batch_rates([b for b in (1, 2, 4, 8, 16) if b <= MAX_AUTO_BATCH])
+            batch_size = max(self.batch_rates, key=self.batch_rates.get)
+            log.info("%s: batch size %d (clips/s by batch size: %s)", model, batch_size,
+                     {b: round(r, 1) for b, r in self.batch_rates.items()})
+        self.batch_size = batch_size
+        self.predict.set_max_batch_size(batch_size)
+        self.predict.set_batch_wait_timeout_s(batch_wait_s)
+        self.batch_sizes: Counter[int] = Counter()  # batch size -> batches (bounded, unlike a list)
+
+    def describe(self) -> dict:
+        import torch
+
+        return {"weights_id": self.clip_model.weights_id, "num_classes": self.clip_model.num_classes,
+                "clip_format": self.clip_format, "batch_size": self.batch_size, "batch_rates": self.batch_rates,
+                "torch_threads": torch.get_num_threads(), "precision": self.clip_model.precision}
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def predict(self, clips: list) -> list[tuple[np.ndarray, np.ndarray]]:
+        import torch
+
+        self.batch_sizes[len(clips)] += 1
+        probs, features = self.clip_model.predict(torch.stack([self._model_input(c) for c in clips]))
+        return list(zip(probs.numpy(), features.numpy()))
+
+    async def __call__(self, clip) -> tuple[np.ndarray, np.ndarray]:
+        return await self.predict(clip)
+
+    def _model_input(self, clip):
+        import torch
+
+        from pipelines.transforms import CropTaps, finish_on
+
+        if isinstance(clip, np.ndarray):  # float32 model input, read from the object store without a copy
+            return torch.from_numpy(clip)
+        return finish_on(CropTaps.from_arrays(clip), self.clip_model.device)
+
+    def batch_size_counts(self) -> dict[int, int]:
+        return dict(sorted(self.batch_sizes.items()))
+
+    def pid(self) -> int:
+        return os.getpid()
