@@ -47,7 +47,9 @@ class Claim:
     entry_id: str
     consumer: str
     spec: JobSpec
-    attempt: int
+    attempt: int  # deliveries so far, this one included
+    stalled: int = 1  # deliveries in a row, this one included, that began with no new segment stored
+    done_at_claim: int = 0  # segments stored when this delivery began
 
 
 class JobQueue:
@@ -120,13 +122,20 @@ class JobQueue:
         if state.terminal:
             self._ack(entry_id)
             return None
-        attempt = self.r.hincrby(record_key, "attempts", 1)
-        if attempt > self.settings.max_attempts:
+        # The delivery limit counts attempts that got nowhere: a long job whose workers keep dying
+        # still finishes, one segment further each time; a job that crashes at once does not.
+        done, mark, stalled = self.r.hmget(record_key, "segments_done", "progress_mark", "stalled")
+        done = int(done or 0)
+        stalled = 1 if mark is None or done > int(mark) else int(stalled or 0) + 1
+        if stalled > self.settings.max_attempts:
             last = (self.r.hget(record_key, "error") or b"").decode()
-            self._dead_letter(job_id, entry_id, f"gave up after {attempt - 1} attempts: {last or 'worker lost'}", fields)
+            self._dead_letter(job_id, entry_id, f"gave up after {stalled - 1} attempts without progress: "
+                                                f"{last or 'worker lost'}", fields)
             return None
-        self.r.hset(record_key, mapping={"state": JobState.RUNNING.value, "consumer": consumer, "updated_at": time.time()})
-        return Claim(job_id, entry_id, consumer, spec, attempt)
+        attempt = self.r.hincrby(record_key, "attempts", 1)
+        self.r.hset(record_key, mapping={"state": JobState.RUNNING.value, "consumer": consumer, "updated_at": time.time(),
+                                         "progress_mark": done, "stalled": stalled})
+        return Claim(job_id, entry_id, consumer, spec, attempt, stalled, done)
 
     def renew(self, claim: Claim) -> bool:
         """Extend the lease; False when the job was reclaimed by another consumer or has ended."""
@@ -168,11 +177,16 @@ class JobQueue:
         return True
 
     def retry(self, claim: Claim, error: str) -> JobState:
-        """A transient fault: back off and deliver again, or dead-letter once out of attempts."""
-        if claim.attempt >= self.settings.max_attempts:
-            self._dead_letter(claim.job_id, claim.entry_id, f"gave up after {claim.attempt} attempts: {error}", None)
+        """A transient fault: back off and deliver again, or dead-letter after `max_attempts` in a row
+        without progress."""
+        record = self.record(claim.job_id)
+        progressed = record is not None and record.segments_done > claim.done_at_claim
+        if not progressed and claim.stalled >= self.settings.max_attempts:
+            self._dead_letter(claim.job_id, claim.entry_id,
+                              f"gave up after {claim.stalled} attempts without progress: {error}", None)
             return JobState.FAILED
-        delay = min(MAX_RETRY_DELAY_S, self.settings.retry_base_s * 2 ** (claim.attempt - 1)) * random.uniform(0.5, 1.5)
+        backoff = 0 if progressed else claim.stalled - 1
+        delay = min(MAX_RETRY_DELAY_S, self.settings.retry_base_s * 2 ** backoff) * random.uniform(0.5, 1.5)
         with self.r.pipeline(transaction=True) as p:
             p.hset(keys.job(claim.job_id), mapping={"state": JobState.QUEUED.value, "error": error, "updated_at": time.time()})
             p.zadd(keys.RETRIES, {claim.job_id: time.time() + delay})
@@ -188,6 +202,7 @@ class JobQueue:
         with self.r.pipeline(transaction=True) as p:
             p.hset(keys.job(claim.job_id), mapping={"state": JobState.QUEUED.value, "updated_at": time.time()})
             p.hincrby(keys.job(claim.job_id), "attempts", -1)
+            p.hincrby(keys.job(claim.job_id), "stalled", -1)
             p.xadd(keys.JOBS_STREAM, {"job_id": claim.job_id, "job": claim.spec.model_dump_json(exclude_none=True)})
             p.execute()
         self._ack(claim.entry_id)

@@ -9,7 +9,7 @@
 | REELFLOW_REDIS_URL | (embedded) | redis://, rediss:// (TLS) or unix:// URL; unset: the embedded server under the home |
 | REELFLOW_HOME | ~/.local/share/reelflow | embedded Redis data and append-only file, logs |
 | REELFLOW_LEASE_S | 60 | a claimed job is reclaimed when its consumer is silent this long |
-| REELFLOW_MAX_ATTEMPTS | 3 | deliveries before a job goes to the dead-letter list |
+| REELFLOW_MAX_ATTEMPTS | 3 | deliveries in a row without a new segment before a job goes to the dead-letter list |
 | REELFLOW_RETRY_BASE_S | 2 | first retry delay; doubles each attempt, with jitter |
 | REELFLOW_RESULT_TTL_S | 604800 | finished jobs and their segments expire after this (7 days) |
 | REELFLOW_BATCH_SIZE | auto | most clips per forward pass on a model replica (`@serve.batch`); auto: the replica times 1, 2, 4, 8, 16 when it starts and keeps the fastest |

@@ -145,8 +145,29 @@ def test_transient_faults_retry_with_backoff_then_dead_letter(client):
     assert again.attempt == 2
     assert q.retry(again, "replica died again") == JobState.FAILED
     record = q.record(job_id)
-    assert record.state == JobState.FAILED and "gave up after 2 attempts: replica died again" in record.error
+    assert record.state == JobState.FAILED and "gave up after 2 attempts without progress: replica died again" in record.error
     assert [d["job_id"] for d in q.dead_letters()] == [job_id]
+
+
+def test_attempts_that_make_progress_do_not_count_towards_the_limit(client):
+    q = make_queue(client, max_attempts=2, retry_base_s=0.01, lease_s=0.2)
+    job_id, _ = q.submit(spec())
+    for attempt in range(1, 6):  # five deliveries, each ending badly after one more segment
+        time.sleep(0.25)
+        [claim] = q.claim(1, 100, f"w{attempt}")
+        assert (claim.attempt, claim.stalled) == (attempt, 1)
+        q.store_segment(job_id, attempt - 1, "{}")
+        if attempt % 2:
+            assert q.retry(claim, "replica died") == JobState.QUEUED
+        # even attempts: the worker dies; its lease runs out
+    time.sleep(0.25)
+    [stuck] = q.claim(1, 100, "w6")  # w5 stored a segment: a fresh count; w6 stores nothing
+    assert stuck.stalled == 1
+    assert q.retry(stuck, "decoder crashed") == JobState.QUEUED
+    time.sleep(0.1)
+    [last] = q.claim(1, 100, "w7")
+    assert last.stalled == 2 and q.retry(last, "decoder crashed") == JobState.FAILED
+    assert "gave up after 2 attempts without progress: decoder crashed" in q.record(job_id).error
 
 
 def test_a_bad_job_is_dead_lettered_and_replayed(client):
