@@ -21,7 +21,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from pipelines.errors import ReelflowError
 from pipelines.sources import SourcePolicy
@@ -32,6 +31,7 @@ from services.queue import Claim, JobQueue
 log = logging.getLogger("reelflow.worker")
 
 MAX_LOADED_MODELS = 2  # (model, weights) pairs an in-process pipeline keeps in memory
+STOP_GRACE_S = 20.0  # how long a stopping worker waits for its jobs to hand themselves back
 
 
 def default_consumer_name() -> str:
@@ -89,29 +89,49 @@ class Worker:
         self.pipeline = pipeline or InProcessPipeline()
         self.consumer = consumer or default_consumer_name()
         self.stop = threading.Event()  # set: hand the jobs in hand back and take no more
+        self._job_ended = threading.Event()
 
     def run(self, block_ms: int = 1000, until_idle: bool = False) -> int:
         """Take jobs, at most the pipeline's capacity at once, until `stop` is set (or, with
-        `until_idle`, until no job is waiting, running or due for a retry). Returns how many were taken."""
+        `until_idle`, until no job is waiting, running or due for a retry). Returns how many were taken.
+
+        Stopping waits `STOP_GRACE_S` for the jobs in hand to hand themselves back; one stuck in a
+        call that does not return (a dead Ray node, say) is left behind: this worker retires, so
+        other workers take its job at once."""
         taken = 0
         capacity = self.pipeline.capacity
-        presence = _Presence(self.queue, self.consumer, self.pipeline)
-        with presence, ThreadPoolExecutor(capacity, thread_name_prefix="reelflow-job") as pool:
-            running: set = set()
+        running: set[threading.Thread] = set()
+        with _Presence(self.queue, self.consumer, self.pipeline):
             while not self.stop.is_set():
-                running = {f for f in running if not f.done()}
-                free = capacity - len(running)
-                if free == 0:
-                    wait(running, timeout=block_ms / 1000, return_when=FIRST_COMPLETED)
+                running = {t for t in running if t.is_alive()}
+                if len(running) == capacity:
+                    self._job_ended.wait(block_ms / 1000)
+                    self._job_ended.clear()
                     continue
-                claims = self.queue.claim(count=free, block_ms=block_ms, consumer=self.consumer)
+                claims = self.queue.claim(count=capacity - len(running), block_ms=block_ms, consumer=self.consumer)
                 if until_idle and not claims and not running and not any(self.queue.depth().values()):
                     break
                 for claim in claims:
-                    running.add(pool.submit(self.process, claim))
+                    thread = threading.Thread(target=self._run_job, args=(claim,), daemon=True,
+                                              name=f"reelflow-job-{claim.job_id}")
+                    thread.start()
+                    running.add(thread)
                     taken += 1
-            wait(running)
+            deadline = time.monotonic() + (STOP_GRACE_S if self.stop.is_set() else float("inf"))
+            for thread in running:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            if stuck := [t.name for t in running if t.is_alive()]:
+                log.warning("%s did not stop within %.0f s; leaving them to other workers", ", ".join(stuck),
+                            STOP_GRACE_S)
         return taken
+
+    def _run_job(self, claim: Claim) -> None:
+        try:
+            self.process(claim)
+        except Exception:  # process() sorts the job's own errors; this is Redis gone mid-job
+            log.exception("job %s: not finished (its claim returns to the queue)", claim.job_id)
+        finally:
+            self._job_ended.set()
 
     def run_until_idle(self, block_ms: int = 200) -> int:
         return self.run(block_ms=block_ms, until_idle=True)

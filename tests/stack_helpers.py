@@ -47,10 +47,17 @@ class UpProcess:
         self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=60)
-        self.log.close()
+        """SIGTERM, which must end `up` within a minute (else: SIGKILL, and the test fails)."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    self.kill()
+                    raise AssertionError(f"reelflow up ignored SIGTERM for 60 s:\n{self.log_path.read_text()[-3000:]}")
+        finally:
+            self.log.close()
 
 
 def run(env: dict, *args, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
