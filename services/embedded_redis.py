@@ -4,13 +4,18 @@ Data and the append-only file (fsync every second) live in `<home>/redis/`; the 
 a unix socket there (loopback TCP if the path is too long for a socket) and writes its URL to
 `<home>/redis/url`, so every reelflow command finds it. A server already running is reused.
 
+The server requires a password, generated on first start and kept in `<home>/redis/password`; it
+is in the URL too. Both files (and the server's config) are readable by their owner only.
+
     >>> server = EmbeddedRedis(Path("/tmp/reelflow-home"))           # doctest: +SKIP
-    >>> url = server.start()                                         # unix:///tmp/.../redis.sock
+    >>> url = server.start()                                         # unix://:PASSWORD@/tmp/.../redis.sock
     >>> server.stop()
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -45,6 +50,7 @@ class EmbeddedRedis:
         self.dir = Path(home).expanduser().resolve() / "redis"  # redis-server chdirs: paths must be absolute
         self.socket = self.dir / "redis.sock"
         self.url_file = self.dir / "url"
+        self.password_file = self.dir / "password"
         self._process: subprocess.Popen | None = None  # set when this object started the server
 
     @property
@@ -57,9 +63,9 @@ class EmbeddedRedis:
         if not self.url_file.exists():
             return None
         url = self.url_file.read_text().strip()
-        try:
-            redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).ping()
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
+        try:  # a server that is down refuses at once; one that is up may be slow on a busy machine
+            redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2).ping()
+        except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError):
             return None
         return url
 
@@ -69,14 +75,18 @@ class EmbeddedRedis:
         if running:
             return running
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)
         self.socket.unlink(missing_ok=True)
+        password = self.password()
         if len(str(self.socket)) <= MAX_SOCKET_PATH:
-            listen, url = ["port 0", f"unixsocket {self.socket}", "unixsocketperm 700"], f"unix://{self.socket}"
+            listen = ["port 0", f"unixsocket {self.socket}", "unixsocketperm 700"]
+            url = f"unix://:{password}@{self.socket}"
         else:
             port = _free_port()
-            listen, url = [f"port {port}", "bind 127.0.0.1"], f"redis://127.0.0.1:{port}"
+            listen, url = [f"port {port}", "bind 127.0.0.1"], f"redis://:{password}@127.0.0.1:{port}"
         conf = self.dir / "redis.conf"
-        conf.write_text("\n".join(listen + [
+        _write_private(conf, "\n".join(listen + [
+            f"requirepass {password}",
             f"dir {self.dir}",
             "appendonly yes",
             "appendfsync everysec",
@@ -93,11 +103,21 @@ class EmbeddedRedis:
         while time.monotonic() < deadline:
             try:
                 if client.ping():
-                    self.url_file.write_text(url + "\n")
+                    _write_private(self.url_file, url + "\n")
                     return url
             except (redis.ConnectionError, redis.TimeoutError, OSError):
                 time.sleep(0.05)
         raise ReelflowError(f"embedded redis-server did not start within {timeout_s:.0f} s; see {self.dir / 'redis.log'}")
+
+    def password(self) -> str:
+        """The server's password: generated once, then read from `<home>/redis/password`."""
+        kept = self.password_file.read_text().strip() if self.password_file.exists() else ""
+        if kept:
+            return kept
+        self.dir.mkdir(parents=True, exist_ok=True)
+        password = secrets.token_urlsafe(24)  # URL-safe: it goes into the URL as is
+        _write_private(self.password_file, password + "\n")
+        return password
 
     def stop(self) -> None:
         """Shut the server down cleanly (the append-only file is flushed)."""
@@ -112,6 +132,16 @@ class EmbeddedRedis:
             self._process.wait(timeout=30)  # reap it: no zombie left behind
             self._process = None
         self.url_file.unlink(missing_ok=True)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace a file at once (readers never see half of it) with one only its owner can read."""
+    part = path.with_name(path.name + ".part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when a stale .part had a looser mode
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(part, path)
 
 
 def _free_port() -> int:
