@@ -10,6 +10,7 @@ in a Softmax already, so their output is taken as the probabilities; the others 
 
 from __future__ import annotations
 
+import threading
 import time
 
 import torch
@@ -41,6 +42,7 @@ class ClipModel:
         self.precision = precision
         self.model = model.to(self.device).eval()
         self._captured: list[torch.Tensor] = []
+        self._lock = threading.Lock()  # one forward pass at a time: the hook's capture is per pass
         projection_layer(self.model).register_forward_pre_hook(
             lambda _module, inputs: self._captured.append(inputs[0])
         )
@@ -59,11 +61,11 @@ class ClipModel:
     @torch.inference_mode()
     def predict(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, T, crop, crop) float input -> (probabilities (B, C), embeddings (B, D)) on the CPU."""
-        self._captured.clear()
         half = torch.float16 if self.device.type == "cuda" else torch.bfloat16  # what each device is fast at
-        with torch.autocast(self.device.type, dtype=half, enabled=self.precision == "half"):
+        with self._lock, torch.autocast(self.device.type, dtype=half, enabled=self.precision == "half"):
+            self._captured.clear()
             out = self.model(pack_pathways(batch.to(self.device), self.spec))
-        features = self._captured.pop()
+            features = self._captured.pop()
         if features.dim() > 2:  # (B, T', H', W', D) positions left by the head's pooling
             features = features.flatten(1, -2).mean(dim=1)
         probs = out if self.spec.head_softmax else out.softmax(dim=1)

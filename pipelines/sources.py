@@ -15,13 +15,17 @@ before any frame is decoded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pipelines.errors import SourceNotAllowed, VideoError
 
 URL_SCHEMES = frozenset({"http", "https"})
+STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https", "udp", "rtp"})
+# What a live source may use underneath: RTSP with its RTP/UDP/TCP transports, HTTP(S) live (HLS,
+# MPEG-TS, MJPEG), UDP/RTP multicast.
+STREAM_PROTOCOLS = "rtsp,rtsps,rtp,srtp,udp,tcp,tls,http,https,hls,crypto,data"
 # FFmpeg protocols a job may use: files, or HTTP(S) with what HLS and TLS need underneath.
 FILE_PROTOCOLS = "file"
 URL_PROTOCOLS = "http,https,tcp,tls,crypto,hls,data"
@@ -45,7 +49,8 @@ class SourcePolicy:
         if "://" in source:
             parts = urlsplit(source)
             if parts.scheme not in self.url_schemes:
-                raise SourceNotAllowed(f"URL scheme {parts.scheme!r} is not allowed for jobs "
+                what = "streams" if self.url_schemes == STREAM_SCHEMES else "jobs"
+                raise SourceNotAllowed(f"URL scheme {parts.scheme!r} is not allowed for {what} "
                                        f"(allowed: {', '.join(sorted(self.url_schemes))})")
             if self.url_hosts is not None and parts.hostname not in self.url_hosts:
                 raise SourceNotAllowed(f"host {parts.hostname!r} is not allowed; add it to REELFLOW_ALLOWED_URL_HOSTS")
@@ -65,9 +70,14 @@ class SourcePolicy:
                                    "limit (REELFLOW_MAX_BYTES)")
         return str(path)
 
+    def for_streams(self) -> SourcePolicy:
+        """The same policy for live sources: stream URL schemes instead of file ones."""
+        return replace(self, url_schemes=STREAM_SCHEMES)
+
     def ffmpeg_options(self, source: str) -> dict[str, str]:
         if "://" in source:
-            return {"protocol_whitelist": URL_PROTOCOLS}
+            live = self.url_schemes == STREAM_SCHEMES
+            return {"protocol_whitelist": STREAM_PROTOCOLS if live else URL_PROTOCOLS}
         return {"protocol_whitelist": FILE_PROTOCOLS, "format_whitelist": FILE_FORMATS}
 
     def check_video(self, source: str, width: int, height: int, duration_s: float | None) -> None:

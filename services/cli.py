@@ -23,6 +23,8 @@ examples:
   reelflow status; reelflow results JOB --format csv -o job.csv
   reelflow process videos/*.mp4 --out results/         # one shot: stack up, submit, wait, export
   reelflow dlq list                                    # jobs that failed, and why
+  reelflow watch rtsp://cam1/stream --name door        # a live camera, classified continuously
+  reelflow tail door --json                            # its results as they come
   reelflow models                                      # the models and how they sample
 """
 
@@ -152,6 +154,48 @@ def add_stack_commands(commands) -> None:
     dlq.add_argument("job", nargs="?", metavar="JOB", help="with replay: the job to queue again")
     dlq.add_argument("--json", action="store_true", help="machine-readable output")
     dlq.set_defaults(run=client.run_dlq)
+
+    add_stream_commands(commands, home)
+
+
+def add_stream_commands(commands, home: argparse.ArgumentParser) -> None:
+    from services import stream_commands as streams
+
+    watch = commands.add_parser("watch", parents=[home], help="classify a live stream continuously on a running stack",
+                                description="Register a live source; a worker of the stack reads it, reconnecting "
+                                            "when it drops, and publishes a result per window. Follow it with "
+                                            "`reelflow tail NAME`.",
+                                epilog="URL: rtsp:// or rtsps:// (--transport tcp|udp), http(s):// live (HLS, "
+                                       "MPEG-TS, MJPEG), udp:// or rtp://, or a local file played in real time "
+                                       "and looped (demos, tests).")
+    watch.add_argument("url", metavar="URL")
+    watch.add_argument("--name", required=True, help="the stream's name (letters, digits, . _ -)")
+    add_model_options(watch)
+    watch.add_argument("--stride", type=positive_float, default=None, metavar="SECONDS",
+                       help="seconds between window starts (default: the model's clip length)")
+    watch.add_argument("--transport", choices=["tcp", "udp"], default="tcp", help="RTSP transport (default tcp)")
+    watch.add_argument("--topk", type=positive_int, default=5, help="labels per segment (default 5)")
+    watch.add_argument("--smoothing", type=positive_int, default=3, metavar="K",
+                       help="moving average of scores over the last K segments (default 3)")
+    watch.add_argument("--enter", type=float, default=0.5, help="smoothed score at which a label starts (default 0.5)")
+    watch.add_argument("--exit", type=float, default=0.3, help="smoothed score below which it ends (default 0.3)")
+    watch.set_defaults(run=streams.run_watch)
+
+    tail = commands.add_parser("tail", parents=[home], help="follow a stream's results as they come")
+    tail.add_argument("name", metavar="NAME")
+    tail.add_argument("--json", action="store_true", help="JSON lines: index, start_s, end_s, labels, scores, "
+                                                          "captured_at, published_at, smoothed")
+    tail.add_argument("--from-start", action="store_true", help="print the kept results first, then follow")
+    tail.add_argument("--count", type=positive_int, default=None, metavar="N", help="stop after N results")
+    tail.set_defaults(run=streams.run_tail)
+
+    listing = commands.add_parser("streams", parents=[home], help="list the watched streams, or stop one",
+                                  description="`streams list`: state, reconnects, dropped clips, segments, latency. "
+                                              "`streams stop NAME`: stop watching (results are kept).")
+    listing.add_argument("action", nargs="?", choices=["list", "stop"], default="list")
+    listing.add_argument("name", nargs="?", metavar="NAME", help="with stop: the stream to stop")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(run=streams.run_streams)
 
 
 def run_up(args: argparse.Namespace) -> int:

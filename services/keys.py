@@ -11,6 +11,11 @@
 | reelflow:dlq | hash | job id -> dead-letter entry (error, when, the message) |
 | reelflow:workers | hash | consumer name -> what the worker serves (JSON), for every worker seen |
 | reelflow:worker:{name} | string | presence: exists while the worker beats; expires seconds after it dies |
+| reelflow:streams | hash | stream name -> its spec (JSON); a stream is watched while it is here |
+| reelflow:stream:{name}:owner | string | the worker that reads the stream; a lease it renews, gone seconds after it dies |
+| reelflow:stream:{name}:status | hash | state, reconnects, gaps, dropped, last segment, latency; written by the owner |
+| reelflow:stream:{name}:results | stream | one entry per segment (field `result`: JSON), capped |
+| reelflow:stream:{name}:events | stream | label enter/exit events (field `event`: JSON), capped |
 """
 
 PREFIX = "reelflow"
@@ -36,3 +41,22 @@ def idempotency(key: str) -> str:
 
 def worker(name: str) -> str:
     return f"{PREFIX}:worker:{name}"
+
+
+STREAMS = f"{PREFIX}:streams"
+
+
+def stream_owner(name: str) -> str:
+    return f"{PREFIX}:stream:{name}:owner"
+
+
+def stream_status(name: str) -> str:
+    return f"{PREFIX}:stream:{name}:status"
+
+
+def stream_results(name: str) -> str:
+    return f"{PREFIX}:stream:{name}:results"
+
+
+def stream_events(name: str) -> str:
+    return f"{PREFIX}:stream:{name}:events"

@@ -29,7 +29,7 @@ from ray import serve
 from pipelines.errors import ReelflowError, WeightsError
 from pipelines.sources import SourcePolicy
 from services.jobs import JobSpec
-from services.replica import REPLICA, ModelReplica
+from services.replica import REPLICA, ModelReplica, payload_for
 from services.settings import Settings
 
 log = logging.getLogger("reelflow.ray")
@@ -49,14 +49,11 @@ class Decoder:
         return ray.get_runtime_context().get_node_id()
 
     def run(self, app_name: str, spec_json: str, skip: list[int], sources: SourcePolicy) -> Iterator[int | dict]:
-        import torch
-
         from pipelines.classifier import clip_result
         from pipelines.labels import labels_for
         from pipelines.models import get_spec
         from pipelines.sampler import sample_clips
         from pipelines.sources import open_checked
-        from pipelines.transforms import crop_taps, preprocess_clip
 
         spec = JobSpec.model_validate_json(spec_json)
         model = get_spec(spec.model)
@@ -77,12 +74,8 @@ class Decoder:
         for clip in sample_clips(source, model.clip_seconds, model.num_frames, spec.stride_s, skip=set(skip),
                                  open_options=options):
             response = None
-            if clip.frames is not None:  # the replica's wire format: model input, or uint8 taps it finishes itself
-                if info["clip_format"] == "uint8":
-                    payload = crop_taps(torch.as_tensor(clip.frames), model.side_size, model.crop_size).as_arrays()
-                else:
-                    payload = preprocess_clip(clip.frames, model).numpy()
-                response = handle.remote(payload)
+            if clip.frames is not None:
+                response = handle.remote(payload_for(clip.frames, model, info["clip_format"]))
             pending.append((clip, response))
             while len(pending) > in_flight:
                 yield result(*pending.popleft())
@@ -107,6 +100,7 @@ class RayPipeline:
         self.decoders: list = []
         self._apps: dict[str, tuple[str, str]] = {}  # Serve app -> (model, weights)
         self._deploy_lock = threading.Lock()
+        self._stream_host = None
 
     def start(self) -> None:
         if not ray.is_initialized():
@@ -175,6 +169,18 @@ class RayPipeline:
 
     def is_permanent(self, error: BaseException) -> bool:
         return isinstance(error, ReelflowError) or isinstance(getattr(error, "cause", None), ReelflowError)
+
+    def start_stream(self, spec, redis_url: str, owner: str):
+        """Run a live stream on this pipeline's StreamHost actor (started on first use)."""
+        from services.stream_host import RayStreamHandle, StreamHost
+
+        self.settings.sources.for_streams().check(spec.url)  # refuse before deploying anything
+        name = self.prepare(spec.model, spec.weights)
+        if self._stream_host is None:  # restarted by Ray if its process dies; the manager restarts its streams
+            self._stream_host = StreamHost.options(max_restarts=-1, max_concurrency=1000,
+                                                   num_cpus=self.settings.stream_cpus).remote()
+        ref = self._stream_host.run.remote(name, spec.model_dump_json(), redis_url, owner, self.settings.sources)
+        return RayStreamHandle(self._stream_host, spec.name, ref)
 
     def describe(self) -> list[dict]:
         """The deployed models and their running replicas (shared by every worker on this Ray cluster)."""

@@ -82,3 +82,14 @@ class ModelReplica:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def payload_for(frames: np.ndarray, model, clip_format: str):
+    """What a decoder sends a replica for one clip's sampled frames, in the replica's wire format."""
+    import torch
+
+    from pipelines.transforms import crop_taps, preprocess_clip
+
+    if clip_format == "uint8":
+        return crop_taps(torch.as_tensor(frames), model.side_size, model.crop_size).as_arrays()
+    return preprocess_clip(frames, model).numpy()

@@ -42,9 +42,14 @@ def run_up(args) -> int:
             else f"Ray pipeline ({settings.decoders} decoder(s) x {settings.jobs_per_decoder} jobs)")
     print(f"reelflow up: {where}; {mode}; worker {worker.consumer} ready. Submit with `reelflow submit VIDEO`; "
           "Ctrl-C stops.", file=sys.stderr, flush=True)
+    from services.stream_manager import StreamManager
+    from services.stream_registry import StreamRegistry
+
+    streams = StreamManager(StreamRegistry(queue.r), worker.consumer, pipeline, url, settings.max_streams).start()
     try:
         worker.run()
     finally:
+        streams.close()
         if hasattr(pipeline, "shutdown"):
             pipeline.shutdown()
         if embedded is not None and not args.keep_redis:

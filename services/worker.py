@@ -65,6 +65,27 @@ class InProcessPipeline:
     def is_permanent(self, error: BaseException) -> bool:
         return isinstance(error, ReelflowError)
 
+    def start_stream(self, spec, redis_url: str, owner: str):
+        """Run a live stream on a thread of this process, with this process's model."""
+        import redis
+
+        from pipelines.transforms import preprocess_clip
+        from services.stream_registry import StreamRegistry
+        from services.stream_runner import Done, StreamRunner, ThreadHandle
+
+        policy = self.sources.for_streams()
+        url = policy.check(spec.url)
+        clf = self._classifier(spec.model, spec.weights)
+
+        def classify(clip):
+            probs, features = clf.clip_model.predict(clip[None])
+            return Done((probs[0].numpy(), features[0].numpy()))
+
+        runner = StreamRunner(spec, StreamRegistry(redis.Redis.from_url(redis_url)), owner, clf.labels,
+                              clf.clip_model.weights_id, prepare=lambda frames: preprocess_clip(frames, clf.spec),
+                              classify=classify, open_options=policy.ffmpeg_options(url))
+        return ThreadHandle(runner)
+
     def describe(self) -> list[dict]:
         """The models loaded here: one replica each, in this process."""
         return [{"model": m, "weights": w, "replicas": 1, "serving": f"in-process:{os.getpid()}"}

@@ -1,0 +1,191 @@
+"""Live video: a source that never ends (reconnecting when it drops), cut into sliding windows.
+
+A `LiveSource` yields `LiveFrame`s from an RTSP/HTTP/UDP stream, a capture device, or a local file
+played in real time (looped) as if it were a camera. Every open and every read has a timeout; a
+source that fails, ends, or goes stale (no frame for `stale_s`) is reopened after an exponential
+backoff with jitter, and each gap and reconnect is counted in `stats`. Stream time is continuous
+across reconnects: seconds since the source was first opened, following the frames' own
+timestamps while connected.
+
+`live_windows` cuts the frames into windows of `clip_s` every `stride_s` and samples T frames of
+each with the file path's rule, keeping only one window of frames (in YUV) in memory.
+
+    >>> source = LiveSource("rtsp://cam1.local/stream", transport="tcp")     # doctest: +SKIP
+    >>> for clip in live_windows(source.frames(stop), clip_s=1.6, num_frames=4):
+    ...     clip.index, clip.start_s, clip.captured_at, clip.frames.shape
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+
+from pipelines.sampler import subsample_indices
+
+NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "rtp://", "srt://", "tcp://")
+
+
+@dataclass
+class LiveFrame:
+    time_s: float  # stream time: seconds since the source was first opened, continuous over reconnects
+    frame: av.VideoFrame
+    arrived_at: float  # wall clock (time.time()) when it was decoded
+
+
+@dataclass
+class LiveClip:
+    index: int  # window number: window i covers [i * stride, i * stride + clip) in stream time
+    start_s: float
+    end_s: float
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB
+    frame_count: int  # frames inside the window before sampling
+    captured_at: float  # wall clock when its last frame arrived
+
+
+@dataclass
+class LiveStats:
+    state: str = "connecting"  # connecting | live | waiting (backing off before a reconnect) | stopped
+    connects: int = 0
+    reconnects: int = 0
+    gaps: int = 0  # times frames stopped coming (error, end, stale)
+    frames: int = 0
+    last_error: str = ""
+    last_frame_at: float | None = None
+    history: deque = field(default_factory=lambda: deque(maxlen=20))  # (wall time, event) of recent gaps
+
+    def as_dict(self) -> dict:
+        return {"state": self.state, "connects": self.connects, "reconnects": self.reconnects, "gaps": self.gaps,
+                "frames": self.frames, "last_error": self.last_error, "last_frame_at": self.last_frame_at}
+
+
+class LiveSource:
+    """A video source read forever: reconnects with backoff; `frames(stop)` ends only when `stop` is set."""
+
+    def __init__(self, url: str, *, transport: str = "tcp", open_timeout_s: float = 10.0, read_timeout_s: float = 5.0,
+                 stale_s: float = 5.0, backoff_s: float = 0.5, max_backoff_s: float = 15.0, loop: bool = True,
+                 options: dict[str, str] | None = None):
+        if transport not in ("tcp", "udp"):
+            raise ValueError(f"transport must be tcp or udp, got {transport!r}")
+        self.url = url
+        self.transport = transport
+        self.open_timeout_s, self.read_timeout_s, self.stale_s = open_timeout_s, read_timeout_s, stale_s
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.loop = loop  # a local file starts over at its end (as a looping camera)
+        self.options = dict(options or {})
+        self.is_file = not url.startswith(NETWORK_SCHEMES) and not url.startswith("/dev/") and Path(url).is_file()
+        self.stats = LiveStats()
+
+    def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:
+        failures = 0
+        last_time = last_wall = None  # stream time and monotonic clock of the latest frame
+        while not stop.is_set():
+            self.stats.state = "connecting"
+            first = None
+            try:
+                for t, frame in self._connection(stop):
+                    if first is None:  # stream time goes on over a gap as the wall clock did
+                        first = t
+                        offset = 0.0 if last_time is None else last_time + (time.monotonic() - last_wall)
+                        self.stats.state, failures = "live", 0
+                    last_time, last_wall = offset + (t - first), time.monotonic()
+                    self.stats.frames += 1
+                    self.stats.last_frame_at = time.time()
+                    yield LiveFrame(last_time, frame, self.stats.last_frame_at)
+                reason = "the stream ended"
+            except (av.FFmpegError, OSError, StaleError) as e:
+                reason = _reason(e)
+            if stop.is_set():
+                break
+            if self.is_file and self.loop and first is not None and reason == "the stream ended":
+                continue  # play the file again, as a looping camera
+            self.stats.gaps += 1
+            self.stats.last_error = reason
+            self.stats.history.append((time.time(), reason))
+            failures += 1
+            self.stats.state = "waiting"
+            if stop.wait(min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1)) * random.uniform(0.5, 1.5)):
+                break
+            self.stats.reconnects += 1
+        self.stats.state = "stopped"
+
+    def _connection(self, stop: threading.Event) -> Iterator[tuple[float, av.VideoFrame]]:
+        """One connection's frames as (seconds, frame); raises on failure, returns when the source ends."""
+        options = dict(self.options)
+        if self.url.startswith(("rtsp://", "rtsps://")):
+            options.setdefault("rtsp_transport", self.transport)
+        if not self.is_file:
+            options.setdefault("fflags", "nobuffer")  # hand frames over as they come (breaks reading mp4 files)
+        container = av.open(self.url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s))
+        self.stats.connects += 1
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "SLICE"  # frame threads would hold frames back: latency
+            paced = self.is_file
+            wall0 = time.monotonic()
+            t0 = None
+            last_frame = time.monotonic()
+            for frame in container.decode(stream):
+                if stop.is_set():
+                    return
+                if frame.time is None:
+                    continue
+                if t0 is None:
+                    t0 = frame.time
+                if paced:  # a file plays at its own speed, like a camera would send it
+                    ahead = (frame.time - t0) - (time.monotonic() - wall0)
+                    if ahead > 0 and stop.wait(ahead):
+                        return
+                now = time.monotonic()
+                if now - last_frame > self.stale_s:
+                    raise StaleError(f"no frame for {now - last_frame:.1f} s")
+                last_frame = now
+                yield frame.time, frame
+        finally:
+            container.close()
+
+
+class StaleError(Exception):
+    """Frames stopped arriving though the connection stayed open."""
+
+
+def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, stride_s: float | None = None
+                 ) -> Iterator[LiveClip]:
+    """Windows of `clip_s` seconds every `stride_s` (default: `clip_s`), `num_frames` sampled from each.
+
+    A window closes when the first frame at or after its end arrives. Windows a gap in the stream
+    left empty are skipped; indices are not reused, so an index always names the same stretch of
+    stream time.
+    """
+    stride = stride_s or clip_s
+    buffered: deque[LiveFrame] = deque()  # frames the open windows may sample, in YUV
+    index = 0
+    for live in frames:
+        while live.time_s >= index * stride + clip_s:  # window `index` is complete
+            if not buffered:  # after a gap: on to the first window that can hold this frame
+                index = max(index, math.floor((live.time_s - clip_s) / stride) + 1)
+                break
+            start, end = index * stride, index * stride + clip_s
+            inside = [f for f in buffered if start <= f.time_s < end]
+            if inside:
+                picks = [inside[k] for k in subsample_indices(len(inside), num_frames)]
+                rgb = {id(f): f.frame.to_ndarray(format="rgb24") for f in picks}
+                yield LiveClip(index, round(start, 6), round(end, 6), np.stack([rgb[id(f)] for f in picks]),
+                               len(inside), inside[-1].arrived_at)
+            index += 1
+            while buffered and buffered[0].time_s < index * stride:
+                buffered.popleft()
+        buffered.append(live)
+
+
+def _reason(error: BaseException) -> str:
+    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,72 @@
+"""Live streams on Ray: a StreamHost actor runs the streams of one `up`, one thread each, and sends
+their clips to the same Serve model replicas as bulk jobs (so clips of all streams and jobs batch
+together). A killed host is restarted by Ray; the worker's stream manager then restarts its
+streams on it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ray
+from ray import serve
+
+from pipelines.sources import SourcePolicy
+from services.replica import REPLICA, payload_for
+from services.stream_registry import StreamSpec
+
+
+@ray.remote
+class StreamHost:
+    def __init__(self):
+        self.runners: dict = {}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, app_name: str, spec_json: str, redis_url: str, owner: str, sources: SourcePolicy) -> None:
+        """Read and classify one stream until `stop(name)`."""
+        import redis
+
+        from pipelines.labels import labels_for
+        from pipelines.models import get_spec
+        from services.stream_registry import StreamRegistry
+        from services.stream_runner import StreamRunner
+
+        spec = StreamSpec.model_validate_json(spec_json)
+        model = get_spec(spec.model)
+        handle = serve.get_deployment_handle(REPLICA, app_name=app_name)
+        info = handle.describe.remote().result()
+        policy = sources.for_streams()
+        url = policy.check(spec.url)
+        runner = StreamRunner(spec, StreamRegistry(redis.Redis.from_url(redis_url)), owner,
+                              labels_for(info["num_classes"]), info["weights_id"],
+                              prepare=lambda frames: payload_for(frames, model, info["clip_format"]),
+                              classify=handle.remote, open_options=policy.ffmpeg_options(url))
+        self.runners[spec.name] = runner
+        try:
+            runner.run()
+        finally:
+            self.runners.pop(spec.name, None)
+
+    def stop(self, name: str) -> None:
+        runner = self.runners.get(name)
+        if runner is not None:
+            runner.stop.set()
+
+
+class RayStreamHandle:
+    """The worker's handle on a stream running in a StreamHost."""
+
+    def __init__(self, host, name: str, ref):
+        self.host, self.name, self.ref = host, name, ref
+
+    def alive(self) -> bool:
+        return not ray.wait([self.ref], timeout=0)[0]
+
+    def stop(self) -> None:
+        try:
+            self.host.stop.remote(self.name)
+            ray.wait([self.ref], timeout=20)
+        except Exception:  # the host is gone already: so is the stream
+            pass

@@ -1,0 +1,74 @@
+"""The worker's side of live streams: take ownership of registered streams, run them, give them up.
+
+Every `EVERY_S` the manager renews the leases of the streams it runs, stops those that were
+stopped (or taken over), restarts any whose runner died (a Ray actor killed, say), and takes
+streams that nobody owns — up to `max_streams`. When the worker stops, it stops its streams and
+releases them, so another worker takes them over at once; when it dies, their leases expire
+within `LEASE_S` and another worker takes them over then.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from services.stream_registry import StreamRegistry
+
+log = logging.getLogger("reelflow.streams")
+
+
+class StreamManager:
+    LEASE_S = 10.0
+    EVERY_S = 2.0
+
+    def __init__(self, registry: StreamRegistry, owner: str, pipeline, redis_url: str, max_streams: int = 16):
+        self.registry, self.owner, self.pipeline = registry, owner, pipeline
+        self.redis_url, self.max_streams = redis_url, max_streams
+        self.running: dict[str, object] = {}  # name -> the pipeline's handle on the stream's runner
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="reelflow-streams")
+
+    def start(self) -> StreamManager:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        for name in list(self.running):
+            self._drop(name)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync()
+            except Exception:  # Redis or Ray briefly away: next round
+                log.warning("stream manager: sync failed", exc_info=True)
+            self._stop.wait(self.EVERY_S)
+
+    def sync(self) -> None:
+        specs = self.registry.specs()
+        for name, handle in list(self.running.items()):
+            if name not in specs or not self.registry.renew(name, self.owner, self.LEASE_S):
+                log.info("stream %s: stopped or taken over; stopping it here", name)
+                self._drop(name)
+            elif not handle.alive():
+                log.warning("stream %s: its runner died; restarting it", name)
+                self.running[name] = self.pipeline.start_stream(specs[name], self.redis_url, self.owner)
+        for name, spec in specs.items():
+            if name in self.running or len(self.running) >= self.max_streams:
+                continue
+            if self.registry.acquire(name, self.owner, self.LEASE_S):
+                log.info("stream %s: watching %s", name, spec.url)
+                try:
+                    self.running[name] = self.pipeline.start_stream(spec, self.redis_url, self.owner)
+                except Exception as e:
+                    log.warning("stream %s: cannot start: %s", name, e)
+                    self.registry.release(name, self.owner)
+
+    def _drop(self, name: str) -> None:
+        handle = self.running.pop(name)
+        try:
+            handle.stop()
+        finally:
+            self.registry.release(name, self.owner)

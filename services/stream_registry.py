@@ -1,0 +1,134 @@
+"""Live streams in Redis: which streams to watch, who reads each, and what they found.
+
+A stream is watched while its spec is in the registry. Exactly one worker reads it: the one
+holding its owner key, a lease renewed every couple of seconds; when that worker dies the lease
+expires and another worker takes the stream over. Results and label events go to capped Redis
+streams that `reelflow tail` follows; the owner keeps a status hash for `reelflow streams list`.
+
+    >>> registry = StreamRegistry(redis.Redis.from_url(url))                    # doctest: +SKIP
+    >>> registry.register(StreamSpec(name="door", url="rtsp://cam1/stream"))
+    >>> registry.acquire("door", "worker-1", lease_s=10)
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS, MODELS
+from services import keys
+
+RESULTS_KEPT = 10_000  # segments per stream (about 4.5 hours at one per 1.6 s)
+EVENTS_KEPT = 1_000
+
+# Renew the owner key only if this worker still holds it.
+RENEW_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+RELEASE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class StreamSpec(BaseModel):
+    """A live source to classify continuously."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    url: str = Field(min_length=1, max_length=2000, description="rtsp(s)/http(s)/udp/rtp URL, or a file played live")
+    model: str = DEFAULT_MODEL
+    weights: str = DEFAULT_WEIGHTS
+    stride_s: float | None = Field(None, gt=0, description="seconds between window starts (default: the clip length)")
+    transport: str = Field("tcp", pattern="^(tcp|udp)$", description="RTSP transport")
+    topk: int = Field(5, ge=1, le=1000)
+    smoothing: int = Field(3, ge=1, le=100, description="segments in the moving average of scores")
+    enter: float = Field(0.5, ge=0, le=1, description="smoothed score at which a label becomes current")
+    exit: float = Field(0.3, ge=0, le=1, description="smoothed score below which the current label ends")
+    max_in_flight: int = Field(2, ge=1, le=64, description="clips waiting for the model before the oldest is dropped")
+    created_at: float = Field(default_factory=time.time)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+            raise ValueError(f"stream name {value!r} may hold only letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value!r}; choose one of: {', '.join(MODELS)}")
+        return value
+
+
+class StreamRegistry:
+    def __init__(self, client: redis.Redis):
+        self.r = client
+        self._renew = client.register_script(RENEW_IF_OWNER)
+        self._release = client.register_script(RELEASE_IF_OWNER)
+
+    # -- what to watch --
+
+    def register(self, spec: StreamSpec) -> bool:
+        """Watch a stream; False if one of that name is already watched (stop it first)."""
+        return bool(self.r.hsetnx(keys.STREAMS, spec.name, spec.model_dump_json()))
+
+    def stop(self, name: str) -> bool:
+        """Stop watching; its owner notices within a lease renewal. Its results are kept."""
+        return bool(self.r.hdel(keys.STREAMS, name))
+
+    def specs(self) -> dict[str, StreamSpec]:
+        return {k.decode(): StreamSpec.model_validate_json(v) for k, v in self.r.hgetall(keys.STREAMS).items()}
+
+    def spec(self, name: str) -> StreamSpec | None:
+        raw = self.r.hget(keys.STREAMS, name)
+        return StreamSpec.model_validate_json(raw) if raw else None
+
+    # -- who reads it --
+
+    def acquire(self, name: str, worker: str, lease_s: float) -> bool:
+        return bool(self.r.set(keys.stream_owner(name), worker, nx=True, px=int(lease_s * 1000)))
+
+    def renew(self, name: str, worker: str, lease_s: float) -> bool:
+        return bool(self._renew(keys=[keys.stream_owner(name)], args=[worker, int(lease_s * 1000)]))
+
+    def release(self, name: str, worker: str) -> None:
+        self._release(keys=[keys.stream_owner(name)], args=[worker])
+
+    def owner(self, name: str) -> str | None:
+        raw = self.r.get(keys.stream_owner(name))
+        return raw.decode() if raw else None
+
+    # -- what it found --
+
+    def publish(self, name: str, result: dict, events: list[dict]) -> None:
+        with self.r.pipeline(transaction=False) as p:
+            p.xadd(keys.stream_results(name), {"result": json.dumps(result)}, maxlen=RESULTS_KEPT, approximate=True)
+            for event in events:
+                p.xadd(keys.stream_events(name), {"event": json.dumps(event)}, maxlen=EVENTS_KEPT, approximate=True)
+            p.execute()
+
+    def set_status(self, name: str, status: dict) -> None:
+        self.r.hset(keys.stream_status(name), mapping={k: json.dumps(v) for k, v in status.items()})
+
+    def status(self, name: str) -> dict:
+        return {k.decode(): json.loads(v) for k, v in self.r.hgetall(keys.stream_status(name)).items()}
+
+    def results(self, name: str, after: str = "0-0", block_ms: int | None = None, count: int = 100
+                ) -> list[tuple[str, dict]]:
+        """Results after entry id `after` ('$': only new ones), waiting up to `block_ms` for one."""
+        reply = self.r.xread({keys.stream_results(name): after}, count=count, block=block_ms)
+        return [(entry_id.decode(), json.loads(fields[b"result"])) for _, entries in reply or []
+                for entry_id, fields in entries]
+
+    def events(self, name: str) -> list[dict]:
+        return [json.loads(fields[b"event"]) for _, fields in self.r.xrange(keys.stream_events(name))]

@@ -1,0 +1,173 @@
+"""One live stream, read and classified until stopped: the loop a worker runs per stream.
+
+Two threads. The reader pulls frames (reconnecting as needed), cuts windows and prepares each
+clip; ready clips wait in a queue of `max_in_flight`, and when the model falls behind the oldest
+waiting clip is dropped and counted, so latency never grows. The sender hands clips to the
+model (a few at a time, so that clips of many streams batch together on the replicas), and
+publishes each result in order with its smoothed scores and label events.
+
+`classify(payload)` returns something with `.result(timeout_s=...)` (a Ray Serve response, or an
+already computed value); `prepare(frames)` turns sampled frames into that payload.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.live import LiveSource, live_windows
+from pipelines.models import get_spec
+from pipelines.smoothing import LabelEvents, Smoother
+from services.stream_registry import StreamRegistry, StreamSpec
+
+log = logging.getLogger("reelflow.streams")
+
+SENT_AT_ONCE = 2  # clips of one stream at the model at a time
+STATUS_EVERY_S = 1.0
+
+
+@dataclass
+class Done:
+    """A result computed already (the in-process model), shaped like a pending Serve response."""
+
+    value: tuple
+
+    def result(self, timeout_s: float | None = None) -> tuple:
+        return self.value
+
+
+class StreamRunner:
+    def __init__(self, spec: StreamSpec, registry: StreamRegistry, owner: str, labels: list[str], weights_id: str,
+                 prepare: Callable[[np.ndarray], object], classify: Callable[[object], object],
+                 open_options: dict[str, str] | None = None):
+        self.spec, self.registry, self.owner = spec, registry, owner
+        self.labels, self.weights_id = labels, weights_id
+        self.prepare, self.classify = prepare, classify
+        self.model = get_spec(spec.model)
+        self.source = LiveSource(spec.url, transport=spec.transport, options=open_options)
+        self.stop = threading.Event()
+        self.ready: deque = deque()
+        self.cond = threading.Condition()
+        self.dropped = self.failed = self.published = 0
+        self.last_index: int | None = None
+        self.latencies: deque[float] = deque(maxlen=200)
+        self.smoother = Smoother(spec.smoothing)
+        self.events = LabelEvents(spec.enter, spec.exit)
+
+    def run(self) -> None:
+        """Until `stop` is set. Never raises for the stream's own troubles: they are counted."""
+        reader = threading.Thread(target=self._read, daemon=True, name=f"reelflow-read-{self.spec.name}")
+        reader.start()
+        try:
+            self._send_and_publish()
+        finally:
+            self.stop.set()
+            reader.join(timeout=15)
+            self._write_status()
+
+    # -- reader thread --
+
+    def _read(self) -> None:
+        try:
+            frames = self.source.frames(self.stop)
+            for clip in live_windows(frames, self.model.clip_seconds, self.model.num_frames, self.spec.stride_s):
+                payload = self.prepare(clip.frames)
+                with self.cond:
+                    if len(self.ready) >= self.spec.max_in_flight:
+                        self.ready.popleft()  # the model is behind: drop the oldest, keep latency flat
+                        self.dropped += 1
+                    self.ready.append((clip, payload))
+                    self.cond.notify()
+        except Exception:  # a bug, not the stream: say so, and let the worker restart the stream
+            log.exception("stream %s: reader failed", self.spec.name)
+            self.stop.set()
+
+    # -- sender (the calling thread) --
+
+    def _send_and_publish(self) -> None:
+        sent: deque = deque()
+        next_status = 0.0
+        while not self.stop.is_set():
+            if time.monotonic() >= next_status:
+                self._write_status()
+                next_status = time.monotonic() + STATUS_EVERY_S
+            with self.cond:
+                while self.ready and len(sent) < SENT_AT_ONCE:
+                    clip, payload = self.ready.popleft()
+                    sent.append((clip, self.classify(payload)))
+                if not sent:
+                    self.cond.wait(0.2)
+                    continue
+            clip, response = sent[0]
+            try:
+                probs, _ = response.result(timeout_s=0.2)
+            except TimeoutError:
+                continue
+            except Exception as e:  # a replica died mid-request: that clip is lost, counted; Serve replaces it
+                sent.popleft()
+                self.failed += 1
+                log.warning("stream %s: segment %d not classified: %s", self.spec.name, clip.index,
+                            str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+                continue
+            sent.popleft()
+            self._publish(clip, np.asarray(probs))
+
+    def _publish(self, clip, probs: np.ndarray) -> None:
+        topk = min(self.spec.topk, len(self.labels))
+        smoothed = self.smoother.add(probs)
+        events = [{**e, "label": self.labels[e["label"]], "stream": self.spec.name, "at": time.time()}
+                  for e in self.events.update(smoothed, clip.index)]
+        top = np.argsort(-probs)[:topk]
+        top_smoothed = np.argsort(-smoothed)[:topk]
+        result = {
+            "stream": self.spec.name, "index": clip.index, "start_s": clip.start_s, "end_s": clip.end_s,
+            "frames": clip.frame_count, "labels": [self.labels[i] for i in top],
+            "scores": [round(float(probs[i]), 6) for i in top],
+            "smoothed": {"labels": [self.labels[i] for i in top_smoothed],
+                         "scores": [round(float(smoothed[i]), 6) for i in top_smoothed]},
+            "model": self.spec.model, "weights": self.weights_id, "captured_at": clip.captured_at,
+        }
+        result["published_at"] = time.time()
+        self.registry.publish(self.spec.name, result, events)
+        self.latencies.append(result["published_at"] - clip.captured_at)
+        self.published += 1
+        self.last_index = clip.index
+
+    def status(self) -> dict:
+        latencies = sorted(self.latencies)
+        percentile = (lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 4)
+                      ) if latencies else (lambda q: None)
+        stats = self.source.stats
+        return {"state": "stopped" if self.stop.is_set() else stats.state, "owner": self.owner,
+                "reconnects": stats.reconnects, "gaps": stats.gaps, "last_error": stats.last_error,
+                "dropped": self.dropped, "failed": self.failed, "segments": self.published,
+                "last_index": self.last_index, "last_frame_at": stats.last_frame_at,
+                "latency_p50_s": percentile(0.5), "latency_p95_s": percentile(0.95), "updated_at": time.time()}
+
+    def _write_status(self) -> None:
+        try:
+            self.registry.set_status(self.spec.name, self.status())
+        except Exception:  # Redis briefly away: the next status write catches up
+            log.warning("stream %s: status not written", self.spec.name, exc_info=True)
+
+
+class ThreadHandle:
+    """A runner on a thread of this process (the in-process pipeline)."""
+
+    def __init__(self, runner: StreamRunner):
+        self.runner = runner
+        self.thread = threading.Thread(target=runner.run, daemon=True, name=f"reelflow-stream-{runner.spec.name}")
+        self.thread.start()
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self) -> None:
+        self.runner.stop.set()
+        self.thread.join(timeout=20)

@@ -1,0 +1,89 @@
+"""Live sources and windows, smoothing and events: a file played as a camera, real time, real decoding."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pipelines.live import LiveFrame, LiveSource, live_windows
+from pipelines.smoothing import LabelEvents, Smoother
+from pipelines.synthetic import make_video
+
+
+@pytest.fixture(scope="module")
+def two_seconds(video_dir):
+    path = video_dir / "live_two_seconds.mp4"
+    make_video(path, seconds=2.0, fps=25, size=(160, 120))
+    return path
+
+
+def collect(source: LiveSource, seconds: float, clip_s=0.8, num_frames=4, stride_s=None):
+    stop = threading.Event()
+    timer = threading.Timer(seconds, stop.set)
+    timer.start()
+    try:
+        return list(live_windows(source.frames(stop), clip_s, num_frames, stride_s))
+    finally:
+        timer.cancel()
+
+
+def test_a_file_plays_in_real_time_and_loops_with_continuous_stream_time(two_seconds):
+    source = LiveSource(str(two_seconds))
+    started = time.time()
+    clips = collect(source, 4.6)
+    assert [c.index for c in clips] == list(range(len(clips))) and 4 <= len(clips) <= 5
+    assert [c.start_s for c in clips[:4]] == [0.0, 0.8, 1.6, 2.4]  # window 2 spans the loop
+    assert all(c.frames.shape == (4, 120, 160, 3) and c.frames.dtype == np.uint8 for c in clips)
+    assert all(19 <= c.frame_count <= 21 for c in clips)  # 0.8 s at 25 fps, across the loop too
+    for clip in clips:  # paced: a window is captured about when its end comes round on the wall clock
+        assert clip.captured_at - started == pytest.approx(clip.end_s, abs=0.5)
+    assert source.stats.reconnects == 0 and source.stats.gaps == 0 and source.stats.connects >= 2
+
+
+def test_stride_overlaps_windows(two_seconds):
+    clips = collect(LiveSource(str(two_seconds)), 2.6, clip_s=1.0, stride_s=0.5)
+    assert [(c.start_s, c.end_s) for c in clips[:3]] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0)]
+
+
+def test_an_unreachable_source_backs_off_and_counts_without_raising():
+    source = LiveSource("rtsp://127.0.0.1:9/nothing", open_timeout_s=0.5, backoff_s=0.1, max_backoff_s=0.4)
+    started = time.monotonic()
+    assert collect(source, 2.0) == []
+    assert time.monotonic() - started < 4  # stop is honoured between attempts
+    assert source.stats.gaps >= 2 and source.stats.reconnects >= 1 and source.stats.state == "stopped"
+    assert source.stats.last_error
+
+
+def test_a_gap_in_stream_time_skips_the_empty_windows_and_never_reuses_an_index():
+    class Frame:
+        def to_ndarray(self, format):
+            return np.zeros((2, 2, 3), np.uint8)
+
+    times = [0.0, 0.3, 0.6, 0.9, 1.2, 5.0, 5.3, 5.6, 6.0, 6.5]
+    frames = (LiveFrame(t, Frame(), 1000 + t) for t in times)
+    clips = list(live_windows(frames, clip_s=1.0, num_frames=2))
+    assert [(c.index, c.frame_count) for c in clips] == [(0, 4), (1, 1), (5, 3)]
+    assert clips[-1].captured_at == 1000 + 5.6
+
+
+def test_smoothing_averages_the_last_k_segments():
+    smoother = Smoother(k=2)
+    smoother.add(np.array([1.0, 0.0]))
+    np.testing.assert_allclose(smoother.add(np.array([0.0, 1.0])), [0.5, 0.5])
+    np.testing.assert_allclose(smoother.add(np.array([0.0, 1.0])), [0.0, 1.0])
+    with pytest.raises(ValueError):
+        Smoother(k=0)
+
+
+def test_label_events_have_hysteresis():
+    events = LabelEvents(enter=0.6, exit=0.4)
+    seen = [events.update(np.array(s), i) for i, s in enumerate([[0.5, 0.5], [0.7, 0.3], [0.5, 0.5], [0.3, 0.7]])]
+    assert seen[0] == []  # nothing above the entry threshold
+    assert [e["event"] for e in seen[1]] == ["enter"] and seen[1][0]["label"] == 0
+    assert seen[2] == []  # 0.5: below entry but above exit -> label 0 stays current (no flicker)
+    assert [(e["event"], e["label"]) for e in seen[3]] == [("exit", 0), ("enter", 1)]
+    with pytest.raises(ValueError):
+        LabelEvents(enter=0.3, exit=0.6)

@@ -1,0 +1,136 @@
+"""Live streams on a real stack: watch, tail, list, stop; ownership moving when a worker dies;
+a Ray stream host killed; the whole stack restarted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import redis
+
+from pipelines.synthetic import make_video
+from services.embedded_redis import EmbeddedRedis
+from services.stream_registry import StreamRegistry, StreamSpec
+from stack_helpers import UpProcess, run, stack_env
+
+
+@pytest.fixture(scope="module")
+def camera(video_dir):
+    """A 3 s video, played live and looped by the worker: a camera that never ends."""
+    path = video_dir / "camera.mp4"
+    make_video(path, seconds=3.0, fps=25, size=(320, 240))
+    return path
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path / "home"
+
+
+def tail(env, name: str, count: int, timeout: float = 90) -> list[dict]:
+    out = run(env, "tail", name, "--json", "--count", count, timeout=timeout)
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def listing(env) -> dict[str, dict]:
+    return {row["name"]: row for row in json.loads(run(env, "streams", "list", "--json").stdout)}
+
+
+def test_registry_ownership_is_exclusive_and_expires(tmp_path):
+    server = EmbeddedRedis(tmp_path)
+    registry = StreamRegistry(redis.Redis.from_url(server.start()))
+    try:
+        assert registry.register(StreamSpec(name="door", url="rtsp://cam/1"))
+        assert not registry.register(StreamSpec(name="door", url="rtsp://cam/2"))  # names are unique
+        assert registry.acquire("door", "w1", lease_s=0.3) and not registry.acquire("door", "w2", lease_s=0.3)
+        assert registry.renew("door", "w1", lease_s=0.3) and not registry.renew("door", "w2", lease_s=0.3)
+        time.sleep(0.4)  # w1 died: its lease runs out
+        assert registry.owner("door") is None and registry.acquire("door", "w2", lease_s=5)
+        registry.release("door", "w1")  # not its owner: nothing happens
+        assert registry.owner("door") == "w2"
+        assert registry.stop("door") and registry.specs() == {}
+    finally:
+        server.stop()
+
+
+def test_watch_tail_list_stop_in_process(home, camera):
+    env = stack_env(home)
+    up = UpProcess(home, env, "--no-ray", "--weights", "none")
+    try:
+        run(env, "watch", camera, "--name", "cam1", "--weights", "none")
+        results = tail(env, "cam1", 3)
+        assert [r["index"] for r in results] == [results[0]["index"] + i for i in range(3)]
+        for r in results:
+            assert r["end_s"] - r["start_s"] == pytest.approx(1.6) and len(r["labels"]) == 5
+            assert 0 <= r["published_at"] - r["captured_at"] < 2.0
+            assert set(r["smoothed"]) == {"labels", "scores"} and r["weights"].startswith("none")
+        row = listing(env)["cam1"]
+        assert row["state"] == "live" and row["dropped"] == 0 and row["owner"]
+        again = run(env, "watch", camera, "--name", "cam1", check=False)
+        assert again.returncode == 1 and "already watched" in again.stderr
+        refused = run(env, "watch", "file:///etc/passwd", "--name", "bad", check=False)
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "not allowed" in refused.stderr
+        run(env, "streams", "stop", "cam1")
+        registry = StreamRegistry(redis.Redis.from_url((home / "redis" / "url").read_text().strip()))
+        time.sleep(3)  # the owner notices within a manager round
+        kept = len(registry.results("cam1", count=10_000))
+        time.sleep(2.5)
+        assert kept >= 3 and len(registry.results("cam1", count=10_000)) == kept  # kept, and no new ones
+        assert "cam1" not in listing(env)
+    finally:
+        up.stop()
+
+
+def test_a_dead_workers_stream_is_taken_over(home, camera):
+    env = stack_env(home)
+    first = UpProcess(home, env, "--no-ray", "--weights", "none", "--keep-redis")
+    second = None
+    try:
+        run(env, "watch", camera, "--name", "cam1", "--weights", "none")
+        tail(env, "cam1", 1)
+        owner = listing(env)["cam1"]["owner"]
+        second = UpProcess(home, env, "--no-ray", "--weights", "none", "--keep-redis")
+        first.kill()
+        killed_at = time.time()
+        deadline = time.monotonic() + 40
+        while listing(env)["cam1"]["owner"] in (owner, None):
+            assert time.monotonic() < deadline, "nobody took the stream over"
+            time.sleep(0.5)
+        [result] = tail(env, "cam1", 1)
+        assert result["captured_at"] > killed_at and time.time() - killed_at < 30
+    finally:
+        if second is not None:
+            second.stop()
+        first.stop()
+        EmbeddedRedis(home).stop()
+
+
+def test_ray_streams_survive_a_killed_host_and_a_restarted_stack(home, camera):
+    env = stack_env(home)
+    up = UpProcess(home, env, "--weights", "none")
+    try:
+        for name in ("cam1", "cam2"):
+            run(env, "watch", camera, "--name", name, "--weights", "none")
+        for name in ("cam1", "cam2"):
+            tail(env, name, 2)
+        host = [int(p) for p in subprocess.run(["pgrep", "-f", "ray::StreamHost"], capture_output=True,
+                                               text=True).stdout.split()]
+        assert host, "expected a StreamHost actor"
+        os.kill(host[0], signal.SIGKILL)
+        killed_at = time.time()
+        for name in ("cam1", "cam2"):
+            [result] = tail(env, name, 1, timeout=60)
+            assert result["captured_at"] > killed_at and time.time() - killed_at < 40, name
+        up.kill()
+        os.kill(int((home / "redis" / "redis.pid").read_text()), signal.SIGKILL)
+        up = UpProcess(home, env, "--weights", "none")
+        restarted_at = time.time()
+        for name in ("cam1", "cam2"):  # re-opened by the new stack
+            [result] = tail(env, name, 1, timeout=90)
+            assert result["captured_at"] > restarted_at, name
+    finally:
+        up.stop()
