@@ -19,10 +19,9 @@ import logging
 import os
 import queue as queue_lib
 import threading
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterator
 
-import numpy as np
 import ray
 from ray import serve
 
