@@ -1,13 +1,20 @@
-"""`make bench`: reelflow's in-process classifier against the PyTorchVideo tutorial loop and the
-bound of this machine, in one run, on one corpus; results to benchmarks/results.{md,json}.
+"""`make bench`: reelflow, in-process and on a running stack, against the PyTorchVideo tutorial loop
+and the bound of this machine, in one run, on one corpus; results to benchmarks/results.{md,json}.
 
 - tutorial loop: EncodedVideo.get_clip + the hub tutorial transforms per clip, batch 1.
 - model only: the forward pass alone at its best batch size (random input).
 - decode only: decoding the videos and converting just the frames segments sample.
 - bound: decode-only time + clips / best model rate — what this CPU can do without overlap.
 - reelflow classify: ActionClassifier.classify_video (decode, sample, transform, batched model).
+- reelflow bulk: `reelflow submit --wait` over the corpus on a `reelflow up` stack (see bulk.py),
+  and the stack's start-up time.
+- memory against video length (1 min, 10 min at 360p): peak RSS of `classify` in a fresh process, and the
+  peak summed RSS of the stack's processes while one job runs.
 
-    $ python benchmarks/run.py [--model x3d_xs] [--quick]
+The default model gets the full corpus and the best of REPEATS runs; the others (slow on a small
+CPU) a short corpus and one run.
+
+    $ python benchmarks/run.py [--models x3d_xs,slowfast_r50] [--quick]
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -28,22 +37,36 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from corpus import generated_videos, long_video, real_videos  # noqa: E402
+from bulk import StackError, Stack, bulk_rate, memory_by_length  # noqa: E402
+from corpus import generated_videos, long_video, real_videos, short_corpus, warmup_video  # noqa: E402
 from reference import tutorial_transform  # noqa: E402  (the tutorial's own transforms)
 
 from pipelines import ActionClassifier  # noqa: E402
-from pipelines.models import get_spec  # noqa: E402
+from pipelines.models import DEFAULT_MODEL, get_spec  # noqa: E402
 from pipelines.sampler import sample_clips  # noqa: E402
 from pipelines.segments import plan_segments  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-BATCH_SIZES = (1, 2, 4, 8, 16)
-
-
+MODELS = (DEFAULT_MODEL, "slowfast_r50", "mvit_base_16x4")
+MEMORY_VIDEOS = {"1 min": 60, "10 min": 600}  # label: seconds of 360p video
 REPEATS = 2  # the faster of two runs: this machine's other tenants add noise, never speed
 
 
+@dataclass(frozen=True)
+class Profile:
+    """How hard to measure: best of `repeats` runs; the model-only rate over `batch_sizes`, at least
+    `min_clips` clips each."""
+    repeats: int
+    min_clips: int
+    batch_sizes: tuple[int, ...]
+
+
+FULL = Profile(repeats=REPEATS, min_clips=64, batch_sizes=(1, 2, 4, 8, 16))
+SHORT = Profile(repeats=1, min_clips=4, batch_sizes=(1, 2, 4))  # slow models, --quick
+
+
 def timed(fn, repeats: int = REPEATS):
+    """(fn's result, its fastest time of `repeats` runs)."""
     best = None
     for _ in range(repeats):
         start = time.perf_counter()
@@ -54,6 +77,7 @@ def timed(fn, repeats: int = REPEATS):
 
 
 def tutorial_loop(paths, spec, model) -> tuple[int, float]:
+    """The PyTorchVideo tutorial's way, clip by clip: (clips, seconds)."""
     from pytorchvideo.data.encoded_video import EncodedVideo
 
     transform = tutorial_transform(spec)
@@ -76,25 +100,28 @@ def tutorial_loop(paths, spec, model) -> tuple[int, float]:
     return clips, time.perf_counter() - start
 
 
-def model_rates(clip_model, spec, min_clips=64) -> dict[int, float]:
+def model_rates(clip_model, spec, profile: Profile) -> dict[int, float]:
+    """Clips per second of the forward pass alone, per batch size (random input)."""
     rates = {}
-    for bs in BATCH_SIZES:
+    for bs in profile.batch_sizes:
         x = torch.randn(bs, 3, spec.num_frames, spec.crop_size, spec.crop_size)
         clip_model.predict(x)  # warm-up
-        n = max(1, min_clips // bs)
-        _, seconds = timed(lambda: [clip_model.predict(x) for _ in range(n)])  # noqa: B023
+        n = max(1, profile.min_clips // bs)
+        _, seconds = timed(lambda: [clip_model.predict(x) for _ in range(n)], profile.repeats)  # noqa: B023
         rates[bs] = n * bs / seconds
     return rates
 
 
-def decode_only(paths, spec) -> tuple[int, float]:
+def decode_only(paths, spec, repeats: int) -> tuple[int, float]:
+    """Decoding and converting just the sampled frames: (clips, seconds)."""
     def run():
         return sum(1 for p in paths for _ in sample_clips(p, spec.clip_seconds, spec.num_frames))
-    return timed(run)
+    return timed(run, repeats)
 
 
-def classify(paths, clf) -> tuple[int, float]:
-    return timed(lambda: sum(1 for _ in clf.iter_videos(paths)))
+def classify(paths, clf, repeats: int) -> tuple[int, float]:
+    """reelflow's in-process classifier over the corpus: (clips, seconds)."""
+    return timed(lambda: sum(1 for _ in clf.iter_videos(paths)), repeats)
 
 
 PEAK_RSS = (  # VmHWM: ru_maxrss would include the parent's peak, inherited across fork
@@ -105,28 +132,41 @@ PEAK_RSS = (  # VmHWM: ru_maxrss would include the parent's peak, inherited acro
 
 
 def peak_rss_mb(model: str, path: Path) -> float:
+    """Peak RSS (VmHWM) of a fresh process that classifies one video."""
     out = subprocess.run([sys.executable, "-c", PEAK_RSS, model, str(path)], capture_output=True, text=True, check=True)
     return int(out.stdout.strip()) / 1024
 
 
-def measure(model: str, paths: list[Path], label: str) -> dict:
+def corpora(model: str, quick: bool) -> tuple[Profile, list[tuple[str, list[Path]]]]:
+    """The profile and the (label, videos) corpora a model is measured on."""
+    if quick or model != DEFAULT_MODEL:
+        short = short_corpus()
+        return SHORT, [(f"short: 2 x 20 s 360p + 1080p ({len(short)} videos)", short)]
+    generated = generated_videos()
+    full = generated + real_videos()
+    return FULL, [(f"generated + real ({len(full)} videos)", full),
+                  ("1080p only", [p for p in generated if "1080p" in p.name])]
+
+
+def measure(model: str, paths: list[Path], label: str, profile: Profile) -> dict:
+    """The in-process columns of one table row."""
     spec = get_spec(model)
     clf = ActionClassifier(model, weights="none")
     model_module = clf.clip_model.model
-    list(clf.iter_videos(paths[:1]))  # warm-up: first-call allocations are not throughput
+    list(clf.iter_videos([warmup_video()]))  # warm-up: first-call allocations are not throughput
     print(f"[{label}] {model}: tutorial loop ...", flush=True)
     tut_clips, tut_s = tutorial_loop(paths, spec, model_module)
     print(f"[{label}] {model}: model only ...", flush=True)
-    rates = model_rates(clf.clip_model, spec)
+    rates = model_rates(clf.clip_model, spec, profile)
     best_bs = max(rates, key=rates.get)
     print(f"[{label}] {model}: decode only ...", flush=True)
-    dec_clips, dec_s = decode_only(paths, spec)
+    dec_clips, dec_s = decode_only(paths, spec, profile.repeats)
     print(f"[{label}] {model}: reelflow classify ...", flush=True)
-    cls_clips, cls_s = classify(paths, clf)
+    cls_clips, cls_s = classify(paths, clf, profile.repeats)
     assert tut_clips == dec_clips == cls_clips, (tut_clips, dec_clips, cls_clips)
     bound_s = dec_s + cls_clips / rates[best_bs]
     return {
-        "model": model, "corpus": label, "videos": len(paths), "clips": cls_clips,
+        "model": model, "corpus": label, "videos": len(paths), "clips": cls_clips, "repeats": profile.repeats,
         "tutorial_s": tut_s, "decode_s": dec_s, "bound_s": bound_s, "classify_s": cls_s,
         "model_rates": rates, "best_batch": best_bs, "model_cps": rates[best_bs],
         "tutorial_cps": tut_clips / tut_s, "bound_cps": cls_clips / bound_s, "classify_cps": cls_clips / cls_s,
@@ -134,7 +174,35 @@ def measure(model: str, paths: list[Path], label: str) -> dict:
     }
 
 
+def measure_bulk(model: str, plan: list[tuple[str, list[Path]]], rows: list[dict], profile: Profile,
+                 memory_videos: dict[str, Path]) -> dict:
+    """One stack for the model: the bulk columns of its rows, its start-up time and, given videos, the
+    stack's memory while one job runs on each."""
+    print(f"[bulk] {model}: reelflow up ...", flush=True)
+    with Stack(model) as stack:
+        print(f"[bulk] {model}: ready after {stack.startup_s:.1f} s; a warm-up job ...", flush=True)
+        stack.submit_wait([warmup_video()])  # as in-process: first-job costs are not throughput
+        for row, (label, paths) in zip(rows, plan):
+            print(f"[{label}] {model}: reelflow submit --wait ...", flush=True)
+            row.update(bulk_rate(stack, paths, profile.repeats))
+            row["bulk_vs_bound"] = row["bulk_cps"] / row["bound_cps"]
+            row["bulk_vs_tutorial"] = row["bulk_cps"] / row["tutorial_cps"]
+        memory = memory_by_length(stack, memory_videos) if memory_videos else {}
+    return {"startup_s": stack.startup_s, "memory": memory}
+
+
+def stack_settings() -> dict:
+    """The stacks' settings: REELFLOW_* overrides from the environment, and every numeric setting in effect."""
+    from services.settings import Settings
+
+    overrides = {k: v for k, v in os.environ.items()
+                 if k.startswith("REELFLOW_") and k not in ("REELFLOW_HOME", "REELFLOW_REDIS_URL")}
+    effective = {k: v for k, v in vars(Settings.from_env()).items() if isinstance(v, (int, float))}
+    return {"overrides": overrides, "effective": effective}
+
+
 def machine() -> dict:
+    """What the numbers were measured on."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     return {
@@ -145,54 +213,123 @@ def machine() -> dict:
     }
 
 
-def write_markdown(info: dict, rows: list[dict], memory: dict) -> str:
+def table_row(r: dict) -> str:
+    """One markdown table row; the bulk cells say "failed" when the row's stack did not serve it."""
+    bulk = (f"{r['bulk_cps']:.2f} | **{r['bulk_vs_bound']:.2f}** | **{r['bulk_vs_tutorial']:.1f}x**"
+            if "bulk_cps" in r else "failed | — | —")
+    return (f"| {r['model']} | {r['corpus']} | {r['clips']} | {r['tutorial_cps']:.2f} | "
+            f"{r['model_cps']:.2f} (b={r['best_batch']}) | {r['decode_s']:.2f} | "
+            f"{r['bound_cps']:.2f} | {r['classify_cps']:.2f} | **{r['vs_bound']:.2f}** | **{r['vs_tutorial']:.1f}x** | "
+            f"{bulk} |")
+
+
+def stack_lines(rows: list[dict], stacks: dict, settings: dict) -> list[str]:
+    """Below the table: how each row was measured, the stacks' start-up times and their settings."""
+    runs = {r["model"]: r["repeats"] for r in rows}
+    lines = ["", "Runs: " + ", ".join(f"{m} best of {n}" if n > 1 else f"{m} one run" for m, n in runs.items())
+             + " (tutorial loop: one run); each stack ran one warm-up job first. Bulk clips are the segments "
+             + "the jobs stored"
+             + "".join(f"; {r['model']} {r['corpus']}: {r['bulk_clips']} (in-process: {r['clips']})"
+                       for r in rows if "bulk_clips" in r and r["bulk_clips"] != r["clips"]) + "."]
+    startup = [f"{m} {s['startup_s']:.1f} s" for m, s in stacks.items() if s.get("startup_s") is not None]
+    if startup:
+        lines += ["", "Stack start-up, from launching `reelflow up --weights none --model M` to its ready line "
+                  "(Redis, Ray, the decoder actor and the model's Serve replica are up by then): "
+                  + ", ".join(startup) + "."]
+    failed = [f"{m}: {s['error']}" for m, s in stacks.items() if s.get("error")]
+    if failed:
+        lines += ["", "Bulk path failed — " + "; ".join(failed)]
+    overrides = ", ".join(f"{k}={v}" for k, v in settings["overrides"].items())
+    lines += ["", f"Stack settings: the defaults of services/settings.py{f', with {overrides}' if overrides else ''}."]
+    return lines
+
+
+def memory_lines(classify_mb: dict, bulk: dict) -> list[str]:
+    """Memory against video length, in-process and on the stack, as measured."""
+    if not classify_mb and not bulk:
+        return []
+    short, long = MEMORY_VIDEOS
+    lines = ["", f"Memory against video length ({DEFAULT_MODEL}, 360p, {short} vs {long}):", ""]
+    if classify_mb:
+        a, b = classify_mb[short], classify_mb[long]
+        lines.append(f"- in-process `classify`, peak RSS (VmHWM) of a fresh process: {short} {a:.0f} MB, "
+                     f"{long} {b:.0f} MB — ratio **{b / a:.2f}**")
+    if bulk:
+        one, ten = bulk[short], bulk[long]
+        lines.append(
+            f"- bulk path, peak of the summed RSS of the processes in `up`'s session (`up`, Ray's GCS, raylet "
+            f"and workers, the decoder actor, the Serve replicas; {one['processes_at_peak']} and "
+            f"{ten['processes_at_peak']} processes at the peaks), sampled every 0.2 s while one job runs, on one "
+            f"stack: {short} {one['peak_mb']:.0f} MB, {long} {ten['peak_mb']:.0f} MB — ratio "
+            f"**{ten['peak_mb'] / one['peak_mb']:.2f}** (idle just before: {bulk['idle']['peak_mb']:.0f} MB). "
+            f"The embedded Redis, in a session of its own and holding the results: {one['redis_peak_mb']:.0f} MB, "
+            f"{ten['redis_peak_mb']:.0f} MB. Summed RSS counts memory shared between processes (libraries, "
+            "Ray's object store) once per process.")
+        outside = sorted({c for k in (short, long) for c in bulk[k]["outside_session"]} - {"redis-server"})
+        if outside:
+            lines.append(f"- under `up` but outside its session, so not counted: {', '.join(outside)}")
+    return lines
+
+
+def write_markdown(info: dict, rows: list[dict], stacks: dict, settings: dict, classify_mb: dict) -> str:
+    """results.md: the table, then the notes on the stacks and on memory."""
     lines = [
         "# Benchmark results",
         "",
         f"{info['date']} · {info['cpu']} · Python {info['python']} · torch {info['torch']} "
         f"({info['torch_threads']} threads) · PyAV {info['pyav']} · weights: random init (speed is the same)",
         "",
-        "Clips per second (higher is better); ratios are reelflow classify against each, measured in the same run.",
+        "Clips per second (higher is better), all measured in the same run. vs bound / vs tutorial: reelflow "
+        "classify (in-process) against the bound and the tutorial loop; bulk vs …: `reelflow submit --wait` "
+        "(wall time, client start-up and polling included) on a running stack against the same.",
         "",
-        "| model | corpus | clips | tutorial loop | model only (best batch) | decode only (s) | bound | reelflow classify | vs bound | vs tutorial |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | corpus | clips | tutorial loop | model only (best batch) | decode only (s) | bound "
+        "| reelflow classify | vs bound | vs tutorial | reelflow bulk (submit --wait) | bulk vs bound | bulk vs tutorial |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['corpus']} | {r['clips']} | {r['tutorial_cps']:.2f} | "
-            f"{r['model_cps']:.2f} (b={r['best_batch']}) | {r['decode_s']:.2f} | "
-            f"{r['bound_cps']:.2f} | {r['classify_cps']:.2f} | **{r['vs_bound']:.2f}** | **{r['vs_tutorial']:.1f}x** |"
-        )
-    if memory:
-        lines += ["", "Peak RSS of `classify` in a fresh process (360p, x3d_xs): "
-                  + ", ".join(f"{k}: {v:.0f} MB" for k, v in memory.items())
-                  + f" — ratio longest/shortest {max(memory.values()) / min(memory.values()):.2f}"
-                  + " (bounded: decoding holds one clip of frames; the rest is torch's working set for the batch)."]
-    lines += ["", "Reproduce: `make bench` (corpus generated into benchmarks/corpus/, real videos from ../shared/data/videos)."]
+    lines += [table_row(r) for r in rows]
+    lines += stack_lines(rows, stacks, settings)
+    lines += memory_lines(classify_mb, stacks.get(DEFAULT_MODEL, {}).get("memory", {}))
+    lines += ["", "Reproduce: `make bench` (corpus generated into benchmarks/corpus/, real videos from "
+              "../shared/data/videos)."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
+    """Measure each model in-process, then on a stack of its own; write and print the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", help="model(s) to measure (default x3d_xs)")
-    parser.add_argument("--quick", action="store_true", help="skip the memory measurement")
+    parser.add_argument("--models", help=f"comma-separated models to measure (default {','.join(MODELS)}); "
+                                         f"all but {DEFAULT_MODEL} get the short corpus and one run")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a smoke run: the short corpus, one run, no memory measurement, {DEFAULT_MODEL} "
+                             "unless --models is given; prints the table, writes no files")
     args = parser.parse_args(argv)
+    models = args.models.split(",") if args.models else [DEFAULT_MODEL] if args.quick else list(MODELS)
+    for model in models:
+        get_spec(model)  # an unknown model fails now, not after the first one's measurements
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the stacks' clean-up on SIGTERM too
     torch.set_num_threads(os.cpu_count() or 1)
-    generated, real = generated_videos(), real_videos()
-    rows = []
-    for model in args.model or ["x3d_xs"]:
-        corpus = generated + real
-        rows.append(measure(model, corpus, f"generated + real ({len(corpus)} videos)"))
-        rows.append(measure(model, [p for p in generated if "1080p" in p.name], "1080p only"))
-    memory = {}
+    memory_videos = {} if args.quick else {k: long_video(s) for k, s in MEMORY_VIDEOS.items()}
+    rows, stacks = [], {}
+    for model in models:
+        profile, plan = corpora(model, args.quick)
+        model_rows = [measure(model, paths, label, profile) for label, paths in plan]
+        rows += model_rows
+        try:
+            stacks[model] = measure_bulk(model, plan, model_rows, profile,
+                                         memory_videos if model == DEFAULT_MODEL else {})
+        except StackError as e:
+            print(f"[bulk] {model}: FAILED: {e}", file=sys.stderr, flush=True)
+            stacks[model] = {"error": str(e).splitlines()[0] + " (details in the run's output)"}
+    classify_mb = {k: peak_rss_mb(DEFAULT_MODEL, p) for k, p in memory_videos.items()}
+    info, settings = machine(), stack_settings()
+    markdown = write_markdown(info, rows, stacks, settings, classify_mb)
     if not args.quick:
-        for seconds in (10, 60, 180):
-            memory[f"{seconds} s"] = peak_rss_mb("x3d_xs", long_video(seconds))
-    info = machine()
-    (HERE / "results.json").write_text(json.dumps({"machine": info, "rows": rows, "peak_rss_mb": memory}, indent=2))
-    markdown = write_markdown(info, rows, memory)
-    (HERE / "results.md").write_text(markdown)
-    update_readme(markdown)
+        (HERE / "results.json").write_text(json.dumps(
+            {"machine": info, "stack_settings": settings, "rows": rows, "stacks": stacks,
+             "classify_peak_rss_mb": classify_mb}, indent=2))
+        (HERE / "results.md").write_text(markdown)
+        update_readme(markdown)
     print(markdown)
 
 
