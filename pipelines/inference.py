@@ -80,10 +80,12 @@ class ClipModel:
         for size in sizes:
             batch = torch.randn(size, 3, self.spec.num_frames, self.spec.crop_size, self.spec.crop_size)
             self.predict(batch)  # warm-up: allocator, kernels
-            t0 = time.perf_counter()
-            for _ in range(2):
+            fastest = float("inf")
+            for _ in range(3):  # the fastest of three: other work on the machine only ever slows a pass down
+                t0 = time.perf_counter()
                 self.predict(batch)
-            rates[size] = 2 * size / (time.perf_counter() - t0)
+                fastest = min(fastest, time.perf_counter() - t0)
+            rates[size] = size / fastest
             if rates[size] < 0.9 * max(rates.values()) or time.perf_counter() - started > budget_s:
                 break
         return rates

@@ -44,14 +44,15 @@ def sample_clips(
     all_frames: bool = False,
     skip: Container[int] = (),
     open_options: dict[str, str] | None = None,
+    threads: int = 0,
 ) -> Iterator[SampledClip]:
     """Yield one SampledClip per segment, in segment order.
 
     `all_frames=True` returns every frame of the segment instead of `num_frames` of them.
     Segments whose index is in `skip` (already done elsewhere) are left out. `open_options` go to
-    FFmpeg (e.g. a protocol whitelist).
+    FFmpeg (e.g. a protocol whitelist); `threads` are FFmpeg's decoding threads (0: one per core).
     """
-    video = source if isinstance(source, Video) else open_video(source, options=open_options)
+    video = source if isinstance(source, Video) else open_video(source, options=open_options, threads=threads)
     try:
         yield from _sample(video, clip_s, num_frames, stride_s, all_frames, skip)
     finally:

@@ -18,6 +18,7 @@
 | REELFLOW_JOBS_PER_DECODER | 2 | jobs a decoder works on at once: the next job decodes while the last one's clips are in the model |
 | REELFLOW_DECODER_CPUS | 0.5 | CPUs Ray reserves per decoder actor |
 | REELFLOW_REPLICA_CPUS | 0.5 | CPUs Ray reserves per model replica (several models fit on a laptop) |
+| REELFLOW_DECODER_THREADS | 0 | FFmpeg decoding threads per job in a decoder actor (0: one per core) |
 | REELFLOW_REPLICA_THREADS | (all cores) | torch threads per model replica; Ray would give a fractional-CPU actor one |
 | REELFLOW_CLIP_FORMAT | auto | what decoders send replicas: float32 model input, or uint8 crop taps finished on the replica (auto: uint8 for a GPU replica) |
 | REELFLOW_PRECISION | float32 | float32 (the reference's numbers) or half (autocast: float16 on a GPU, bfloat16 on a CPU; approximate) |
@@ -85,6 +86,7 @@ class Settings:
     jobs_per_decoder: int = 2
     decoder_cpus: float = 0.5
     replica_cpus: float = 0.5
+    decoder_threads: int = 0  # 0: FFmpeg picks, one per core
     replica_threads: int = 0  # 0: one per core of the node the replica runs on
     clip_format: str = "auto"
     precision: str = "float32"
@@ -114,6 +116,7 @@ class Settings:
             jobs_per_decoder=_number("REELFLOW_JOBS_PER_DECODER", 2, int),
             decoder_cpus=_number("REELFLOW_DECODER_CPUS", 0.5),
             replica_cpus=_number("REELFLOW_REPLICA_CPUS", 0.5),
+            decoder_threads=_number("REELFLOW_DECODER_THREADS", 1, int) if _env("REELFLOW_DECODER_THREADS", "") else 0,
             replica_threads=_number("REELFLOW_REPLICA_THREADS", 1, int) if _env("REELFLOW_REPLICA_THREADS", "") else 0,
             clip_format=_choice("REELFLOW_CLIP_FORMAT", "auto", ("auto", "float32", "uint8")),
             precision=_choice("REELFLOW_PRECISION", "float32", ("float32", "half")),
