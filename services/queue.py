@@ -256,6 +256,15 @@ class JobQueue:
             return None
         return JobRecord.from_hash(job_id, {k.decode(): v.decode() for k, v in fields.items()})
 
+    def records(self, job_ids: list[str]) -> dict[str, JobRecord | None]:
+        """Several job records in one round trip."""
+        with self.r.pipeline(transaction=False) as p:
+            for job_id in job_ids:
+                p.hgetall(keys.job(job_id))
+            replies = p.execute()
+        return {job_id: JobRecord.from_hash(job_id, {k.decode(): v.decode() for k, v in fields.items()})
+                if fields else None for job_id, fields in zip(job_ids, replies)}
+
     def state(self, job_id: str) -> JobState | None:
         raw = self.r.hget(keys.job(job_id), "state")
         return JobState(raw.decode()) if raw else None

@@ -99,6 +99,8 @@ class RayPipeline:
         self.settings = settings
         self.capacity = settings.decoders * settings.jobs_per_decoder
         self.device = device
+        # fused: replicas decode their jobs themselves (CPU); split: decoder actors feed them (GPU replicas)
+        self.mode = settings.pipeline if settings.pipeline != "auto" else ("fused" if device == "cpu" else "split")
         self._free: queue_lib.Queue = queue_lib.Queue()
         self.decoders: list = []
         self._apps: dict[str, tuple[str, str]] = {}  # Serve app -> (model, weights)
@@ -110,6 +112,8 @@ class RayPipeline:
             ray.init(address=os.environ.get("RAY_ADDRESS") or None, namespace=NAMESPACE,
                      include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         serve.start(proxy_location="Disabled")
+        if self.mode == "fused":
+            return
         for _ in range(self.settings.decoders):  # restarted by Ray if their process dies; spread over the nodes
             decoder = Decoder.options(max_restarts=-1, num_cpus=self.settings.decoder_cpus, scheduling_strategy="SPREAD",
                                       max_concurrency=self.settings.jobs_per_decoder).remote()
@@ -158,6 +162,9 @@ class RayPipeline:
 
     def segments(self, spec: JobSpec, skip: set[int]) -> Iterator[int | dict]:
         name = self.prepare(spec.model, spec.weights)
+        if self.mode == "fused":
+            yield from self._fused_segments(name, spec, skip)
+            return
         decoder = self._free.get()
         stream = None
         try:
@@ -169,6 +176,15 @@ class RayPipeline:
             if stream is not None:
                 ray.cancel(stream)
             self._free.put(decoder)
+
+    def _fused_segments(self, name: str, spec: JobSpec, skip: set[int]) -> Iterator[int | dict]:
+        handle = serve.get_deployment_handle(REPLICA, app_name=name).options(stream=True)
+        results = handle.classify_job.remote(spec.model_dump_json(), sorted(skip), self.settings.sources,
+                                             self.settings.decoder_threads)
+        try:
+            yield from results
+        finally:
+            results.cancel()
 
     def is_permanent(self, error: BaseException) -> bool:
         return isinstance(error, ReelflowError) or isinstance(getattr(error, "cause", None), ReelflowError)

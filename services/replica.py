@@ -9,9 +9,11 @@ the setting, or, by default, whichever batch size ran fastest when the replica s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from ray import serve
@@ -49,6 +51,7 @@ class ModelReplica:
         self.predict.set_max_batch_size(batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_s)
         self.batch_sizes: Counter[int] = Counter()  # batch size -> batches (bounded, unlike a list)
+        self._forward = ThreadPoolExecutor(1, thread_name_prefix="reelflow-forward")
 
     def describe(self) -> dict:
         import torch
@@ -59,20 +62,34 @@ class ModelReplica:
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def predict(self, clips: list) -> list[tuple[np.ndarray, np.ndarray]]:
-        import torch
-
         self.batch_sizes[len(clips)] += 1
-        probs, features = self.clip_model.predict(torch.stack([self._model_input(c) for c in clips]))
-        return list(zip(probs.numpy(), features.numpy()))
+        # On a thread: the event loop keeps taking requests (and feeding jobs) during the forward pass.
+        return await asyncio.get_running_loop().run_in_executor(self._forward, self._forward_batch, clips)
 
     async def __call__(self, clip) -> tuple[np.ndarray, np.ndarray]:
         return await self.predict(clip)
+
+    async def classify_job(self, spec_json: str, skip: list[int], sources, threads: int = 0):
+        """A whole job, decoded here (streamed back: its segment count, then a result per segment);
+        its clips batch with every other clip this replica is given."""
+        from services.replica_jobs import job_results
+
+        async for item in job_results(self, spec_json, skip, sources, threads):
+            yield item
+
+    def _forward_batch(self, clips: list) -> list[tuple[np.ndarray, np.ndarray]]:
+        import torch
+
+        probs, features = self.clip_model.predict(torch.stack([self._model_input(c) for c in clips]))
+        return list(zip(probs.numpy(), features.numpy()))
 
     def _model_input(self, clip):
         import torch
 
         from pipelines.transforms import CropTaps, finish_on
 
+        if isinstance(clip, torch.Tensor):  # decoded in this process
+            return clip
         if isinstance(clip, np.ndarray):  # float32 model input, read from the object store without a copy
             return torch.from_numpy(clip)
         return finish_on(CropTaps.from_arrays(clip), self.clip_model.device)

@@ -14,7 +14,8 @@
 | REELFLOW_RESULT_TTL_S | 604800 | finished jobs and their segments expire after this (7 days) |
 | REELFLOW_BATCH_SIZE | auto | most clips per forward pass on a model replica (`@serve.batch`); auto: the replica times 1, 2, 4, 8, 16 when it starts and keeps the fastest |
 | REELFLOW_BATCH_WAIT_S | 0.02 | how long a replica waits to fill a batch |
-| REELFLOW_DECODERS | 1 | decoder actors per `up` |
+| REELFLOW_PIPELINE | auto | fused: model replicas decode their own jobs (CPU: no clip leaves its process); split: decoder actors feed the replicas (GPU replicas); auto: fused on CPU |
+| REELFLOW_DECODERS | 1 | decoder actors per `up` (split pipeline) |
 | REELFLOW_JOBS_PER_DECODER | 2 | jobs a decoder works on at once: the next job decodes while the last one's clips are in the model |
 | REELFLOW_DECODER_CPUS | 0.5 | CPUs Ray reserves per decoder actor |
 | REELFLOW_REPLICA_CPUS | 0.5 | CPUs Ray reserves per model replica (several models fit on a laptop) |
@@ -82,6 +83,7 @@ class Settings:
     result_ttl_s: int
     batch_size: int = 0  # 0: auto, measured by each replica when it starts
     batch_wait_s: float = 0.02
+    pipeline: str = "auto"
     decoders: int = 1
     jobs_per_decoder: int = 2
     decoder_cpus: float = 0.5
@@ -112,6 +114,7 @@ class Settings:
             result_ttl_s=_number("REELFLOW_RESULT_TTL_S", 7 * 24 * 3600, int),
             batch_size=0 if _env("REELFLOW_BATCH_SIZE", "auto") == "auto" else _number("REELFLOW_BATCH_SIZE", 8, int),
             batch_wait_s=_number("REELFLOW_BATCH_WAIT_S", 0.02),
+            pipeline=_choice("REELFLOW_PIPELINE", "auto", ("auto", "fused", "split")),
             decoders=_number("REELFLOW_DECODERS", 1, int),
             jobs_per_decoder=_number("REELFLOW_JOBS_PER_DECODER", 2, int),
             decoder_cpus=_number("REELFLOW_DECODER_CPUS", 0.5),

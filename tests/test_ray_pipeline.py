@@ -28,13 +28,23 @@ def pipeline(tmp_path_factory):
     home = tmp_path_factory.mktemp("ray-home")
     embedded = EmbeddedRedis(home)
     url = embedded.start()
-    settings = fast_settings(url, home, lease_s=3.0, batch_size=4, max_replicas=1, deploy_timeout_s=120)
+    # split: decoder actors are started, so both pipelines can be tested on the same replicas
+    settings = fast_settings(url, home, lease_s=3.0, batch_size=4, max_replicas=1, deploy_timeout_s=120,
+                             pipeline="split")
     pipeline = RayPipeline(settings)
     pipeline.start()
     pipeline.prepare("x3d_xs", "none")
     yield pipeline
     pipeline.shutdown()
     embedded.stop()
+
+
+@pytest.fixture(params=["split", "fused"])
+def mode(request, pipeline):
+    """Run the test with decoder actors feeding the replicas, then with replicas decoding themselves."""
+    pipeline.mode = request.param
+    yield request.param
+    pipeline.mode = "split"
 
 
 @pytest.fixture
@@ -83,7 +93,7 @@ def test_a_decoder_killed_mid_job(queue, pipeline, long_video):
     assert ray.get(pipeline.decoders[0].pid.remote()) != pid  # Ray restarted the actor
 
 
-def test_a_model_replica_killed_mid_job(queue, pipeline, long_video):
+def test_a_model_replica_killed_mid_job(queue, pipeline, long_video, mode):
     handle = serve.get_deployment_handle(REPLICA, app_name=app_name("x3d_xs", "none", pipeline.settings))
     pid = handle.pid.remote().result()
     job_id = run_and_kill(queue, pipeline, long_video, lambda: os.kill(pid, signal.SIGKILL))
@@ -91,7 +101,7 @@ def test_a_model_replica_killed_mid_job(queue, pipeline, long_video):
     assert handle.pid.remote().result() != pid  # Serve replaced the replica
 
 
-def test_results_match_and_batches_fill(queue, pipeline, clip_10s):
+def test_results_match_and_batches_fill(queue, pipeline, clip_10s, mode):
     from pipelines import ActionClassifier
 
     job_id, _ = queue.submit(JobSpec(source=str(clip_10s), weights="none"))
