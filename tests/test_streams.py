@@ -134,3 +134,41 @@ def test_ray_streams_survive_a_killed_host_and_a_restarted_stack(home, camera):
             assert result["captured_at"] > restarted_at, name
     finally:
         up.stop()
+
+
+def test_rtsp_cameras_live_latency_outage_and_stop(home, camera):
+    """The issue's check, with two cameras: real RTSP servers, a camera gone for 8 s and back."""
+    from rtsp_helpers import Camera
+
+    cameras = {name: Camera(camera).start() for name in ("door", "yard")}
+    env = stack_env(home)
+    up = UpProcess(home, env, "--weights", "none")
+    try:
+        for name, cam in cameras.items():
+            run(env, "watch", cam.url, "--name", name, "--weights", "none")
+        for name in cameras:
+            results = tail(env, name, 5)
+            assert [r["index"] for r in results] == list(range(results[0]["index"], results[0]["index"] + 5))
+            latencies = sorted(r["published_at"] - r["captured_at"] for r in results)
+            assert latencies[-1] <= 1.0, (name, latencies)  # p95 of 5 is the largest
+        cameras["door"].stop()
+        down_at = time.time()
+        time.sleep(8)
+        cameras["door"].start()
+        back_at = time.time()
+        deadline = time.monotonic() + 20
+        resumed = False
+        while not resumed and time.monotonic() < deadline:
+            [result] = tail(env, "door", 1, timeout=25)
+            resumed = result["captured_at"] > back_at
+        assert resumed, "door's results did not resume within 20 s"
+        rows = listing(env)
+        assert rows["door"]["reconnects"] >= 1 and rows["door"]["dropped"] == 0 and rows["yard"]["dropped"] == 0
+        [yard] = tail(env, "yard", 1)
+        assert yard["captured_at"] > down_at  # the other camera went on
+        run(env, "streams", "stop", "yard")
+        assert "yard" not in listing(env)
+    finally:
+        up.stop()
+        for cam in cameras.values():
+            cam.stop()

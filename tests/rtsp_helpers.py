@@ -1,0 +1,46 @@
+"""Real RTSP cameras for tests: tests/rtsp_server.py (GStreamer's RTSP server) on loopback."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SERVER = Path(__file__).with_name("rtsp_server.py")
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Camera:
+    """A looping video served at rtsp://127.0.0.1:PORT/cam; `stop()` and `start()` again make an outage."""
+
+    def __init__(self, video: Path, port: int | None = None):
+        self.video, self.port = video, port or free_port()
+        self.url = f"rtsp://127.0.0.1:{self.port}/cam"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Camera:
+        check = subprocess.run([SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
+                               capture_output=True)
+        if check.returncode != 0:  # fail, never skip: `make test` installs it
+            pytest.fail("needs GStreamer's RTSP server for Debian's python3: run `make system-deps`")
+        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), str(self.video), "--port", str(self.port),
+                                      "--mount", "/cam"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("READY "):
+            self.stop()
+            raise AssertionError(f"RTSP server did not start: {line} {self.proc.stderr.read()[-2000:]}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
