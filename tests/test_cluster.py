@@ -28,8 +28,10 @@ def test_losing_a_node_mid_run(tmp_path, clip_10s, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", cluster.address)
     embedded = EmbeddedRedis(tmp_path)
     url = embedded.start()
+    # split: decoder actors spread over both nodes, so the lost node takes a decoder mid-job with it
     settings = fast_settings(url, tmp_path, lease_s=3.0, max_attempts=4, batch_size=4, decoders=2,
-                             decoder_cpus=0.25, replica_cpus=0.25, max_replicas=1, deploy_timeout_s=120)
+                             decoder_cpus=0.25, replica_cpus=0.25, max_replicas=1, deploy_timeout_s=120,
+                             pipeline="split")
     pipeline = RayPipeline(settings)
     try:
         pipeline.start()
