@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from bulk import StackError, Stack, bulk_rate, memory_by_length  # noqa: E402
+from streams import markdown as streams_markdown, measure_streams  # noqa: E402
 from corpus import generated_videos, long_video, real_videos, short_corpus, warmup_video  # noqa: E402
 from reference import tutorial_transform  # noqa: E402  (the tutorial's own transforms)
 
@@ -271,7 +272,8 @@ def memory_lines(classify_mb: dict, bulk: dict) -> list[str]:
     return lines
 
 
-def write_markdown(info: dict, rows: list[dict], stacks: dict, settings: dict, classify_mb: dict) -> str:
+def write_markdown(info: dict, rows: list[dict], stacks: dict, settings: dict, classify_mb: dict,
+                   streams: dict | None = None) -> str:
     """results.md: the table, then the notes on the stacks and on memory."""
     lines = [
         "# Benchmark results",
@@ -290,6 +292,8 @@ def write_markdown(info: dict, rows: list[dict], stacks: dict, settings: dict, c
     lines += [table_row(r) for r in rows]
     lines += stack_lines(rows, stacks, settings)
     lines += memory_lines(classify_mb, stacks.get(DEFAULT_MODEL, {}).get("memory", {}))
+    if streams:
+        lines += ["", *streams_markdown(streams)]
     lines += ["", "Reproduce: `make bench` (corpus generated into benchmarks/corpus/, real videos from "
               "../shared/data/videos)."]
     return "\n".join(lines) + "\n"
@@ -303,7 +307,11 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"a smoke run: the short corpus, one run, no memory measurement, {DEFAULT_MODEL} "
                              "unless --models is given; prints the table, writes no files")
+    parser.add_argument("--streams-only", action="store_true", help="only the live-streams measurement (printed)")
     args = parser.parse_args(argv)
+    if args.streams_only:
+        print("\n".join(streams_markdown(run_streams(args.quick))))
+        return
     models = args.models.split(",") if args.models else [DEFAULT_MODEL] if args.quick else list(MODELS)
     for model in models:
         get_spec(model)  # an unknown model fails now, not after the first one's measurements
@@ -322,15 +330,24 @@ def main(argv=None) -> None:
             print(f"[bulk] {model}: FAILED: {e}", file=sys.stderr, flush=True)
             stacks[model] = {"error": str(e).splitlines()[0] + " (details in the run's output)"}
     classify_mb = {k: peak_rss_mb(DEFAULT_MODEL, p) for k, p in memory_videos.items()}
+    streams = run_streams(args.quick) if DEFAULT_MODEL in models else None
     info, settings = machine(), stack_settings()
-    markdown = write_markdown(info, rows, stacks, settings, classify_mb)
+    markdown = write_markdown(info, rows, stacks, settings, classify_mb, streams)
     if not args.quick:
         (HERE / "results.json").write_text(json.dumps(
             {"machine": info, "stack_settings": settings, "rows": rows, "stacks": stacks,
-             "classify_peak_rss_mb": classify_mb}, indent=2))
+             "classify_peak_rss_mb": classify_mb, "streams": streams}, indent=2))
         (HERE / "results.md").write_text(markdown)
         update_readme(markdown)
     print(markdown)
+
+
+def run_streams(quick: bool) -> dict:
+    """Concurrent real-time 360p RTSP cameras on one stack (benchmarks/streams.py)."""
+    video = generated_videos()[0]
+    if quick:
+        return measure_streams(video, DEFAULT_MODEL, counts=(2,), seconds=10)
+    return measure_streams(video, DEFAULT_MODEL)
 
 
 def update_readme(markdown: str) -> None:

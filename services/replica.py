@@ -44,7 +44,10 @@ class ModelReplica:
         self.batch_rates: dict[int, float] = {}
         if batch_size == 0:  # auto: the fastest batch size of this model on this machine
             self.batch_rates = self.clip_model.batch_rates([b for b in (1, 2, 4, 8, 16) if b <= MAX_AUTO_BATCH])
-            batch_size = max(self.batch_rates, key=self.batch_rates.get)
+            # the largest size within 5% of the fastest: timings are noisy, and bigger batches also
+            # absorb bursts from many jobs and streams
+            best = max(self.batch_rates.values())
+            batch_size = max(b for b, rate in self.batch_rates.items() if rate >= 0.95 * best)
             log.info("%s: batch size %d (clips/s by batch size: %s)", model, batch_size,
                      {b: round(r, 1) for b, r in self.batch_rates.items()})
         self.batch_size = batch_size
