@@ -346,7 +346,7 @@ def run_streams(quick: bool) -> dict:
     """Concurrent real-time 360p RTSP cameras on one stack (benchmarks/streams.py)."""
     video = generated_videos()[0]
     if quick:
-        return measure_streams(video, DEFAULT_MODEL, counts=(2,), seconds=10)
+        return measure_streams(video, DEFAULT_MODEL, counts=(4,), seconds=15)
     return measure_streams(video, DEFAULT_MODEL)
 
 

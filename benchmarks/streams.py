@@ -49,7 +49,7 @@ def _last_id(registry: StreamRegistry, name: str) -> str:
     return last[0][0].decode() if last else "0-0"
 
 
-def measure_streams(video: Path, model: str, counts=(4, 8, 12, 16), seconds: float = 30.0) -> dict:
+def measure_streams(video: Path, model: str, counts=(4, 8, 16, 24, 32), seconds: float = 30.0) -> dict:
     """Steps of more and more cameras on one stack, until one cannot keep real time."""
     clip_s = get_spec(model).clip_seconds
     rows, cameras = [], []

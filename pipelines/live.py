@@ -153,29 +153,45 @@ def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, st
                  ) -> Iterator[LiveClip]:
     """Windows of `clip_s` seconds every `stride_s` (default: `clip_s`), `num_frames` sampled from each.
 
-    A window closes when the first frame at or after its end arrives. Windows a gap in the stream
-    left empty are skipped; indices are not reused, so an index always names the same stretch of
-    stream time.
+    A window closes as soon as its last frame is in: when the next frame, at the stream's recent
+    frame interval, would fall at or after its end (or, failing that, when such a frame arrives).
+    Windows a gap in the stream left empty are skipped; indices are not reused, so an index always
+    names the same stretch of stream time.
     """
     stride = stride_s or clip_s
     buffered: deque[LiveFrame] = deque()  # frames the open windows may sample, in YUV
+    intervals: deque[float] = deque(maxlen=9)
     index = 0
+
+    def close() -> LiveClip | None:
+        nonlocal index
+        start, end = index * stride, index * stride + clip_s
+        inside = [f for f in buffered if start <= f.time_s < end]
+        index += 1
+        while buffered and buffered[0].time_s < index * stride:
+            buffered.popleft()
+        if not inside:
+            return None
+        picks = [inside[k] for k in subsample_indices(len(inside), num_frames)]
+        rgb = {id(f): f.frame.to_ndarray(format="rgb24") for f in picks}
+        return LiveClip(index - 1, round(start, 6), round(end, 6), np.stack([rgb[id(f)] for f in picks]),
+                        len(inside), inside[-1].arrived_at)
+
     for live in frames:
-        while live.time_s >= index * stride + clip_s:  # window `index` is complete
+        while live.time_s >= index * stride + clip_s:  # frames past the window's end: it is complete
             if not buffered:  # after a gap: on to the first window that can hold this frame
                 index = max(index, math.floor((live.time_s - clip_s) / stride) + 1)
                 break
-            start, end = index * stride, index * stride + clip_s
-            inside = [f for f in buffered if start <= f.time_s < end]
-            if inside:
-                picks = [inside[k] for k in subsample_indices(len(inside), num_frames)]
-                rgb = {id(f): f.frame.to_ndarray(format="rgb24") for f in picks}
-                yield LiveClip(index, round(start, 6), round(end, 6), np.stack([rgb[id(f)] for f in picks]),
-                               len(inside), inside[-1].arrived_at)
-            index += 1
-            while buffered and buffered[0].time_s < index * stride:
-                buffered.popleft()
+            if clip := close():
+                yield clip
+        if buffered and 0 < live.time_s - buffered[-1].time_s:
+            intervals.append(live.time_s - buffered[-1].time_s)
         buffered.append(live)
+        if len(intervals) >= 3:  # 0.9: close early only when the next frame is surely past the end
+            next_frame = live.time_s + 0.9 * sorted(intervals)[len(intervals) // 2]
+            while next_frame >= index * stride + clip_s and buffered:
+                if clip := close():
+                    yield clip
 
 
 def _reason(error: BaseException) -> str:

@@ -24,7 +24,7 @@
 | REELFLOW_CLIP_FORMAT | auto | what decoders send replicas: float32 model input, or uint8 crop taps finished on the replica (auto: uint8 for a GPU replica) |
 | REELFLOW_PRECISION | float32 | float32 (the reference's numbers) or half (autocast: float16 on a GPU, bfloat16 on a CPU; approximate) |
 | REELFLOW_STREAM_CPUS | 0.25 | CPUs Ray reserves for the actor that reads an `up`'s live streams |
-| REELFLOW_MAX_STREAMS | 16 | live streams one `up` reads at most (others wait for another worker) |
+| REELFLOW_MAX_STREAMS | 32 | live streams one `up` reads at most (others wait for another worker) |
 | REELFLOW_MAX_REPLICAS | 2 | autoscaling limit of replicas per model |
 | REELFLOW_DEPLOY_TIMEOUT_S | 300 | a model whose replicas are not running by then fails its job (retried later) |
 | REELFLOW_ALLOWED_ROOTS | (any) | colon-separated directories job sources must lie under |
@@ -93,7 +93,7 @@ class Settings:
     clip_format: str = "auto"
     precision: str = "float32"
     stream_cpus: float = 0.25
-    max_streams: int = 16
+    max_streams: int = 32
     max_replicas: int = 2
     deploy_timeout_s: float = 300.0
     sources: SourcePolicy = field(default_factory=SourcePolicy)
@@ -124,7 +124,7 @@ class Settings:
             clip_format=_choice("REELFLOW_CLIP_FORMAT", "auto", ("auto", "float32", "uint8")),
             precision=_choice("REELFLOW_PRECISION", "float32", ("float32", "half")),
             stream_cpus=_number("REELFLOW_STREAM_CPUS", 0.25),
-            max_streams=_number("REELFLOW_MAX_STREAMS", 16, int),
+            max_streams=_number("REELFLOW_MAX_STREAMS", 32, int),
             max_replicas=_number("REELFLOW_MAX_REPLICAS", 2, int),
             deploy_timeout_s=_number("REELFLOW_DEPLOY_TIMEOUT_S", 300.0),
             sources=_source_policy(),

@@ -21,7 +21,7 @@ class StreamManager:
     LEASE_S = 10.0
     EVERY_S = 2.0
 
-    def __init__(self, registry: StreamRegistry, owner: str, pipeline, redis_url: str, max_streams: int = 16):
+    def __init__(self, registry: StreamRegistry, owner: str, pipeline, redis_url: str, max_streams: int = 32):
         self.registry, self.owner, self.pipeline = registry, owner, pipeline
         self.redis_url, self.max_streams = redis_url, max_streams
         self.running: dict[str, object] = {}  # name -> the pipeline's handle on the stream's runner
