@@ -187,6 +187,8 @@ def add_stream_commands(commands, home: argparse.ArgumentParser) -> None:
                                                           "captured_at, published_at, smoothed")
     tail.add_argument("--from-start", action="store_true", help="print the kept results first, then follow")
     tail.add_argument("--count", type=positive_int, default=None, metavar="N", help="stop after N results")
+    tail.add_argument("--events", action="store_true",
+                      help="print the stream's label events (enter/exit of the smoothed top label) kept so far")
     tail.set_defaults(run=streams.run_tail)
 
     listing = commands.add_parser("streams", parents=[home], help="list the watched streams, or stop one",

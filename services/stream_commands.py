@@ -47,6 +47,11 @@ def run_tail(args) -> int:
     registry, _ = _registry(args)
     if registry.spec(args.name) is None and not registry.results(args.name, count=1):
         raise ReelflowError(f"no stream named {args.name!r}; `reelflow streams list` shows them")
+    if args.events:
+        for event in registry.events(args.name):
+            print(json.dumps(event) if args.json else
+                  f"{args.name} #{event['index']:<5} {event['event']:<5} {event['label']} ({event['score']:.2f})")
+        return 0
     after = "0-0" if args.from_start else "$"
     printed = 0
     while args.count is None or printed < args.count:

@@ -61,7 +61,8 @@ def test_watch_tail_list_stop_in_process(home, camera):
     env = stack_env(home)
     up = UpProcess(home, env, "--no-ray", "--weights", "none")
     try:
-        run(env, "watch", camera, "--name", "cam1", "--weights", "none")
+        # thresholds low enough for random weights' flat scores: the first result makes a label current
+        run(env, "watch", camera, "--name", "cam1", "--weights", "none", "--enter", "0.001", "--exit", "0.0005")
         results = tail(env, "cam1", 3)
         assert [r["index"] for r in results] == [results[0]["index"] + i for i in range(3)]
         for r in results:
@@ -70,6 +71,9 @@ def test_watch_tail_list_stop_in_process(home, camera):
             assert set(r["smoothed"]) == {"labels", "scores"} and r["weights"].startswith("none")
         row = listing(env)["cam1"]
         assert row["state"] == "live" and row["dropped"] == 0 and row["owner"]
+        events = [json.loads(line) for line in run(env, "tail", "cam1", "--events", "--json").stdout.splitlines()]
+        assert events and events[0]["event"] == "enter" and events[0]["stream"] == "cam1"
+        assert {e["event"] for e in events} <= {"enter", "exit"} and isinstance(events[0]["label"], str)
         again = run(env, "watch", camera, "--name", "cam1", check=False)
         assert again.returncode == 1 and "already watched" in again.stderr
         refused = run(env, "watch", "file:///etc/passwd", "--name", "bad", check=False)
@@ -172,3 +176,25 @@ def test_rtsp_cameras_live_latency_outage_and_stop(home, camera):
         up.stop()
         for cam in cameras.values():
             cam.stop()
+
+
+def test_a_model_that_cannot_keep_up_drops_the_oldest_clips_and_latency_stays_flat(home, camera):
+    """mvit_base_16x4 on this CPU does about one clip a second; two streams asking for four clips a
+    second (stride 0.5 s) must drop clips, counted, rather than queue them. (On Ray: the stream host
+    reads in a process of its own, so a slow model cannot starve the readers.)"""
+    env = stack_env(home)
+    up = UpProcess(home, env, "--weights", "none", "--model", "mvit_base_16x4")
+    try:
+        for name in ("a", "b"):
+            run(env, "watch", camera, "--name", name, "--model", "mvit_base_16x4", "--weights", "none",
+                "--stride", "0.5")
+        results = tail(env, "a", 12, timeout=180)
+        latencies = [r["published_at"] - r["captured_at"] for r in results]
+        assert max(latencies[6:]) < 6.0, latencies  # bounded by the two clips in flight and two waiting
+        assert max(latencies[6:]) < 2 * max(latencies[:6]) + 1.0, latencies  # and not rising
+        rows = listing(env)
+        assert rows["a"]["dropped"] + rows["b"]["dropped"] > 0, rows
+        indices = [r["index"] for r in results]
+        assert indices == sorted(set(indices)) and indices[-1] - indices[0] > len(indices) - 1  # gaps: drops
+    finally:
+        up.stop()
