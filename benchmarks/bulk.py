@@ -1,7 +1,7 @@
 """The bulk path of `make bench`: a real `reelflow up` stack fed by `reelflow submit --wait`.
 
 - start-up: from launching `reelflow up --weights none --model M` to its "ready" line (by then Redis,
-  Ray, the decoder actor and the model's Serve replica are running).
+  Ray and the model's Serve replica are running).
 - bulk: wall time of `reelflow submit --wait --weights none --model M VIDEO...` on that stack (client
   start-up and its polling included); clips = the segments its jobs stored.
 - memory: the summed RSS of every process in `up`'s session (the `up` process, Ray's GCS, raylet,

@@ -235,7 +235,7 @@ def stack_lines(rows: list[dict], stacks: dict, settings: dict) -> list[str]:
     startup = [f"{m} {s['startup_s']:.1f} s" for m, s in stacks.items() if s.get("startup_s") is not None]
     if startup:
         lines += ["", "Stack start-up, from launching `reelflow up --weights none --model M` to its ready line "
-                  "(Redis, Ray, the decoder actor and the model's Serve replica are up by then): "
+                  "(Redis, Ray, the model's Serve replica — which decodes the jobs too, in the default fused pipeline — are up by then): "
                   + ", ".join(startup) + "."]
     failed = [f"{m}: {s['error']}" for m, s in stacks.items() if s.get("error")]
     if failed:
