@@ -11,11 +11,22 @@ from __future__ import annotations
 import enum
 import json
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS, MODELS
 
 SCHEMA_VERSION = 1
+
+
+def _known_model(value: str) -> str:
+    if value not in MODELS:
+        raise ValueError(f"unknown model {value!r}; choose one of: {', '.join(MODELS)}")
+    return value
+
+
+ModelName = Annotated[str, AfterValidator(_known_model)]  # a model of the table, for jobs and streams
 
 
 class JobSpec(BaseModel):
@@ -24,7 +35,7 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str = Field(min_length=1, description="local path or URL of a video")
-    model: str = DEFAULT_MODEL
+    model: ModelName = DEFAULT_MODEL
     weights: str = DEFAULT_WEIGHTS
     topk: int = Field(5, ge=1, le=1000)
     stride_s: float | None = Field(None, gt=0)
@@ -33,13 +44,6 @@ class JobSpec(BaseModel):
     priority: int = 0
     schema_version: int = SCHEMA_VERSION
     trace: dict[str, str] | None = Field(None, description="W3C trace context (traceparent) of the submitter")
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        if value not in MODELS:
-            raise ValueError(f"unknown model {value!r}; choose one of: {', '.join(MODELS)}")
-        return value
 
     @field_validator("schema_version")
     @classmethod
