@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -60,7 +60,6 @@ class LiveStats:
     frames: int = 0
     last_error: str = ""
     last_frame_at: float | None = None
-    history: deque = field(default_factory=lambda: deque(maxlen=20))  # (wall time, event) of recent gaps
 
     def as_dict(self) -> dict:
         return {"state": self.state, "connects": self.connects, "reconnects": self.reconnects, "gaps": self.gaps,
@@ -109,7 +108,6 @@ class LiveSource:
                 continue  # play the file again, as a looping camera
             self.stats.gaps += 1
             self.stats.last_error = reason
-            self.stats.history.append((time.time(), reason))
             failures += 1
             self.stats.state = "waiting"
             if stop.wait(min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1)) * random.uniform(0.5, 1.5)):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 from pydantic import ValidationError
 
@@ -99,14 +98,3 @@ def run_streams(args) -> int:
               + (f"  ({row['last_error']})" if row["last_error"] and row["state"] != "live" else ""))
     return 0
 
-
-def wait_for_segments(registry: StreamRegistry, name: str, count: int, timeout_s: float) -> list[dict]:
-    """The stream's first `count` results, waiting up to `timeout_s` (for tests and scripts)."""
-    deadline = time.monotonic() + timeout_s
-    results: list[dict] = []
-    after = "0-0"
-    while len(results) < count and time.monotonic() < deadline:
-        for entry_id, result in registry.results(name, after=after, block_ms=500):
-            after = entry_id
-            results.append(result)
-    return results
