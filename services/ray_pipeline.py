@@ -27,6 +27,7 @@ from ray import serve
 
 from pipelines.errors import ReelflowError, WeightsError
 from pipelines.sources import SourcePolicy
+from services.job_plan import JobPlan
 from services.jobs import JobSpec
 from services.replica import REPLICA, ModelReplica, payload_for
 from services.settings import Settings
@@ -52,33 +53,20 @@ class Decoder:
 
     def run(self, app_name: str, spec_json: str, skip: list[int], sources: SourcePolicy, threads: int = 0
             ) -> Iterator[int | dict]:
-        from pipelines.classifier import clip_result
-        from pipelines.labels import labels_for
-        from pipelines.models import get_spec
-        from pipelines.sampler import sample_clips
-        from pipelines.sources import open_checked
-
-        spec = JobSpec.model_validate_json(spec_json)
-        model = get_spec(spec.model)
         handle = serve.get_deployment_handle(REPLICA, app_name=app_name)
         info = handle.describe.remote().result()
         in_flight = 4 * info["batch_size"]
-        labels = labels_for(info["num_classes"])
-        topk = min(spec.topk, len(labels))
-        source, options, total = open_checked(spec.source, sources, model.clip_seconds, spec.stride_s)
-        yield total
+        plan = JobPlan.open(spec_json, sources, info["num_classes"], info["weights_id"])
+        yield plan.total
 
         def result(clip, response) -> dict:
-            output = None if response is None else response.result()
-            return clip_result(spec.source, clip, spec.model, info["weights_id"], labels, topk, output
-                               ).to_dict(embedding="base64" if spec.embeddings else None)
+            return plan.result(clip, None if response is None else response.result())
 
         pending: deque = deque()
-        for clip in sample_clips(source, model.clip_seconds, model.num_frames, spec.stride_s, skip=set(skip),
-                                 open_options=options, threads=threads):
+        for clip in plan.clips(set(skip), threads):
             response = None
             if clip.frames is not None:
-                response = handle.remote(payload_for(clip.frames, model, info["clip_format"]))
+                response = handle.remote(payload_for(clip.frames, plan.model, info["clip_format"]))
             pending.append((clip, response))
             while len(pending) > in_flight:
                 yield result(*pending.popleft())

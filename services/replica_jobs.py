@@ -14,28 +14,18 @@ import threading
 from collections import deque
 
 from pipelines.sources import SourcePolicy
-from services.jobs import JobSpec
+from services.job_plan import JobPlan
 
 _END = object()
 
 
 async def job_results(replica, spec_json: str, skip: list[int], sources: SourcePolicy, threads: int):
-    from pipelines.classifier import clip_result
-    from pipelines.labels import labels_for
-    from pipelines.models import get_spec
-    from pipelines.sampler import sample_clips
-    from pipelines.sources import open_checked
     from pipelines.transforms import preprocess_clip
 
-    spec = JobSpec.model_validate_json(spec_json)
-    model = get_spec(spec.model)
-    labels = labels_for(replica.clip_model.num_classes)
-    topk = min(spec.topk, len(labels))
-    weights_id = replica.clip_model.weights_id
     loop = asyncio.get_running_loop()
-    source, options, total = await loop.run_in_executor(
-        None, open_checked, spec.source, sources, model.clip_seconds, spec.stride_s)
-    yield total
+    plan = await loop.run_in_executor(
+        None, JobPlan.open, spec_json, sources, replica.clip_model.num_classes, replica.clip_model.weights_id)
+    yield plan.total
 
     in_flight = 4 * replica.batch_size
     ready: asyncio.Queue = asyncio.Queue(maxsize=in_flight)
@@ -46,24 +36,21 @@ async def job_results(replica, spec_json: str, skip: list[int], sources: SourceP
             asyncio.run_coroutine_threadsafe(ready.put(item), loop).result()
 
         try:
-            for clip in sample_clips(source, model.clip_seconds, model.num_frames, spec.stride_s, skip=set(skip),
-                                     open_options=options, threads=threads):
+            for clip in plan.clips(set(skip), threads):
                 if stop.is_set():
                     return
-                put((clip, None if clip.frames is None else preprocess_clip(clip.frames, model)))
+                put((clip, None if clip.frames is None else preprocess_clip(clip.frames, plan.model)))
             put(_END)
         except Exception as e:  # handed to the job: a bad video fails it with its own message
             if not stop.is_set():
                 put(e)
 
-    thread = threading.Thread(target=decode, daemon=True, name=f"reelflow-decode-{spec.source[-40:]}")
+    thread = threading.Thread(target=decode, daemon=True, name=f"reelflow-decode-{plan.spec.source[-40:]}")
     thread.start()
     pending: deque = deque()
 
     async def result(clip, forward) -> dict:
-        output = None if forward is None else await forward
-        return clip_result(spec.source, clip, spec.model, weights_id, labels, topk, output
-                           ).to_dict(embedding="base64" if spec.embeddings else None)
+        return plan.result(clip, None if forward is None else await forward)
 
     try:
         while (item := await ready.get()) is not _END:
