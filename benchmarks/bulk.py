@@ -50,6 +50,7 @@ class Stack:
         self.home = Path(tempfile.mkdtemp(prefix="reelflow-bench-"))
         self.env = {k: v for k, v in os.environ.items() if k != "REELFLOW_REDIS_URL"}
         self.env["REELFLOW_HOME"] = str(self.home)
+        self.env.setdefault("REELFLOW_ALLOWED_ROOTS", "/")  # the corpus lies in benchmarks/ and ../shared
         self.log_path = self.home / "up.log"
         self.proc: subprocess.Popen | None = None
         self.startup_s: float | None = None

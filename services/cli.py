@@ -102,6 +102,11 @@ def add_stack_commands(commands) -> None:
     up.add_argument("--device", default="cpu", help="torch device for the models (default cpu)")
     up.add_argument("--keep-redis", action="store_true", help="leave the embedded Redis running on exit")
     up.add_argument("--no-ray", action="store_true", help="run the data plane in this process instead of on Ray")
+    up.add_argument("--http-port", type=int, metavar="P",
+                    help="serve the HTTP API (/v1, OpenAPI at /openapi.json) on port P; bearer-token auth when "
+                         "REELFLOW_API_TOKEN is set")
+    up.add_argument("--http-host", metavar="ADDR", help="address the HTTP API listens on "
+                    "(default $REELFLOW_API_HOST or 127.0.0.1: this machine only)")
     up.set_defaults(run=run_up)
 
     submit = commands.add_parser("submit", parents=[home], help="queue videos as jobs on a running stack",

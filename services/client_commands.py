@@ -40,19 +40,12 @@ def submit_sources(queue, args) -> tuple[list[tuple[str, str]], int]:
     telemetry.setup("reelflow-client")
     submitted, refused = [], 0
     for source in args.sources:
-        if not _is_url(source):
-            path = Path(source).expanduser()
-            if not path.is_file():
-                print(f"reelflow: error: {source!r} is not a file; check the path (not submitted)", file=sys.stderr)
-                refused += 1
-                continue
-            source = str(path.resolve())
-            try:
-                queue.settings.sources.check(source)
-            except ReelflowError as e:
-                print(f"reelflow: error: {e} (not submitted)", file=sys.stderr)
-                refused += 1
-                continue
+        try:
+            source = check_job_source(queue.settings, source)
+        except ReelflowError as e:
+            print(f"reelflow: error: {e} (not submitted)", file=sys.stderr)
+            refused += 1
+            continue
         key = f"{args.idempotency_key}/{source}" if getattr(args, "idempotency_key", None) else None
         with telemetry.tracer().start_as_current_span("reelflow.submit", attributes={"reelflow.source": source}):
             try:
@@ -68,6 +61,20 @@ def submit_sources(queue, args) -> tuple[list[tuple[str, str]], int]:
         else:
             print(f"{job_id}  {source}{'' if created else '  (already submitted)'}", flush=True)
     return submitted, refused
+
+
+def check_job_source(settings, source: str) -> str:
+    """A job's source as the queue should get it: a local path made absolute, checked to be a file
+    inside the allowed roots; a URL checked against the scheme and host policy. Refusals raise."""
+    from pipelines.errors import VideoError
+
+    if _is_url(source):
+        return settings.sources.check(source)
+    path = Path(source).expanduser()
+    checked = settings.sources.check(str(path.resolve()))  # the roots first: say nothing of files outside
+    if not path.is_file():
+        raise VideoError(f"{source!r} is not a file; check the path")
+    return checked
 
 
 def wait_for(queue, job_ids: list[str], json_output: bool = False) -> bool:
@@ -124,15 +131,8 @@ def run_status(args) -> int:
                 if summary.get(key) not in (None, ""):
                     print(f"{key:<15} {summary[key]}")
         return 0
-    ids = queue.job_ids(limit=1000)
-    states: dict[str, int] = {}
-    for job_id in ids:
-        state = queue.state(job_id)
-        if state is not None:
-            states[state.value] = states.get(state.value, 0) + 1
-    workers = queue.workers()
-    overview = {"queue": queue.depth(), "jobs": states, "models": models_served(workers), "workers": workers,
-                "dead_letters": len(queue.dead_letters())}
+    overview = stack_overview(queue)
+    states, workers = overview["jobs"], overview["workers"]
     if args.json:
         print(json.dumps(overview))
         return 0
@@ -145,6 +145,18 @@ def run_status(args) -> int:
         f"\n  {w['name']} ({w['pipeline']}, {w['pending']} job(s) held)" for w in workers))
     print(f"dlq      {overview['dead_letters']}")
     return 0
+
+
+def stack_overview(queue) -> dict:
+    """Queue depth, jobs by state (the latest 1000), models and their replicas, workers, dead letters."""
+    states: dict[str, int] = {}
+    for job_id in queue.job_ids(limit=1000):
+        state = queue.state(job_id)
+        if state is not None:
+            states[state.value] = states.get(state.value, 0) + 1
+    workers = queue.workers()
+    return {"queue": queue.depth(), "jobs": states, "models": models_served(workers), "workers": workers,
+            "dead_letters": len(queue.dead_letters())}
 
 
 def models_served(workers: list[dict]) -> list[dict]:

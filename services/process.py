@@ -17,7 +17,7 @@ from pathlib import Path
 from pipelines.errors import ReelflowError
 from services.client_commands import submit_sources, wait_for
 from services.embedded_redis import EmbeddedRedis
-from services.stack import connect, settings_for, start_pipeline
+from services.stack import connect, default_allowed_roots, settings_for, start_pipeline
 
 
 def run_process(args) -> int:
@@ -25,6 +25,7 @@ def run_process(args) -> int:
     from pipelines.weights import check_weights
 
     check_weights(get_spec(args.model), args.weights)  # before starting anything: fail in a second
+    default_allowed_roots(args.sources)  # the working directory and the files named here
     settings = settings_for(args.home)
     embedded = None if settings.redis_url else EmbeddedRedis(settings.home)
     if embedded is not None:

@@ -276,8 +276,10 @@ class JobQueue:
     def depth(self) -> dict[str, int]:
         """Waiting (never delivered), pending (claimed, not acknowledged) and retrying jobs."""
         groups = {g["name"].decode(): g for g in self.r.xinfo_groups(keys.JOBS_STREAM)}
-        group = groups.get(keys.CONSUMER_GROUP, {})
-        return {"waiting": int(group.get("lag") or 0), "pending": int(group.get("pending") or 0),
+        pending = int(groups.get(keys.CONSUMER_GROUP, {}).get("pending") or 0)
+        # Acknowledged entries are deleted, so the stream holds exactly the waiting and the claimed
+        # jobs (the group's `lag` would do, but Redis < 7 has none and XDEL makes it unknown).
+        return {"waiting": max(0, self.r.xlen(keys.JOBS_STREAM) - pending), "pending": pending,
                 "retrying": self.r.zcard(keys.RETRIES)}
 
     def announce(self, consumer: str, info: dict, ttl_s: float) -> None:

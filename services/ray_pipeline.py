@@ -19,8 +19,10 @@ import logging
 import os
 import queue as queue_lib
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import ray
 from ray import serve
@@ -38,6 +40,20 @@ NAMESPACE = "reelflow"
 # OpenMP threads that spin while they wait burn the core a decoder needs: a replica's torch threads
 # sleep instead (measured: a third less CPU per clip when a decoder shares the machine).
 REPLICA_ENV = {"env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}}
+# Model replicas scale on the job backlog in Redis as well as on their ongoing requests.
+BACKLOG_POLICY = {"policy_function": "services.autoscale:backlog_policy"}
+CAPACITY_REFRESH_S = 2.0  # how often the consumer re-reads the running replica count
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a model's replicas are: a Serve application and the deployment in it."""
+
+    app: str
+    deployment: str = REPLICA
+
+    def handle(self):
+        return serve.get_deployment_handle(self.deployment, app_name=self.app)
 
 
 @ray.remote
@@ -51,9 +67,9 @@ class Decoder:
     def node(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
-    def run(self, app_name: str, spec_json: str, skip: list[int], sources: SourcePolicy, threads: int = 0
+    def run(self, target: Target, spec_json: str, skip: list[int], sources: SourcePolicy, threads: int = 0
             ) -> Iterator[int | dict]:
-        handle = serve.get_deployment_handle(REPLICA, app_name=app_name)
+        handle = target.handle()
         info = handle.describe.remote().result()
         in_flight = 4 * info["batch_size"]
         plan = JobPlan.open(spec_json, sources, info["num_classes"], info["weights_id"])
@@ -81,25 +97,51 @@ def app_name(model: str, weights: str, settings: Settings) -> str:
 
 
 class RayPipeline:
-    """Decoder actors and Serve replicas on a local Ray (or RAY_ADDRESS's cluster)."""
+    """Decoder actors and Serve replicas on a local Ray (or RAY_ADDRESS's cluster).
 
-    def __init__(self, settings: Settings, device: str = "cpu"):
+    By default each model is deployed as a Serve application of its own on its first job. Inside a
+    Serve application that binds its model replicas itself (`services.app`), `served` names them
+    instead, and a job for any other model is refused.
+    """
+
+    def __init__(self, settings: Settings, device: str = "cpu", served: dict[tuple[str, str], Target] | None = None):
         self.settings = settings
-        self.capacity = settings.decoders * settings.jobs_per_decoder
         self.device = device
         # fused: replicas decode their jobs themselves (CPU); split: decoder actors feed them (GPU replicas)
         self.mode = settings.pipeline if settings.pipeline != "auto" else ("fused" if device == "cpu" else "split")
         self._free: queue_lib.Queue = queue_lib.Queue()
         self.decoders: list = []
-        self._apps: dict[str, tuple[str, str]] = {}  # Serve app -> (model, weights)
+        self._served = dict(served or {})
+        self._apps: dict[Target, tuple[str, str]] = {t: mw for mw, t in self._served.items()}  # -> (model, weights)
         self._deploy_lock = threading.Lock()
         self._stream_host = None
+        self._replicas, self._replicas_read_at = 1, 0.0
 
-    def start(self) -> None:
+    @property
+    def capacity(self) -> int:
+        """Jobs to run at once: per decoder (split), or per running model replica (fused), so that the
+        consumer takes more jobs as the replicas scale out."""
+        if self.mode == "split":
+            return self.settings.decoders * self.settings.jobs_per_decoder
+        if self._apps and time.monotonic() - self._replicas_read_at > CAPACITY_REFRESH_S:
+            self._replicas_read_at = time.monotonic()
+            try:
+                self._replicas = max(1, sum(m["replicas"] for m in self.describe()))
+            except Exception:  # Serve's controller briefly away: keep the last count
+                log.debug("cannot read the replica count", exc_info=True)
+        return self.settings.jobs_per_decoder * self._replicas
+
+    def start(self, http: tuple[str, int] | None = None) -> None:
+        """Join (or start) Ray and Serve; `http` (host, port) starts Serve's HTTP proxy there."""
         if not ray.is_initialized():
             ray.init(address=os.environ.get("RAY_ADDRESS") or None, namespace=NAMESPACE,
                      include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-        serve.start(proxy_location="Disabled")
+        if self._served:  # inside a Serve application, Serve is running already
+            pass
+        elif http:
+            serve.start(proxy_location="HeadOnly", http_options={"host": http[0], "port": http[1]})
+        else:
+            serve.start(proxy_location="Disabled")
         if self.mode == "fused":
             return
         for _ in range(self.settings.decoders):  # restarted by Ray if their process dies; spread over the nodes
@@ -109,55 +151,41 @@ class RayPipeline:
             for _ in range(self.settings.jobs_per_decoder):  # a slot per job it may run at once
                 self._free.put(decoder)
 
-    def prepare(self, model: str, weights: str) -> str:
+    def prepare(self, model: str, weights: str) -> Target:
         """Deploy the model's replicas once; a deployment that cannot start is a bad job."""
-        name = app_name(model, weights, self.settings)
+        if self._served:
+            if (model, weights) not in self._served:
+                served = ", ".join(f"{m} (weights {w})" for m, w in self._served)
+                raise WeightsError(f"{model} with weights {weights!r} is not served by this application "
+                                   f"(it serves {served}); add it to the application's models")
+            return self._served[model, weights]
+        target = Target(app_name(model, weights, self.settings))
         with self._deploy_lock:
-            if name not in self._apps:
+            if target not in self._apps:
                 from pipelines.models import get_spec
                 from pipelines.weights import check_weights
 
                 check_weights(get_spec(model), weights)  # the common failures, in a second
-                replica = ModelReplica.options(
-                    max_constructor_retry_count=2,  # a replica that cannot load fails the deploy
-                    max_ongoing_requests=4 * self.settings.batch_limit,
-                    ray_actor_options={"num_cpus": self.settings.replica_cpus, "runtime_env": REPLICA_ENV},
-                    autoscaling_config={"min_replicas": 1, "max_replicas": self.settings.max_replicas,
-                                        "target_ongoing_requests": 2 * self.settings.batch_limit},
-                )
-                options = dict(device=self.device, batch_size=self.settings.batch_size,
-                               batch_wait_s=self.settings.batch_wait_s, threads=self.settings.replica_threads,
-                               clip_format=self.settings.clip_format, precision=self.settings.precision)
-                self._deploy(name, replica.bind(model, weights, **options), model, weights)
-                self._apps[name] = (model, weights)
-        return name
+                app = replica_deployment(self.settings).bind(model, weights, **replica_options(self.settings, self.device))
+                self._deploy(target.app, app, model, weights)
+                self._apps[target] = (model, weights)
+        return target
 
     def _deploy(self, name: str, app, model: str, weights: str) -> None:
-        """serve.run with a deadline: replicas that never get resources must not hang the job."""
-        outcome: list = []
-        thread = threading.Thread(target=lambda: outcome.append(_try(serve.run, app, name=name, route_prefix=None)),
-                                  daemon=True, name="reelflow-deploy")
-        thread.start()
-        thread.join(self.settings.deploy_timeout_s)
-        if not outcome:
-            serve.delete(name, _blocking=False)
-            raise TimeoutError(f"{model} replicas were not running after {self.settings.deploy_timeout_s:.0f} s "
-                               "(not enough free CPUs or memory?)")
-        if isinstance(outcome[0], BaseException):
-            serve.delete(name, _blocking=False)
-            raise WeightsError(f"cannot start {model} replicas with weights {weights!r}: "
-                               f"{_first_line(outcome[0])}") from None
+        error = _run_app(app, name, None, self.settings.deploy_timeout_s, f"{model} replicas")
+        if error is not None:
+            raise WeightsError(f"cannot start {model} replicas with weights {weights!r}: {_first_line(error)}") from None
 
     def segments(self, spec: JobSpec, skip: set[int]) -> Iterator[int | dict]:
-        name = self.prepare(spec.model, spec.weights)
+        target = self.prepare(spec.model, spec.weights)
         if self.mode == "fused":
-            yield from self._fused_segments(name, spec, skip)
+            yield from self._fused_segments(target, spec, skip)
             return
         decoder = self._free.get()
         stream = None
         try:
             stream = decoder.run.options(num_returns="streaming").remote(
-                name, spec.model_dump_json(), sorted(skip), self.settings.sources, self.settings.decoder_threads)
+                target, spec.model_dump_json(), sorted(skip), self.settings.sources, self.settings.decoder_threads)
             for ref in stream:
                 yield ray.get(ref)
         finally:
@@ -165,14 +193,34 @@ class RayPipeline:
                 ray.cancel(stream)
             self._free.put(decoder)
 
-    def _fused_segments(self, name: str, spec: JobSpec, skip: set[int]) -> Iterator[int | dict]:
-        handle = serve.get_deployment_handle(REPLICA, app_name=name).options(stream=True)
+    def _fused_segments(self, target: Target, spec: JobSpec, skip: set[int]) -> Iterator[int | dict]:
+        handle = target.handle().options(stream=True)
         results = handle.classify_job.remote(spec.model_dump_json(), sorted(skip), self.settings.sources,
                                              self.settings.decoder_threads)
         try:
             yield from results
         finally:
             results.cancel()
+
+    def serve_api(self, redis_url: str, http: tuple[str, int]) -> None:
+        """Run the HTTP API (services.app's `Api`) on Serve's proxy, at /; returns once it answers."""
+        import urllib.request
+
+        from services.app import Api
+
+        error = _run_app(Api.bind(redis_url=redis_url), "reelflow-api", "/", self.settings.deploy_timeout_s, "the HTTP API")
+        if error is not None:
+            raise ReelflowError(f"cannot start the HTTP API: {_first_line(error)}") from None
+        host = "127.0.0.1" if http[0] in ("0.0.0.0", "::", "") else http[0]
+        deadline = time.monotonic() + 30
+        while True:  # the proxy learns the new route a moment after serve.run returns
+            try:
+                with urllib.request.urlopen(f"http://{host}:{http[1]}/v1/health", timeout=2):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise ReelflowError(f"the HTTP API does not answer on {host}:{http[1]}; is the port free?") from None
+                time.sleep(0.1)
 
     def is_permanent(self, error: BaseException) -> bool:
         return isinstance(error, ReelflowError) or isinstance(getattr(error, "cause", None), ReelflowError)
@@ -182,11 +230,11 @@ class RayPipeline:
         from services.stream_host import RayStreamHandle, StreamHost
 
         self.settings.sources.for_streams().check(spec.url)  # refuse before deploying anything
-        name = self.prepare(spec.model, spec.weights)
+        target = self.prepare(spec.model, spec.weights)
         if self._stream_host is None:  # restarted by Ray if its process dies; the manager restarts its streams
             self._stream_host = StreamHost.options(max_restarts=-1, max_concurrency=1000,
                                                    num_cpus=self.settings.stream_cpus).remote()
-        ref = self._stream_host.run.remote(name, spec.model_dump_json(), redis_url, owner, self.settings.sources)
+        ref = self._stream_host.run.remote(target, spec.model_dump_json(), redis_url, owner, self.settings.sources)
         return RayStreamHandle(self._stream_host, spec.name, ref)
 
     def describe(self) -> list[dict]:
@@ -194,22 +242,63 @@ class RayPipeline:
         applications = serve.status().applications
         cluster = ray.get_runtime_context().gcs_address
         described = []
-        for name, (model, weights) in sorted(self._apps.items()):
-            app = applications.get(name)
-            deployment = app.deployments.get(REPLICA) if app else None
+        for target, (model, weights) in sorted(self._apps.items(), key=lambda item: item[1]):
+            app = applications.get(target.app)
+            deployment = app.deployments.get(target.deployment) if app else None
             counts = deployment.replica_states if deployment else {}
             states = {getattr(state, "value", str(state)): n for state, n in counts.items()}
             described.append({"model": model, "weights": weights, "replicas": states.get("RUNNING", 0),
-                              "replica_states": states, "serving": f"ray:{cluster}/{name}"})
+                              "replica_states": states,
+                              "serving": f"ray:{cluster}/{target.app}/{target.deployment}"})
         return described
 
     def batch_size_counts(self, model: str, weights: str) -> dict[int, int]:
-        handle = serve.get_deployment_handle(REPLICA, app_name=app_name(model, weights, self.settings))
-        return handle.batch_size_counts.remote().result()
+        return self.prepare(model, weights).handle().batch_size_counts.remote().result()
 
     def shutdown(self) -> None:
         """Leave Ray: a local cluster goes down with it; a shared one (RAY_ADDRESS) keeps its apps."""
         ray.shutdown()
+
+
+def replica_deployment(settings: Settings, name: str = REPLICA, autoscaling: dict | None = None):
+    """The model replica deployment with the settings' resources and autoscaling (min 1, max
+    REELFLOW_MAX_REPLICAS, on ongoing requests and on the Redis backlog)."""
+    actor_options = {"num_cpus": settings.replica_cpus, "runtime_env": REPLICA_ENV}
+    if settings.replica_gpus:
+        actor_options["num_gpus"] = settings.replica_gpus  # fractional GPUs share one device
+    return ModelReplica.options(
+        name=name,
+        max_constructor_retry_count=2,  # a replica that cannot load fails the deploy
+        max_ongoing_requests=4 * settings.batch_limit,
+        ray_actor_options=actor_options,
+        autoscaling_config=autoscaling or {"min_replicas": settings.min_replicas, "max_replicas": settings.max_replicas,
+                                           "target_ongoing_requests": 2 * settings.batch_limit,
+                                           "upscale_delay_s": 3, "downscale_delay_s": 30,
+                                           "policy": BACKLOG_POLICY},
+    )
+
+
+def replica_options(settings: Settings, device: str) -> dict:
+    """The keyword arguments a ModelReplica is built with."""
+    return dict(device=device, batch_size=settings.batch_size, batch_wait_s=settings.batch_wait_s,
+                threads=settings.replica_threads, clip_format=settings.clip_format, precision=settings.precision)
+
+
+def _run_app(app, name: str, route_prefix: str | None, timeout_s: float, what: str) -> BaseException | None:
+    """serve.run with a deadline (deployments that never get resources must not hang the caller):
+    None when running, or the error it failed with (the application is then deleted)."""
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.append(_try(serve.run, app, name=name, route_prefix=route_prefix)),
+                              daemon=True, name="reelflow-deploy")
+    thread.start()
+    thread.join(timeout_s)
+    if not outcome:
+        serve.delete(name, _blocking=False)
+        raise TimeoutError(f"{what} were not running after {timeout_s:.0f} s (not enough free CPUs or memory?)")
+    if isinstance(outcome[0], BaseException):
+        serve.delete(name, _blocking=False)
+        return outcome[0]
+    return None
 
 
 def _try(fn, *args, **kwargs):

@@ -25,7 +25,13 @@
 | REELFLOW_PRECISION | float32 | float32 (the reference's numbers) or half (autocast: float16 on a GPU, bfloat16 on a CPU; approximate) |
 | REELFLOW_STREAM_CPUS | 0.25 | CPUs Ray reserves for the actor that reads an `up`'s live streams |
 | REELFLOW_MAX_STREAMS | 32 | live streams one `up` reads at most (others wait for another worker) |
-| REELFLOW_MAX_REPLICAS | 2 | autoscaling limit of replicas per model |
+| REELFLOW_MIN_REPLICAS | 1 | replicas per model when idle |
+| REELFLOW_MAX_REPLICAS | 2 | autoscaling limit of replicas per model (scaled on ongoing requests and the job backlog) |
+| REELFLOW_JOBS_PER_REPLICA | 2 | backlog jobs per model replica the autoscaler aims at |
+| REELFLOW_REPLICA_GPUS | 0 | GPUs per model replica (fractions share a GPU, e.g. 0.5) |
+| REELFLOW_API_TOKEN | (none) | bearer token the HTTP API requires; unset: no auth (the API binds to loopback) |
+| REELFLOW_API_HOST | 127.0.0.1 | address the HTTP API listens on (`reelflow up --http-port`) |
+| REELFLOW_API_MAX_BODY | 65536 | largest HTTP request body, bytes |
 | REELFLOW_DEPLOY_TIMEOUT_S | 300 | a model whose replicas are not running by then fails its job (retried later) |
 | REELFLOW_ALLOWED_ROOTS | (any) | colon-separated directories job sources must lie under |
 | REELFLOW_ALLOWED_URL_HOSTS | (any) | comma-separated hosts http(s) job sources may come from |
@@ -95,8 +101,19 @@ class Settings:
     stream_cpus: float = 0.25
     max_streams: int = 32
     max_replicas: int = 2
+    min_replicas: int = 1
+    jobs_per_replica: int = 2
+    replica_gpus: float = 0.0
+    api_token: str | None = field(default=None, repr=False)
+    api_host: str = "127.0.0.1"
+    api_max_body: int = 65536
     deploy_timeout_s: float = 300.0
     sources: SourcePolicy = field(default_factory=SourcePolicy)
+
+    def __post_init__(self):
+        if self.min_replicas > self.max_replicas:
+            raise SettingsError(f"REELFLOW_MIN_REPLICAS={self.min_replicas} is above REELFLOW_MAX_REPLICAS="
+                                f"{self.max_replicas}; lower it or raise the maximum")
 
     @property
     def batch_limit(self) -> int:
@@ -126,6 +143,12 @@ class Settings:
             stream_cpus=_number("REELFLOW_STREAM_CPUS", 0.25),
             max_streams=_number("REELFLOW_MAX_STREAMS", 32, int),
             max_replicas=_number("REELFLOW_MAX_REPLICAS", 2, int),
+            min_replicas=_number("REELFLOW_MIN_REPLICAS", 1, int),
+            jobs_per_replica=_number("REELFLOW_JOBS_PER_REPLICA", 2, int),
+            replica_gpus=_number("REELFLOW_REPLICA_GPUS", 1.0) if _env("REELFLOW_REPLICA_GPUS", "0") != "0" else 0.0,
+            api_token=os.environ.get("REELFLOW_API_TOKEN") or None,
+            api_host=_env("REELFLOW_API_HOST", "127.0.0.1"),
+            api_max_body=_number("REELFLOW_API_MAX_BODY", 65536, int),
             deploy_timeout_s=_number("REELFLOW_DEPLOY_TIMEOUT_S", 300.0),
             sources=_source_policy(),
         )

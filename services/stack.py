@@ -6,6 +6,7 @@ under the reelflow home (`--home`, `REELFLOW_HOME`, or ~/.local/share/reelflow).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -16,6 +17,16 @@ from pipelines.errors import ReelflowError
 from services.embedded_redis import EmbeddedRedis
 from services.queue import JobQueue
 from services.settings import Settings
+
+
+def default_allowed_roots(files: list[str] = ()) -> str:
+    """A stack opens local videos only under REELFLOW_ALLOWED_ROOTS; unset, it defaults to the
+    directory the stack was started in plus the files named on its command line. Set in this
+    process's environment, so that every Ray process it starts follows the same rule."""
+    if not os.environ.get("REELFLOW_ALLOWED_ROOTS", "").strip():
+        named = [str(Path(f).expanduser().resolve()) for f in files if "://" not in f]
+        os.environ["REELFLOW_ALLOWED_ROOTS"] = ":".join([os.getcwd(), *named])
+    return os.environ["REELFLOW_ALLOWED_ROOTS"]
 
 
 def settings_for(home: str | None) -> Settings:
@@ -62,8 +73,9 @@ def one_line(error: Exception) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def start_pipeline(settings: Settings, use_ray: bool, device: str = "cpu"):
-    """The pipeline a worker drives: Ray decoder actors and Serve replicas, or the data plane in this process."""
+def start_pipeline(settings: Settings, use_ray: bool, device: str = "cpu", http: tuple[str, int] | None = None):
+    """The pipeline a worker drives: Ray decoder actors and Serve replicas, or the data plane in this process.
+    `http` (host, port): where Serve's HTTP proxy listens."""
     if not use_ray:
         from services.worker import InProcessPipeline
 
@@ -71,7 +83,7 @@ def start_pipeline(settings: Settings, use_ray: bool, device: str = "cpu"):
     from services.ray_pipeline import RayPipeline
 
     pipeline = RayPipeline(settings, device=device)
-    pipeline.start()
+    pipeline.start(http=http)
     return pipeline
 
 

@@ -51,7 +51,7 @@ def run_tail(args) -> int:
             print(json.dumps(event) if args.json else
                   f"{args.name} #{event['index']:<5} {event['event']:<5} {event['label']} ({event['score']:.2f})")
         return 0
-    after = "0-0" if args.from_start else "$"
+    after = "0-0" if args.from_start else registry.last_result_id(args.name)
     printed = 0
     while args.count is None or printed < args.count:
         for entry_id, result in registry.results(args.name, after=after, block_ms=1000):
@@ -70,6 +70,18 @@ def _line(result: dict) -> str:
             f"{labels}  ({latency * 1000:.0f} ms)")
 
 
+def stream_rows(registry: StreamRegistry) -> list[dict]:
+    """One row per watched stream: who reads it, its state, counters and latency."""
+    rows = []
+    for name, spec in sorted(registry.specs().items()):
+        status = registry.status(name)
+        rows.append({"name": name, "url": spec.url, "model": spec.model, "owner": registry.owner(name),
+                     "state": status.get("state", "waiting for a worker") if registry.owner(name) else "unowned",
+                     **{k: status.get(k) for k in ("reconnects", "gaps", "dropped", "failed", "segments", "last_index",
+                                                   "latency_p50_s", "latency_p95_s", "last_error")}})
+    return rows
+
+
 def run_streams(args) -> int:
     registry, _ = _registry(args)
     if args.action == "stop":
@@ -79,13 +91,7 @@ def run_streams(args) -> int:
             raise ReelflowError(f"no stream named {args.name!r} is watched")
         print(f"stopped {args.name}; its results stay readable with `reelflow tail {args.name} --from-start`")
         return 0
-    rows = []
-    for name, spec in sorted(registry.specs().items()):
-        status = registry.status(name)
-        rows.append({"name": name, "url": spec.url, "model": spec.model, "owner": registry.owner(name),
-                     "state": status.get("state", "waiting for a worker") if registry.owner(name) else "unowned",
-                     **{k: status.get(k) for k in ("reconnects", "gaps", "dropped", "failed", "segments", "last_index",
-                                                   "latency_p50_s", "latency_p95_s", "last_error")}})
+    rows = stream_rows(registry)
     if args.json:
         print(json.dumps(rows))
         return 0

@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 
 import ray
-from ray import serve
 
 from pipelines.sources import SourcePolicy
-from services.replica import REPLICA, payload_for
+from services.replica import payload_for
 from services.stream_registry import StreamSpec
 
 
@@ -24,7 +23,7 @@ class StreamHost:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, app_name: str, spec_json: str, redis_url: str, owner: str, sources: SourcePolicy) -> None:
+    def run(self, target, spec_json: str, redis_url: str, owner: str, sources: SourcePolicy) -> None:
         """Read and classify one stream until `stop(name)`."""
         import redis
 
@@ -35,7 +34,7 @@ class StreamHost:
 
         spec = StreamSpec.model_validate_json(spec_json)
         model = get_spec(spec.model)
-        handle = serve.get_deployment_handle(REPLICA, app_name=app_name)
+        handle = target.handle()  # a services.ray_pipeline.Target
         info = handle.describe.remote().result()
         policy = sources.for_streams()
         url = policy.check(spec.url)

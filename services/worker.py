@@ -113,19 +113,19 @@ class Worker:
         self._job_ended = threading.Event()
 
     def run(self, block_ms: int = 1000, until_idle: bool = False) -> int:
-        """Take jobs, at most the pipeline's capacity at once, until `stop` is set (or, with
+        """Take jobs, at most the pipeline's (current) capacity at once, until `stop` is set (or, with
         `until_idle`, until no job is waiting, running or due for a retry). Returns how many were taken.
 
         Stopping waits `STOP_GRACE_S` for the jobs in hand to hand themselves back; one stuck in a
         call that does not return (a dead Ray node, say) is left behind: this worker retires, so
         other workers take its job at once."""
         taken = 0
-        capacity = self.pipeline.capacity
         running: set[threading.Thread] = set()
         with _Presence(self.queue, self.consumer, self.pipeline):
             while not self.stop.is_set():
                 running = {t for t in running if t.is_alive()}
-                if len(running) == capacity:
+                capacity = self.pipeline.capacity  # grows and shrinks with the model replicas
+                if len(running) >= capacity:
                     self._job_ended.wait(block_ms / 1000)
                     self._job_ended.clear()
                     continue
@@ -236,7 +236,7 @@ class _Presence:
     def __init__(self, queue: JobQueue, consumer: str, pipeline):
         self.queue, self.consumer, self.pipeline = queue, consumer, pipeline
         self.info = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time(),
-                     "pipeline": type(pipeline).__name__, "capacity": pipeline.capacity}
+                     "pipeline": type(pipeline).__name__}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True, name="reelflow-presence")
 
@@ -260,6 +260,7 @@ class _Presence:
     def _announce(self) -> None:
         try:
             models = self.pipeline.describe() if hasattr(self.pipeline, "describe") else []
-            self.queue.announce(self.consumer, {**self.info, "models": models}, self.TTL_S)
+            info = {**self.info, "capacity": self.pipeline.capacity, "models": models}
+            self.queue.announce(self.consumer, info, self.TTL_S)
         except Exception:  # Redis briefly unreachable, or Serve busy: next beat
             log.warning("presence of worker %s not announced", self.consumer, exc_info=True)

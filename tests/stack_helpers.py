@@ -22,21 +22,22 @@ def fast_settings(redis_url: str | None = None, home: Path | None = None, **over
 
 def stack_env(home: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "REELFLOW_REDIS_URL"}
-    env.update(REELFLOW_HOME=str(home), **extra)
+    # tests read videos from tmp and shared/; the default (the stack's working directory) is tested on its own
+    env.update({"REELFLOW_HOME": str(home), "REELFLOW_ALLOWED_ROOTS": "/", **extra})
     return env
 
 
 class UpProcess:
     """`reelflow up` in its own process group, with its log kept for failed assertions."""
 
-    def __init__(self, home: Path, env: dict, *args: str):
+    def __init__(self, home: Path, env: dict, *args: str, cwd: Path | None = None):
         home.mkdir(parents=True, exist_ok=True)
         self.log_path = home / f"up-{time.monotonic_ns()}.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([REELFLOW, "up", *args], env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=cwd)
         deadline = time.monotonic() + 60
-        while "ready" not in self.log_path.read_text():
+        while " ready. " not in self.log_path.read_text():  # up's own line, not Serve's "... is ready."
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"reelflow up did not start:\n{self.log_path.read_text()}")
             time.sleep(0.1)

@@ -1,0 +1,207 @@
+"""The HTTP API (`/v1`): jobs and live streams over HTTP, on the same Redis as the CLI.
+
+A FastAPI app, served by Ray Serve's `Api` ingress (`services.app`) or by `reelflow up --http-port`.
+It talks only to Redis: the consumers and model replicas do the work. With `REELFLOW_API_TOKEN`
+set, every route but `/v1/health` needs `Authorization: Bearer <token>`.
+
+    $ curl -H "Authorization: Bearer $TOKEN" -d '{"source": "/videos/a.mp4"}' localhost:8000/v1/jobs
+    {"job_id": "3f0c9a1e2b7d4c55", "created": true, "state": "queued"}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from pipelines.errors import ReelflowError, SourceNotAllowed
+from services.jobs import JobSpec
+from services.stream_registry import StreamSpec
+
+api = FastAPI(title="reelflow", version="1", summary="Action labels, scores and embeddings for video segments",
+              description="Submit video jobs, page through their segments, watch live streams.")
+
+
+def configure(queue, settings) -> None:
+    """Give the app its Redis queue and settings (once per process, before serving)."""
+    from services.stream_registry import StreamRegistry
+
+    api.state.queue, api.state.settings = queue, settings
+    api.state.streams = StreamRegistry(queue.r)
+
+
+# -- cross-cutting: body size, auth, readable validation errors --
+
+@api.middleware("http")
+async def limit_body(request: Request, call_next):
+    """Refuse bodies over REELFLOW_API_MAX_BODY before reading them (413)."""
+    limit = api.state.settings.api_max_body
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        return JSONResponse({"detail": f"request body over {limit} bytes (REELFLOW_API_MAX_BODY)"}, status_code=413)
+    if declared is None and request.method in ("POST", "PUT", "PATCH"):
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                return JSONResponse({"detail": f"request body over {limit} bytes (REELFLOW_API_MAX_BODY)"},
+                                    status_code=413)
+        request._body = body  # read once; the route reads it from here
+    return await call_next(request)
+
+
+def authorized(request: Request) -> None:
+    token = api.state.settings.api_token
+    if token is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise HTTPException(401, "missing or wrong bearer token: send `Authorization: Bearer <REELFLOW_API_TOKEN>`",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+@api.exception_handler(RequestValidationError)
+async def readable_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    problems = []
+    for err in error.errors():
+        where = ".".join(str(p) for p in err["loc"] if p != "body") or "body"
+        problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+    return JSONResponse({"detail": "; ".join(problems), "errors": [{"loc": e["loc"], "msg": e["msg"]}
+                                                                   for e in error.errors()]}, status_code=422)
+
+
+@api.exception_handler(ReelflowError)
+async def reelflow_error(request: Request, error: ReelflowError) -> JSONResponse:
+    status = 403 if isinstance(error, SourceNotAllowed) else 400
+    return JSONResponse({"detail": str(error)}, status_code=status)
+
+
+# -- jobs --
+
+@api.get("/v1/health", tags=["stack"])
+def health() -> dict:
+    """Liveness and Redis reachability; needs no token."""
+    try:
+        api.state.queue.r.ping()
+    except Exception:
+        raise HTTPException(503, "Redis is not reachable") from None
+    return {"status": "ok"}
+
+
+@api.get("/v1/status", tags=["stack"], dependencies=[Depends(authorized)])
+def status() -> dict:
+    """What `reelflow status --json` shows: queue depth, jobs by state, models and replicas, workers."""
+    from services.client_commands import stack_overview
+
+    return stack_overview(api.state.queue)
+
+
+@api.post("/v1/jobs", status_code=201, tags=["jobs"], dependencies=[Depends(authorized)])
+def submit_job(spec: JobSpec) -> dict:
+    """Queue a video (a path the workers can read, or an http(s) URL). Same body as the Redis message."""
+    from services.client_commands import check_job_source
+
+    spec = spec.model_copy(update={"source": check_job_source(api.state.settings, spec.source)})
+    job_id, created = api.state.queue.submit(spec)
+    return {"job_id": job_id, "created": created, "state": api.state.queue.state(job_id)}
+
+
+@api.get("/v1/jobs", tags=["jobs"], dependencies=[Depends(authorized)])
+def list_jobs(limit: int = Query(100, ge=1, le=1000)) -> list[dict]:
+    """The latest jobs first."""
+    queue = api.state.queue
+    records = queue.records(queue.job_ids(limit=limit))
+    return [r.summary() for r in records.values() if r is not None]
+
+
+@api.get("/v1/jobs/{job_id}", tags=["jobs"], dependencies=[Depends(authorized)])
+def get_job(job_id: str) -> dict:
+    return _record(job_id).summary()
+
+
+@api.delete("/v1/jobs/{job_id}", tags=["jobs"], dependencies=[Depends(authorized)])
+def cancel_job(job_id: str) -> dict:
+    """Cancel a job that has not ended (its stored segments are kept)."""
+    _record(job_id)
+    state = api.state.queue.cancel(job_id)
+    return {"job_id": job_id, "state": state}
+
+
+@api.get("/v1/jobs/{job_id}/segments", tags=["jobs"], dependencies=[Depends(authorized)])
+def job_segments(job_id: str, offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000),
+                 embeddings: bool = False) -> dict:
+    """A page of a job's stored segments, in index order; `next_offset` is null on the last page."""
+    record = _record(job_id)
+    segments = api.state.queue.segments(job_id)
+    page = segments[offset:offset + limit]
+    if not embeddings:
+        page = [{k: v for k, v in s.items() if not k.startswith("embedding")} for s in page]
+    more = offset + limit < len(segments)
+    return {"job_id": job_id, "state": record.state, "segments_total": record.segments_total,
+            "offset": offset, "count": len(page), "next_offset": offset + limit if more else None, "segments": page}
+
+
+def _record(job_id: str):
+    record = api.state.queue.record(job_id)
+    if record is None:
+        raise HTTPException(404, f"no job {job_id!r} (finished jobs expire after REELFLOW_RESULT_TTL_S)")
+    return record
+
+
+# -- live streams --
+
+@api.post("/v1/streams", status_code=201, tags=["streams"], dependencies=[Depends(authorized)])
+def watch_stream(spec: StreamSpec) -> dict:
+    """Watch a live source (rtsp(s), http(s) live, udp, rtp) continuously."""
+    api.state.settings.sources.for_streams().check(spec.url)
+    if not api.state.streams.register(spec):
+        raise HTTPException(409, f"a stream named {spec.name!r} is already watched; stop it first or pick another name")
+    return {"name": spec.name, "url": spec.url, "model": spec.model}
+
+
+@api.get("/v1/streams", tags=["streams"], dependencies=[Depends(authorized)])
+def list_streams() -> list[dict]:
+    """What `reelflow streams list --json` shows."""
+    from services.stream_commands import stream_rows
+
+    return stream_rows(api.state.streams)
+
+
+@api.delete("/v1/streams/{name}", tags=["streams"], dependencies=[Depends(authorized)])
+def stop_stream(name: str) -> dict:
+    if not api.state.streams.stop(name):
+        raise HTTPException(404, f"no stream named {name!r} is watched")
+    return {"name": name, "stopped": True}
+
+
+@api.get("/v1/streams/{name}/results", tags=["streams"], dependencies=[Depends(authorized)])
+async def stream_results(name: str, follow: bool = True, from_start: bool = False,
+                         count: int | None = Query(None, ge=1, le=100000)):
+    """A stream's segments: with `follow` (default) as server-sent events, as they are published;
+    otherwise the kept ones as a JSON list (the latest `count`, default 100)."""
+    registry = api.state.streams
+    if registry.spec(name) is None and not registry.results(name, count=1):
+        raise HTTPException(404, f"no stream named {name!r}")
+    if not follow:
+        kept = registry.results(name, count=100000)
+        return [result for _, result in kept[-(count or 100):]]
+
+    async def events():
+        after, sent = ("0-0" if from_start else registry.last_result_id(name)), 0
+        loop = asyncio.get_running_loop()
+        while count is None or sent < count:
+            # a short block, off the event loop, so a closed connection is noticed within a second
+            batch = await loop.run_in_executor(None, lambda: registry.results(name, after=after, block_ms=1000))
+            for entry_id, result in batch:
+                after, sent = entry_id, sent + 1
+                yield f"id: {entry_id}\nevent: segment\ndata: {json.dumps(result)}\n\n"
+                if count is not None and sent >= count:
+                    return
+            if not batch:
+                yield ": keep-alive\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
