@@ -5,7 +5,9 @@ played in real time (looped) as if it were a camera. Every open and every read h
 source that fails, ends, or goes stale (no data for `stale_s`) is reopened after an exponential
 backoff with jitter, and each gap and reconnect is counted in `stats`. Stream time is continuous
 across reconnects: seconds since the source was first opened, following the frames' own
-timestamps while connected.
+timestamps while connected (or their arrival, for a format that has none, like MJPEG over HTTP).
+A capture device `/dev/videoN` is read through FFmpeg's v4l2; `format` names another demuxer
+where probing cannot tell.
 
 `live_windows` cuts the frames into windows of `clip_s` every `stride_s` and samples T frames of
 each with the file path's rule, keeping only one window of frames (in YUV) in memory.
@@ -30,6 +32,7 @@ import av
 import numpy as np
 
 from pipelines.sampler import subsample_indices
+from pipelines.sources import DEVICE
 
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "rtp://", "srt://", "tcp://")
 
@@ -71,7 +74,7 @@ class LiveSource:
 
     def __init__(self, url: str, *, transport: str = "tcp", open_timeout_s: float = 10.0, stale_s: float = 5.0,
                  backoff_s: float = 0.5, max_backoff_s: float = 15.0, loop: bool = True,
-                 options: dict[str, str] | None = None):
+                 options: dict[str, str] | None = None, format: str | None = None):
         if transport not in ("tcp", "udp"):
             raise ValueError(f"transport must be tcp or udp, got {transport!r}")
         self.url = url
@@ -80,28 +83,43 @@ class LiveSource:
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.loop = loop  # a local file starts over at its end (as a looping camera)
         self.options = dict(options or {})
+        self.is_device = bool(DEVICE.match(url))
+        # FFmpeg's demuxer, when probing cannot tell: a capture device is read through Video4Linux2.
+        self.format = format or ("v4l2" if self.is_device else None)
         self.is_file = not url.startswith(NETWORK_SCHEMES) and not url.startswith("/dev/") and Path(url).is_file()
         self.stats = LiveStats()
 
     def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:
         failures = 0
-        last_time = last_wall = None  # stream time and monotonic clock of the latest frame
+        # Where stream time 0 falls on the monotonic clock, from the frame that came most promptly:
+        # the last frames before a gap can come late (a demuxer flushes them when the read times
+        # out), so the latest frame's arrival would lose that much stream time over every gap.
+        zero = None
         while not stop.is_set():
             self.stats.state = "connecting"
             first = None
+            connects = self.stats.connects
             try:
                 for t, frame in self._connection(stop):
+                    now = time.monotonic()
                     if first is None:  # stream time goes on over a gap as the wall clock did
                         first = t
-                        offset = 0.0 if last_time is None else last_time + (time.monotonic() - last_wall)
+                        offset = 0.0 if zero is None else now - zero
                         self.stats.state, failures = "live", 0
-                    last_time, last_wall = offset + (t - first), time.monotonic()
+                    time_s = offset + (t - first)
+                    zero = now - time_s if zero is None else min(zero, now - time_s)
                     self.stats.frames += 1
                     self.stats.last_frame_at = time.time()
-                    yield LiveFrame(last_time, frame, self.stats.last_frame_at)
+                    yield LiveFrame(time_s, frame, self.stats.last_frame_at)
                 reason = "the stream ended"
+            except av.ExitError:  # PyAV's timeout ("Immediate exit requested"): say which one
+                opened = self.stats.connects > connects
+                reason = (f"no data for {self.stale_s:g} s" if opened
+                          else f"no answer within {self.open_timeout_s:g} s")
             except (av.FFmpegError, OSError) as e:
                 reason = _reason(e)
+            if self.is_device:  # "No such file or directory" alone would not say it is the camera
+                reason = f"capture device {self.url}: {reason}"
             if stop.is_set():
                 break
             if self.is_file and self.loop and first is not None and reason == "the stream ended":
@@ -123,26 +141,32 @@ class LiveSource:
         if not self.is_file:
             options.setdefault("analyzeduration", "500000")  # open in half a second, not FFmpeg's default 5
         # The read timeout is the stale detector: FFmpeg gives up on a read that got nothing for that long.
-        container = av.open(self.url, options=options, timeout=(self.open_timeout_s, self.stale_s))
+        container = av.open(self.url, format=self.format, options=options,
+                            timeout=(self.open_timeout_s, self.stale_s))
         self.stats.connects += 1
         try:
             stream = container.streams.video[0]
             stream.thread_type = "SLICE"  # frame threads would hold frames back: latency
             paced = self.is_file
+            # A format without timestamps (MJPEG over HTTP: multipart parts carry none) gets frame
+            # times FFmpeg makes up at 25 fps, whatever the camera's rate; a live one is timed by
+            # when its frames arrive instead.
+            arrival = not paced and bool(container.format.flags & av.format.Flags.no_timestamps.value)
             wall0 = time.monotonic()
             t0 = None
             for frame in container.decode(stream):
                 if stop.is_set():
                     return
-                if frame.time is None:
+                t = time.monotonic() - wall0 if arrival else frame.time
+                if t is None:
                     continue
                 if t0 is None:
-                    t0 = frame.time
+                    t0 = t
                 if paced:  # a file plays at its own speed, like a camera would send it
-                    ahead = (frame.time - t0) - (time.monotonic() - wall0)
+                    ahead = (t - t0) - (time.monotonic() - wall0)
                     if ahead > 0 and stop.wait(ahead):
                         return
-                yield frame.time, frame
+                yield t, frame
         finally:
             container.close()
 

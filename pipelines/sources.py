@@ -1,9 +1,10 @@
 """Which sources a job may open, and the bounds a video must stay within.
 
 Checked before FFmpeg opens anything: local paths must lie under an allowed root (after resolving
-links), URLs must use an allowed scheme (and host, if hosts are listed). FFmpeg itself is then
-opened with a protocol whitelist, and a video over the pixel, duration or size bounds is refused
-before any frame is decoded.
+links), URLs must use an allowed scheme (and host, if hosts are listed), and nothing under /dev is
+opened but a capture device `/dev/videoN`, for a live stream, when `allow_devices` is on
+(REELFLOW_ALLOW_DEVICES). FFmpeg itself is then opened with a protocol whitelist, and a video over
+the pixel, duration or size bounds is refused before any frame is decoded.
 
     >>> policy = SourcePolicy(allowed_roots=(Path("/videos"),))
     >>> policy.check("/videos/a.mp4")
@@ -15,6 +16,7 @@ before any frame is decoded.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,9 +25,14 @@ from pipelines.errors import SourceNotAllowed, VideoError
 
 URL_SCHEMES = frozenset({"http", "https"})
 STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https", "udp", "rtp"})
-# What a live source may use underneath: RTSP with its RTP/UDP/TCP transports, HTTP(S) live (HLS,
-# MPEG-TS, MJPEG), UDP/RTP multicast.
-STREAM_PROTOCOLS = "rtsp,rtsps,rtp,srtp,udp,tcp,tls,http,https,hls,crypto,data"
+# What a live source may use underneath: RTSP with its RTP/UDP/TCP transports (SRTP when the SDP
+# has keys), HTTP(S) live (HLS, with crypto for AES-128 segments; MPEG-TS, MJPEG), UDP and RTP
+# (which sends over udp). Never `file`: a remote HLS playlist could list file:///etc/... segments.
+STREAM_PROTOCOLS = "rtsp,rtsps,rtp,srtp,udp,tcp,tls,http,https,crypto"
+# A capture device (Video4Linux2) is opened as a file by FFmpeg's v4l2 demuxer, and by nothing else.
+DEVICE = re.compile(r"^/dev/video[0-9]+$")
+DEVICE_PROTOCOLS = "file"
+DEVICE_FORMATS = "v4l2"
 # FFmpeg protocols a job may use: files, or HTTP(S) with what HLS and TLS need underneath.
 FILE_PROTOCOLS = "file"
 URL_PROTOCOLS = "http,https,tcp,tls,crypto,hls,data"
@@ -42,6 +49,7 @@ class SourcePolicy:
     max_pixels: int = 3840 * 2160  # width x height
     max_duration_s: float = 4 * 3600
     max_bytes: int = 50 * 2**30
+    allow_devices: bool = False  # capture devices /dev/videoN as live sources (REELFLOW_ALLOW_DEVICES)
     roots_note: str = field(default="set REELFLOW_ALLOWED_ROOTS", compare=False)
 
     def check(self, source: str) -> str:
@@ -56,6 +64,8 @@ class SourcePolicy:
                 raise SourceNotAllowed(f"host {parts.hostname!r} is not allowed; add it to REELFLOW_ALLOWED_URL_HOSTS")
             return source
         path = Path(source).expanduser()
+        if str(path).startswith("/dev/") or path.resolve().is_relative_to("/dev"):
+            return self._check_device(source, path)
         if self.allowed_roots is not None:
             real = path.resolve()
             if not any(real == root or root in real.parents for root in self.allowed_roots):
@@ -70,11 +80,25 @@ class SourcePolicy:
                                    "limit (REELFLOW_MAX_BYTES)")
         return str(path)
 
+    def _check_device(self, source: str, path: Path) -> str:
+        # Both the name and what it resolves to: a link named /dev/video0 to a disk stays refused.
+        if not (DEVICE.match(str(path)) and DEVICE.match(str(path.resolve()))):
+            raise SourceNotAllowed(f"{source!r} is under /dev but not a capture device (/dev/videoN); "
+                                   "only those may be opened, as live streams")
+        if self.url_schemes != STREAM_SCHEMES:
+            raise SourceNotAllowed(f"{source!r} is a capture device: watch it as a live stream "
+                                   "(reelflow watch), a job reads files and URLs")
+        if not self.allow_devices:
+            raise SourceNotAllowed(f"capture devices are off: set REELFLOW_ALLOW_DEVICES=1 to watch {source}")
+        return str(path)  # not stat'ed: a camera unplugged now is a stream that reconnects later
+
     def for_streams(self) -> SourcePolicy:
         """The same policy for live sources: stream URL schemes instead of file ones."""
         return replace(self, url_schemes=STREAM_SCHEMES)
 
     def ffmpeg_options(self, source: str) -> dict[str, str]:
+        if DEVICE.match(source):
+            return {"protocol_whitelist": DEVICE_PROTOCOLS, "format_whitelist": DEVICE_FORMATS}
         if "://" in source:
             live = self.url_schemes == STREAM_SCHEMES
             return {"protocol_whitelist": STREAM_PROTOCOLS if live else URL_PROTOCOLS}

@@ -38,6 +38,7 @@
 | REELFLOW_MAX_PIXELS | 8294400 | largest width x height a job's video may have (3840x2160) |
 | REELFLOW_MAX_DURATION_S | 14400 | longest video a job may have |
 | REELFLOW_MAX_BYTES | 53687091200 | largest file a job may read (50 GiB) |
+| REELFLOW_ALLOW_DEVICES | 0 | 1 or true: live streams may read capture devices `/dev/videoN` (Video4Linux2); nothing else under /dev ever |
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_max_body: int = 65536
     deploy_timeout_s: float = 300.0
+    allow_devices: bool = False  # REELFLOW_ALLOW_DEVICES, also in `sources` (where it is enforced)
     sources: SourcePolicy = field(default_factory=SourcePolicy)
 
     def __post_init__(self):
@@ -150,8 +152,14 @@ class Settings:
             api_host=_env("REELFLOW_API_HOST", "127.0.0.1"),
             api_max_body=_number("REELFLOW_API_MAX_BODY", 65536, int),
             deploy_timeout_s=_number("REELFLOW_DEPLOY_TIMEOUT_S", 300.0),
+            allow_devices=_allow_devices(),
             sources=_source_policy(),
         )
+
+
+def _allow_devices() -> bool:
+    # Off unless asked for: a capture device is a camera on the worker's own machine.
+    return _choice("REELFLOW_ALLOW_DEVICES", "0", ("0", "1", "false", "true")) in ("1", "true")
 
 
 def _source_policy() -> SourcePolicy:
@@ -164,4 +172,5 @@ def _source_policy() -> SourcePolicy:
         max_pixels=_number("REELFLOW_MAX_PIXELS", default.max_pixels, int),
         max_duration_s=_number("REELFLOW_MAX_DURATION_S", default.max_duration_s),
         max_bytes=_number("REELFLOW_MAX_BYTES", default.max_bytes, int),
+        allow_devices=_allow_devices(),
     )
