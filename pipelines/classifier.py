@@ -78,30 +78,31 @@ class ActionClassifier:
         """Every segment of the video, in order."""
         return list(self.iter_video(path, stride_s))
 
-    def iter_video(self, path: str | os.PathLike, stride_s: float | None = None, *,
-                   skip: Container[int] = (), open_options: dict[str, str] | None = None) -> Iterator[SegmentResult]:
+    def iter_video(self, path: str | os.PathLike, stride_s: float | None = None, *, skip: Container[int] = (),
+                   open_options: dict[str, str] | None = None, limits=None) -> Iterator[SegmentResult]:
         """Like classify_video, yielding each segment as soon as its batch is done. Segments whose
-        index is in `skip` are left out (a resumed job's stored segments); `open_options` go to FFmpeg."""
-        return self.iter_videos([path], stride_s, skip=skip, open_options=open_options)
+        index is in `skip` are left out (a resumed job's stored segments); `open_options` go to FFmpeg;
+        `limits` (a SourcePolicy) bounds pixels, frames and duration while decoding."""
+        return self.iter_videos([path], stride_s, skip=skip, open_options=open_options, limits=limits)
 
-    def iter_videos(self, paths: Iterable[str | os.PathLike], stride_s: float | None = None, *,
-                    skip: Container[int] = (), open_options: dict[str, str] | None = None) -> Iterator[SegmentResult]:
+    def iter_videos(self, paths: Iterable[str | os.PathLike], stride_s: float | None = None, *, skip: Container[int] = (),
+                    open_options: dict[str, str] | None = None, limits=None) -> Iterator[SegmentResult]:
         """Segments of several videos, in order (`result.source` tells which). The decoder runs on
         into the next video while the model works, so there is no pause between videos."""
         if stride_s is not None and stride_s <= 0:
             raise InputError(f"stride must be positive, got {stride_s}")
         sources = [os.fspath(p) for p in paths]
-        clips = _Prefetch(self._prepared_clips(sources, stride_s, skip, open_options), depth=2 * self.batch_size)
+        clips = _Prefetch(self._prepared_clips(sources, stride_s, skip, open_options, limits), depth=2 * self.batch_size)
         try:
             for batch in _ready_batches(clips, self.batch_size):
                 yield from self._classify_batch(batch)
         finally:
             clips.close()
 
-    def _prepared_clips(self, sources: list[str], stride_s: float | None, skip: Container[int], open_options):
+    def _prepared_clips(self, sources: list[str], stride_s: float | None, skip: Container[int], open_options, limits):
         for source in sources:
             for clip in sample_clips(source, self.spec.clip_seconds, self.spec.num_frames, stride_s, skip=skip,
-                                     open_options=open_options):
+                                     open_options=open_options, limits=limits):
                 tensor = None if clip.frames is None else preprocess_clip(clip.frames, self.spec)
                 yield source, clip, tensor
 

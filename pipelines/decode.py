@@ -17,6 +17,9 @@ import av
 
 from pipelines.errors import VideoError
 
+NETWORK_TIMEOUTS_S = (15.0, 30.0)  # opening, and each read, of a network source
+MAX_BAD_PACKETS = 50  # damaged packets skipped before a video counts as corrupt
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -29,18 +32,25 @@ class VideoInfo:
     start_pts: int  # pts of the stream's first frame; times are relative to it
     fps: float | None  # average rate, informational (the segment rule uses timestamps)
     duration_s: float | None  # None when neither stream nor container knows it
+    frames: int | None = None  # as the container says; None when it does not
 
     def seconds(self, pts: int) -> float:
         return float((pts - self.start_pts) * self.time_base)
 
 
 class Video:
-    """An open video: `info`, then `frames()` once. Close it (or use `with`)."""
+    """An open video: `info`, then `frames()` once. Close it (or use `with`).
 
-    def __init__(self, source: str, *, threads: int = 0, options: dict[str, str] | None = None):
+    `limits` (a pipelines.sources.SourcePolicy) bounds pixels, frames and duration while decoding,
+    whatever the headers said; network sources get open and read timeouts.
+    """
+
+    def __init__(self, source: str, *, threads: int = 0, options: dict[str, str] | None = None, limits=None):
         self.source = source
+        self.limits = limits
+        timeout = NETWORK_TIMEOUTS_S if "://" in source else None
         try:
-            self._container = av.open(source, options=options or {})
+            self._container = av.open(source, options=options or {}, timeout=timeout)
         except FileNotFoundError:
             raise VideoError(f"cannot read {source!r}: no such file; check the path") from None
         except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
@@ -72,16 +82,41 @@ class Video:
             start_pts=start_pts,
             fps=float(s.average_rate) if s.average_rate else None,
             duration_s=duration,
+            frames=s.frames or None,
         )
 
     def frames(self) -> Iterator[tuple[int, av.VideoFrame]]:
-        """Decoded frames in presentation order as (pts, frame); frames without a pts are skipped."""
+        """Decoded frames in presentation order as (pts, frame); frames without a pts are skipped.
+
+        A damaged packet is skipped, as FFmpeg's own tools do (its frame, and those predicted from
+        it, may come out damaged or not at all); past MAX_BAD_PACKETS the video counts as corrupt."""
+        count = bad = 0
         try:
-            for frame in self._container.decode(self._stream):
-                if frame.pts is not None:
-                    yield frame.pts, frame
+            for packet in self._container.demux(self._stream):
+                try:
+                    decoded = packet.decode()
+                except av.InvalidDataError as e:
+                    bad += 1
+                    if bad > MAX_BAD_PACKETS:
+                        raise VideoError(f"cannot decode {self.source!r}: over {MAX_BAD_PACKETS} damaged packets "
+                                         f"({_reason(e)}); the file is corrupt") from None
+                    continue
+                for frame in decoded:
+                    if self.limits is not None:
+                        count += 1
+                        self._check(frame, count)
+                    if frame.pts is not None:
+                        yield frame.pts, frame
         except av.FFmpegError as e:
             raise VideoError(f"cannot decode {self.source!r} ({_reason(e)}); the file may be corrupt") from None
+
+    def _check(self, frame: av.VideoFrame, count: int) -> None:
+        """The limits, frame by frame: a header can lie, a stream can change size or run on."""
+        from pipelines.sources import SourcePolicy
+
+        limits: SourcePolicy = self.limits
+        limits.check_video(self.source, frame.width, frame.height,
+                           self.info.seconds(frame.pts) if frame.pts is not None else None, count)
 
     def duration_s(self) -> float:
         """The stream's duration; for containers that don't record one, demux (no decoding) to the end."""

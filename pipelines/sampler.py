@@ -45,14 +45,17 @@ def sample_clips(
     skip: Container[int] = (),
     open_options: dict[str, str] | None = None,
     threads: int = 0,
+    limits=None,
 ) -> Iterator[SampledClip]:
     """Yield one SampledClip per segment, in segment order.
 
     `all_frames=True` returns every frame of the segment instead of `num_frames` of them.
     Segments whose index is in `skip` (already done elsewhere) are left out. `open_options` go to
-    FFmpeg (e.g. a protocol whitelist); `threads` are FFmpeg's decoding threads (0: one per core).
+    FFmpeg (e.g. a protocol whitelist); `threads` are FFmpeg's decoding threads (0: one per core);
+    `limits` (a SourcePolicy) bounds pixels, frames and duration while decoding.
     """
-    video = source if isinstance(source, Video) else open_video(source, options=open_options, threads=threads)
+    video = (source if isinstance(source, Video)
+             else open_video(source, options=open_options, threads=threads, limits=limits))
     try:
         yield from _sample(video, clip_s, num_frames, stride_s, all_frames, skip)
     finally:

@@ -25,6 +25,7 @@ class JobPlan:
     source: str  # as checked by the source policy
     options: dict[str, str]  # FFmpeg options from the policy
     total: int  # segments
+    limits: SourcePolicy  # enforced again while decoding
 
     @classmethod
     def open(cls, spec_json: str, sources: SourcePolicy, num_classes: int, weights_id: str) -> JobPlan:
@@ -37,13 +38,13 @@ class JobPlan:
         model = get_spec(spec.model)
         labels = labels_for(num_classes)
         source, options, total = open_checked(spec.source, sources, model.clip_seconds, spec.stride_s)
-        return cls(spec, model, labels, min(spec.topk, len(labels)), weights_id, source, options, total)
+        return cls(spec, model, labels, min(spec.topk, len(labels)), weights_id, source, options, total, sources)
 
     def clips(self, skip: set[int], threads: int) -> Iterator:
         from pipelines.sampler import sample_clips
 
         return sample_clips(self.source, self.model.clip_seconds, self.model.num_frames, self.spec.stride_s,
-                            skip=skip, open_options=self.options, threads=threads)
+                            skip=skip, open_options=self.options, threads=threads, limits=self.limits)
 
     def result(self, clip, output) -> dict:
         """A segment's result record; `output` is (probabilities, embedding), or None for an empty segment."""

@@ -38,6 +38,8 @@
 | REELFLOW_MAX_PIXELS | 8294400 | largest width x height a job's video may have (3840x2160) |
 | REELFLOW_MAX_DURATION_S | 14400 | longest video a job may have |
 | REELFLOW_MAX_BYTES | 53687091200 | largest file a job may read (50 GiB) |
+| REELFLOW_MAX_FRAMES | 1728000 | most frames a job's video may have (4 h at 120 fps), checked while decoding too |
+| REELFLOW_PRIVATE_URLS | streams | URLs on private/loopback addresses: allowed for `streams` (cameras), `all` sources, or `none`; link-local and cloud-metadata addresses never |
 | REELFLOW_ALLOW_DEVICES | 0 | 1 or true: live streams may read capture devices `/dev/videoN` (Video4Linux2); nothing else under /dev ever |
 """
 
@@ -172,5 +174,7 @@ def _source_policy() -> SourcePolicy:
         max_pixels=_number("REELFLOW_MAX_PIXELS", default.max_pixels, int),
         max_duration_s=_number("REELFLOW_MAX_DURATION_S", default.max_duration_s),
         max_bytes=_number("REELFLOW_MAX_BYTES", default.max_bytes, int),
+        max_frames=_number("REELFLOW_MAX_FRAMES", default.max_frames, int),
         allow_devices=_allow_devices(),
+        private_urls=_choice("REELFLOW_PRIVATE_URLS", "streams", ("streams", "all", "none")),
     )

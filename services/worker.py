@@ -59,7 +59,7 @@ class InProcessPipeline:
         clf.topk = min(spec.topk, len(clf.labels))
         source, options, total = open_checked(spec.source, self.sources, clf.spec.clip_seconds, spec.stride_s)
         yield total
-        for seg in clf.iter_video(source, spec.stride_s, skip=skip, open_options=options):
+        for seg in clf.iter_video(source, spec.stride_s, skip=skip, open_options=options, limits=self.sources):
             yield seg.to_dict(embedding="base64" if spec.embeddings else None)
 
     def is_permanent(self, error: BaseException) -> bool:

@@ -1,0 +1,70 @@
+"""`reelflow classify`: one video, in process, under the same source policy as a stack.
+
+The work runs in a child process that this one watches: if FFmpeg crashes on a crafted file
+(a segfault takes the whole process with it), the user gets a one-line error and exit status 1,
+not a core dump. The source must lie under REELFLOW_ALLOWED_ROOTS, or, unset, in the working
+directory or be the file named on the command line; URLs follow the stack's URL policy; FFmpeg
+gets the protocol and format whitelists, and the pixel, frame and duration bounds hold while decoding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+from pipelines.errors import ReelflowError
+
+CHILD = "REELFLOW_CLASSIFY_CHILD"  # set in the watched child: it does the work
+
+
+def run_classify(args) -> int:
+    if os.environ.get(CHILD) != "1":
+        return _watch_child(args.path)
+    return _classify(args)
+
+
+def _watch_child(path: str) -> int:
+    child = subprocess.Popen([sys.executable, "-m", "services", *sys.argv[1:]], env={**os.environ, CHILD: "1"})
+    try:
+        status = child.wait()
+    except KeyboardInterrupt:  # the child got the same Ctrl-C: let it finish its line
+        child.wait()
+        return 130
+    if status < 0:  # killed by a signal: a crash in FFmpeg or torch, or the OOM killer
+        name = signal.Signals(-status).name
+        raise ReelflowError(f"the decoder died ({name}) reading {path!r}: the file is probably corrupt or crafted "
+                            "to crash FFmpeg; nothing else was affected")
+    return status
+
+
+def _classify(args) -> int:
+    from pipelines.classifier import ActionClassifier
+    from pipelines.models import get_spec, is_random_weights
+    from pipelines.sources import open_checked
+    from services.settings import Settings
+    from services.stack import default_allowed_roots
+
+    default_allowed_roots([args.path])  # the working directory and the file named here
+    policy = Settings.from_env().sources
+    spec = get_spec(args.model)
+    # a bad path or video fails now, before the model loads
+    source, options, _ = open_checked(args.path, policy, spec.clip_seconds, args.stride)
+    clf = ActionClassifier(args.model, weights=args.weights, topk=args.topk, device=args.device,
+                           batch_size=args.batch_size)
+    if is_random_weights(clf.weights_id):
+        print("reelflow: warning: random weights (--weights none): labels and scores are meaningless",
+              file=sys.stderr)
+    if not args.json:
+        print(f"{args.path}  model {clf.spec.name}  weights {clf.weights_id}")
+        print(f"{'#':>3} {'start':>8} {'end':>8} {'frames':>6}  top labels (score)")
+    for seg in clf.iter_video(source, args.stride, open_options=options, limits=policy):
+        if args.json:
+            print(json.dumps(seg.to_dict(embedding="list" if args.embeddings else None)), flush=True)
+        else:
+            top = ", ".join(f"{label} ({score:.3f})" for label, score in zip(seg.labels, seg.scores))
+            print(f"{seg.index:>3} {seg.start_s:>8.2f} {seg.end_s:>8.2f} {seg.frames:>6}  {top or '(no frames)'}",
+                  flush=True)
+    return 0
