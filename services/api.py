@@ -2,7 +2,8 @@
 
 A FastAPI app, served by Ray Serve's `Api` ingress (`services.app`) or by `reelflow up --http-port`.
 It talks only to Redis: the consumers and model replicas do the work. With `REELFLOW_API_TOKEN`
-set, every route but `/v1/health` needs `Authorization: Bearer <token>`.
+set, every route but `/v1/health` and the dashboard's page (`/`, which holds no data: it asks for
+it with the token) needs `Authorization: Bearer <token>`.
 
     $ curl -H "Authorization: Bearer $TOKEN" -d '{"source": "/videos/a.mp4"}' localhost:8000/v1/jobs
     {"job_id": "3f0c9a1e2b7d4c55", "created": true, "state": "queued"}
@@ -17,13 +18,33 @@ import json
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
 
 from pipelines.errors import ReelflowError, SourceNotAllowed
+from services import dashboard
 from services.jobs import JobSpec
 from services.stream_registry import StreamSpec
 
+class Problem(BaseModel):
+    """Every error: one sentence saying what is wrong and what to do; `errors` itemizes a 422."""
+
+    detail: str
+    errors: list[dict] | None = None
+
+
+ERRORS = {code: {"model": Problem, "description": what} for code, what in {
+    400: "the source cannot be used (no such file, unresolvable host)",
+    401: "missing or wrong bearer token (when REELFLOW_API_TOKEN is set)",
+    403: "the source is not allowed (outside REELFLOW_ALLOWED_ROOTS, a URL scheme or address not allowed)",
+    404: "no such job or stream",
+    409: "a stream of that name is watched already",
+    413: "request body over REELFLOW_API_MAX_BODY",
+    422: "the body or a parameter does not fit the schema",
+    503: "Redis is not reachable",
+}.items()}
+
 api = FastAPI(title="reelflow", version="1", summary="Action labels, scores and embeddings for video segments",
-              description="Submit video jobs, page through their segments, watch live streams.")
+              description="Submit video jobs, page through their segments, watch live streams.", responses=ERRORS)
 
 
 def configure(queue, settings) -> None:
@@ -62,6 +83,15 @@ def authorized(request: Request) -> None:
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise HTTPException(401, "missing or wrong bearer token: send `Authorization: Bearer <REELFLOW_API_TOKEN>`",
                             headers={"WWW-Authenticate": "Bearer"})
+
+
+def authorized_header_or_query(request: Request, token: str | None = Query(
+        None, description="the API token, for clients that cannot send headers (EventSource)")) -> None:
+    """The bearer header, or `?token=` (compared in constant time too)."""
+    expected = api.state.settings.api_token
+    if expected is not None and token is not None and hmac.compare_digest(token.encode(), expected.encode()):
+        return
+    authorized(request)
 
 
 @api.exception_handler(RequestValidationError)
@@ -150,6 +180,13 @@ def _record(job_id: str):
     if record is None:
         raise HTTPException(404, f"no job {job_id!r} (finished jobs expire after REELFLOW_RESULT_TTL_S)")
     return record
+
+
+# -- the dashboard: the page at / (no data in it), its data with the token --
+
+api.include_router(dashboard.pages)
+api.include_router(dashboard.data, dependencies=[Depends(authorized)])
+api.include_router(dashboard.events, dependencies=[Depends(authorized_header_or_query)])
 
 
 # -- live streams --

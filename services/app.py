@@ -30,7 +30,9 @@ def replica_name(model: str) -> str:
     return f"ModelReplica-{model}"
 
 
-@serve.deployment(name="Api", num_replicas=1, ray_actor_options={"num_cpus": 0})
+# Server-sent events hold a request open for as long as a page follows a stream: Serve's default
+# of 5 ongoing requests per replica would lock the API after five dashboards.
+@serve.deployment(name="Api", num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class Api:
     """The HTTP API; `redis_url` overrides the environment's (the embedded Redis of `reelflow up`)."""

@@ -25,6 +25,8 @@ examples:
   reelflow dlq list                                    # jobs that failed, and why
   reelflow watch rtsp://cam1/stream --name door        # a live camera, classified continuously
   reelflow tail door --json                            # its results as they come
+  reelflow report segments.jsonl --video video.mp4 -o report.html   # timeline, scores, look-alikes
+  reelflow annotate video.mp4 segments.jsonl -o annotated.mp4        # labels drawn on the video
   reelflow models                                      # the models and how they sample
 """
 
@@ -161,6 +163,7 @@ def add_stack_commands(commands) -> None:
     dlq.set_defaults(run=client.run_dlq)
 
     add_stream_commands(commands, home)
+    add_view_commands(commands, home)
 
 
 def add_stream_commands(commands, home: argparse.ArgumentParser) -> None:
@@ -205,6 +208,29 @@ def add_stream_commands(commands, home: argparse.ArgumentParser) -> None:
     listing.set_defaults(run=streams.run_streams)
 
 
+def add_view_commands(commands, home: argparse.ArgumentParser) -> None:
+    from services.report import commands as view
+
+    results_help = ("a job id of the running stack, or a JSON-lines file of segment results "
+                    "(`reelflow classify VIDEO --json --embeddings`, `reelflow results JOB`)")
+    report = commands.add_parser("report", parents=[home], help="an HTML report of a video's segments",
+                                 description="Write one self-contained HTML file (it opens offline): the top label "
+                                             "per segment over time, the top classes' scores, which parts of the "
+                                             "video look alike (embedding similarity), labels by total time.")
+    report.add_argument("results", metavar="JOB_OR_JSONL", help=results_help)
+    report.add_argument("--video", metavar="PATH", help="the video the results are of: a thumbnail per segment")
+    report.add_argument("-o", "--output", default="report.html", metavar="FILE", help="default report.html")
+    report.set_defaults(run=view.run_report)
+
+    annotate = commands.add_parser("annotate", parents=[home], help="draw each segment's top labels on the video",
+                                   description="Write the video (H.264 MP4, same frames, frame rate and timestamps) "
+                                               "with the current segment's top labels and scores on every frame.")
+    annotate.add_argument("video", metavar="VIDEO")
+    annotate.add_argument("results", metavar="JOB_OR_JSONL", help=results_help)
+    annotate.add_argument("-o", "--output", metavar="FILE", help="default: VIDEO's name + -annotated.mp4, here")
+    annotate.set_defaults(run=view.run_annotate)
+
+
 def run_up(args: argparse.Namespace) -> int:
     from services.up import run_up as up
 
@@ -240,27 +266,9 @@ def positive_float(text: str) -> float:
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from pipelines.classifier import ActionClassifier
-    from pipelines.decode import open_video
-    from pipelines.models import is_random_weights
+    from services.classify_command import run_classify as classify
 
-    open_video(args.path).close()  # a bad path fails now, before the model loads
-    clf = ActionClassifier(args.model, weights=args.weights, topk=args.topk, device=args.device,
-                           batch_size=args.batch_size)
-    if is_random_weights(clf.weights_id):
-        print("reelflow: warning: random weights (--weights none): labels and scores are meaningless",
-              file=sys.stderr)
-    if not args.json:
-        print(f"{args.path}  model {clf.spec.name}  weights {clf.weights_id}")
-        print(f"{'#':>3} {'start':>8} {'end':>8} {'frames':>6}  top labels (score)")
-    for seg in clf.iter_video(args.path, args.stride):
-        if args.json:
-            print(json.dumps(seg.to_dict(embedding="list" if args.embeddings else None)), flush=True)
-        else:
-            top = ", ".join(f"{label} ({score:.3f})" for label, score in zip(seg.labels, seg.scores))
-            print(f"{seg.index:>3} {seg.start_s:>8.2f} {seg.end_s:>8.2f} {seg.frames:>6}  {top or '(no frames)'}",
-                  flush=True)
-    return 0
+    return classify(args)
 
 
 def run_models(args: argparse.Namespace) -> int:

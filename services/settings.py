@@ -45,41 +45,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.errors import ReelflowError
 from pipelines.sources import SourcePolicy
+from services.env_settings import EnvSettings, SettingsError, read_env  # noqa: F401  (SettingsError: re-exported)
 
 MAX_AUTO_BATCH = 16
-
-
-class SettingsError(ReelflowError):
-    """A REELFLOW_ variable with a value reelflow cannot use."""
-
-
-def _env(name: str, default: str) -> str:
-    value = os.environ.get(name, "").strip()
-    return value or default
-
-
-def _number(name: str, default: float, cast=float):
-    raw = _env(name, str(default))
-    try:
-        value = cast(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number; unset it or give e.g. {default}") from None
-    if value <= 0:
-        raise SettingsError(f"{name}={raw!r} must be positive; unset it or give e.g. {default}")
-    return value
-
-
-def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = _env(name, default)
-    if value not in choices:
-        raise SettingsError(f"{name}={value!r} is not one of {', '.join(choices)}; unset it or pick one")
-    return value
 
 
 @dataclass(frozen=True)
@@ -126,55 +98,31 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
+        """The REELFLOW_* environment (read with pydantic-settings: services.env_settings)."""
+        env = read_env()
         return cls(
-            redis_url=os.environ.get("REELFLOW_REDIS_URL") or None,
-            home=Path(_env("REELFLOW_HOME", str(Path.home() / ".local" / "share" / "reelflow"))).expanduser(),
-            lease_s=_number("REELFLOW_LEASE_S", 60.0),
-            max_attempts=_number("REELFLOW_MAX_ATTEMPTS", 3, int),
-            retry_base_s=_number("REELFLOW_RETRY_BASE_S", 2.0),
-            result_ttl_s=_number("REELFLOW_RESULT_TTL_S", 7 * 24 * 3600, int),
-            batch_size=0 if _env("REELFLOW_BATCH_SIZE", "auto") == "auto" else _number("REELFLOW_BATCH_SIZE", 8, int),
-            batch_wait_s=_number("REELFLOW_BATCH_WAIT_S", 0.02),
-            pipeline=_choice("REELFLOW_PIPELINE", "auto", ("auto", "fused", "split")),
-            decoders=_number("REELFLOW_DECODERS", 1, int),
-            jobs_per_decoder=_number("REELFLOW_JOBS_PER_DECODER", 2, int),
-            decoder_cpus=_number("REELFLOW_DECODER_CPUS", 0.5),
-            replica_cpus=_number("REELFLOW_REPLICA_CPUS", 0.5),
-            decoder_threads=_number("REELFLOW_DECODER_THREADS", 1, int) if _env("REELFLOW_DECODER_THREADS", "") else 0,
-            replica_threads=_number("REELFLOW_REPLICA_THREADS", 1, int) if _env("REELFLOW_REPLICA_THREADS", "") else 0,
-            clip_format=_choice("REELFLOW_CLIP_FORMAT", "auto", ("auto", "float32", "uint8")),
-            precision=_choice("REELFLOW_PRECISION", "float32", ("float32", "half")),
-            stream_cpus=_number("REELFLOW_STREAM_CPUS", 0.25),
-            max_streams=_number("REELFLOW_MAX_STREAMS", 32, int),
-            max_replicas=_number("REELFLOW_MAX_REPLICAS", 2, int),
-            min_replicas=_number("REELFLOW_MIN_REPLICAS", 1, int),
-            jobs_per_replica=_number("REELFLOW_JOBS_PER_REPLICA", 2, int),
-            replica_gpus=_number("REELFLOW_REPLICA_GPUS", 1.0) if _env("REELFLOW_REPLICA_GPUS", "0") != "0" else 0.0,
-            api_token=os.environ.get("REELFLOW_API_TOKEN") or None,
-            api_host=_env("REELFLOW_API_HOST", "127.0.0.1"),
-            api_max_body=_number("REELFLOW_API_MAX_BODY", 65536, int),
-            deploy_timeout_s=_number("REELFLOW_DEPLOY_TIMEOUT_S", 300.0),
-            allow_devices=_allow_devices(),
-            sources=_source_policy(),
+            redis_url=env.redis_url, home=env.home, lease_s=env.lease_s, max_attempts=env.max_attempts,
+            retry_base_s=env.retry_base_s, result_ttl_s=env.result_ttl_s,
+            batch_size=0 if env.batch_size == "auto" else env.batch_size, batch_wait_s=env.batch_wait_s,
+            pipeline=env.pipeline, decoders=env.decoders, jobs_per_decoder=env.jobs_per_decoder,
+            decoder_cpus=env.decoder_cpus, replica_cpus=env.replica_cpus,
+            decoder_threads=env.decoder_threads or 0, replica_threads=env.replica_threads or 0,
+            clip_format=env.clip_format, precision=env.precision, stream_cpus=env.stream_cpus,
+            max_streams=env.max_streams, max_replicas=env.max_replicas, min_replicas=env.min_replicas,
+            jobs_per_replica=env.jobs_per_replica, replica_gpus=env.replica_gpus, api_token=env.api_token,
+            api_host=env.api_host, api_max_body=env.api_max_body, deploy_timeout_s=env.deploy_timeout_s,
+            allow_devices=env.allow_devices in ("1", "true"), sources=_source_policy(env),
         )
 
 
-def _allow_devices() -> bool:
-    # Off unless asked for: a capture device is a camera on the worker's own machine.
-    return _choice("REELFLOW_ALLOW_DEVICES", "0", ("0", "1", "false", "true")) in ("1", "true")
-
-
-def _source_policy() -> SourcePolicy:
-    roots = _env("REELFLOW_ALLOWED_ROOTS", "")
-    hosts = _env("REELFLOW_ALLOWED_URL_HOSTS", "")
-    default = SourcePolicy()
+def _source_policy(env: EnvSettings) -> SourcePolicy:
     return SourcePolicy(
-        allowed_roots=tuple(Path(r).expanduser().resolve() for r in roots.split(":") if r) or None,
-        url_hosts=frozenset(h.strip() for h in hosts.split(",") if h.strip()) or None,
-        max_pixels=_number("REELFLOW_MAX_PIXELS", default.max_pixels, int),
-        max_duration_s=_number("REELFLOW_MAX_DURATION_S", default.max_duration_s),
-        max_bytes=_number("REELFLOW_MAX_BYTES", default.max_bytes, int),
-        max_frames=_number("REELFLOW_MAX_FRAMES", default.max_frames, int),
-        allow_devices=_allow_devices(),
-        private_urls=_choice("REELFLOW_PRIVATE_URLS", "streams", ("streams", "all", "none")),
+        allowed_roots=tuple(Path(r).expanduser().resolve() for r in env.allowed_roots.split(":") if r) or None,
+        url_hosts=frozenset(h.strip() for h in env.allowed_url_hosts.split(",") if h.strip()) or None,
+        max_pixels=env.max_pixels,
+        max_duration_s=env.max_duration_s,
+        max_bytes=env.max_bytes,
+        max_frames=env.max_frames,
+        allow_devices=env.allow_devices in ("1", "true"),
+        private_urls=env.private_urls,
     )
