@@ -34,7 +34,7 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(min_length=1, description="local path or URL of a video")
+    source: str = Field(min_length=1, max_length=4096, description="local path or URL of a video")
     model: ModelName = DEFAULT_MODEL
     weights: str = DEFAULT_WEIGHTS
     topk: int = Field(5, ge=1, le=1000)
