@@ -25,6 +25,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pipelines.decode import open_container
 from pipelines.errors import VideoError
 
 LINES = 3  # labels drawn per frame
@@ -111,17 +112,8 @@ def annotate_video(source: str | os.PathLike, segments: Sequence, output: str | 
     rows = sorted((_fields(s) for s in segments), key=lambda s: s[0])
     starts, ends = [s[0] for s in rows], [s[1] for s in rows]
     name = os.fspath(source)
-    try:
-        inp = av.open(name)
-    except FileNotFoundError:
-        raise VideoError(f"cannot read {name!r}: no such file; check the path") from None
-    except (av.FFmpegError, OSError) as e:
-        raise VideoError(f"cannot read {name!r} as video ({e}); is it a video file?") from None
+    inp, ins = open_container(name)
     with inp:
-        if not inp.streams.video:
-            raise VideoError(f"{name!r} has no video stream; pass a video file")
-        ins = inp.streams.video[0]
-        ins.thread_type = "AUTO"
         width, height = ins.codec_context.width // 2 * 2, ins.codec_context.height // 2 * 2
         if width < 2 or height < 2:
             raise VideoError(f"{name!r} is too small to annotate ({width}x{height})")

@@ -48,20 +48,7 @@ class Video:
     def __init__(self, source: str, *, threads: int = 0, options: dict[str, str] | None = None, limits=None):
         self.source = source
         self.limits = limits
-        timeout = NETWORK_TIMEOUTS_S if "://" in source else None
-        try:
-            self._container = av.open(source, options=options or {}, timeout=timeout)
-        except FileNotFoundError:
-            raise VideoError(f"cannot read {source!r}: no such file; check the path") from None
-        except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-            raise VideoError(f"cannot read {source!r} as video ({_reason(e)}); is it a video file?") from None
-        if not self._container.streams.video:
-            self._container.close()
-            raise VideoError(f"{source!r} has no video stream; pass a video file")
-        self._stream = self._container.streams.video[0]
-        # Frame + slice threads; `threads=0` lets FFmpeg pick one per core.
-        self._stream.thread_type = "AUTO"
-        self._stream.thread_count = threads
+        self._container, self._stream = open_container(source, options=options, threads=threads)
         self.info = self._read_info()
 
     def _read_info(self) -> VideoInfo:
@@ -138,6 +125,28 @@ class Video:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def open_container(source: str | os.PathLike, *, options: dict[str, str] | None = None, threads: int = 0,
+                   what: str = "") -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    """av.open with one-line errors: the container and its first video stream, set to decode with
+    frame and slice threads (`threads=0`: FFmpeg picks one per core). `what` names the source in
+    messages (e.g. "--video ")."""
+    source = os.fspath(source)
+    timeout = NETWORK_TIMEOUTS_S if "://" in source else None
+    try:
+        container = av.open(source, options=options or {}, timeout=timeout)
+    except FileNotFoundError:
+        raise VideoError(f"cannot read {what}{source!r}: no such file; check the path") from None
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise VideoError(f"cannot read {what}{source!r} as video ({_reason(e)}); is it a video file?") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{what}{source!r} has no video stream; pass a video file")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    stream.thread_count = threads
+    return container, stream
 
 
 def open_video(source: str | os.PathLike, **kwargs) -> Video:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -66,3 +67,10 @@ def run(env: dict, *args, check: bool = True, timeout: float = 300) -> subproces
     if check:
         assert result.returncode == 0, f"reelflow {' '.join(map(str, args))}: {result.stderr}"
     return result
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

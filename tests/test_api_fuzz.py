@@ -7,7 +7,6 @@ Redis), with a token; a bounded budget of examples per route keeps it to about a
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ import pytest
 import requests
 
 from services.embedded_redis import EmbeddedRedis
-from stack_helpers import fast_settings
+from stack_helpers import fast_settings, free_port
 
 TOKEN = "fuzz-token"
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
@@ -40,9 +39,7 @@ def api_url(tmp_path, monkeypatch):
 
     settings = replace(settings, sources=replace(settings.sources, allowed_roots=(tmp_path,)))
     configure(JobQueue(redis_lib.Redis.from_url(url), settings), settings)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import time
 from urllib.parse import urlparse
 
@@ -18,16 +17,10 @@ import requests
 from playwright.sync_api import expect
 
 from browser import blank_share, chromium_page, distinct_colours
-from stack_helpers import UpProcess, run, stack_env
+from stack_helpers import UpProcess, free_port, run, stack_env
 
 TOKEN = "dashboard-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

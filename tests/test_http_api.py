@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import time
 
 import pytest
 import requests
 
 from pipelines.synthetic import make_video
-from stack_helpers import UpProcess, run, stack_env
+from stack_helpers import UpProcess, free_port, run, stack_env
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

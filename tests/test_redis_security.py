@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import socket
 import stat
 import subprocess
 import time
@@ -25,7 +24,7 @@ from services.embedded_redis import EmbeddedRedis
 from services.jobs import JobSpec, JobState
 from services.stack import connect
 from services.worker import InProcessPipeline, Worker
-from stack_helpers import fast_settings, run, stack_env
+from stack_helpers import fast_settings, free_port, run, stack_env
 
 SYSTEM_REDIS = "/usr/bin/redis-server" if Path("/usr/bin/redis-server").is_file() else shutil.which("redis-server")
 SHARED_CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "sk_carphone_pristine.mp4"
@@ -51,12 +50,6 @@ class Server:
     def url(self, password: str | None = None, scheme: str = "redis") -> str:
         query = f"?ssl_ca_certs={self.ca}" if scheme == "rediss" else ""
         return f"{scheme}://:{password or self.password}@127.0.0.1:{self.port}/0{query}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(workdir: Path, *args: str):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import requests
 import yaml
 
 from services.embedded_redis import EmbeddedRedis
+from stack_helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE = str(Path(sys.executable).parent / "serve")
@@ -41,9 +41,7 @@ def local_config(tmp_path: Path, port: int) -> Path:
 def test_serve_run_on_the_shipped_config_takes_jobs_over_http(tmp_path, clip_10s):
     redis = EmbeddedRedis(tmp_path / "home")
     url = redis.start()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a local Ray of its own
     env.update(REELFLOW_REDIS_URL=url, REELFLOW_API_TOKEN=TOKEN, REELFLOW_ALLOWED_ROOTS=str(clip_10s.parent))
     log = open(tmp_path / "serve.log", "w")

@@ -27,18 +27,11 @@ def thumbnails(video: str | os.PathLike, times: Sequence[float], height: int = H
     as segment times are); times past the end get the last frame."""
     import av
 
+    from pipelines.decode import open_container
+
     source = os.fspath(video)
-    try:
-        container = av.open(source)
-    except FileNotFoundError:
-        raise VideoError(f"cannot read --video {source!r}: no such file; check the path") from None
-    except (av.FFmpegError, OSError) as e:
-        raise VideoError(f"cannot read --video {source!r} as video ({e}); is it a video file?") from None
+    container, stream = open_container(source, what="--video ")
     with container:
-        if not container.streams.video:
-            raise VideoError(f"--video {source!r} has no video stream; pass the video the results are of")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         time_base = stream.time_base
         start_pts = stream.start_time or 0
         width = max(2, round(stream.codec_context.width * height / max(stream.codec_context.height, 1)) // 2 * 2)
