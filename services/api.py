@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+from types import SimpleNamespace
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,12 +48,17 @@ api = FastAPI(title="reelflow", version="1", summary="Action labels, scores and 
               description="Submit video jobs, page through their segments, watch live streams.", responses=ERRORS)
 
 
+# What the routes work on, set by configure(). Not on `api.state`: Serve pickles the app when an
+# application is built, and a live Redis connection does not pickle.
+STACK = SimpleNamespace(queue=None, settings=None, streams=None)
+
+
 def configure(queue, settings) -> None:
     """Give the app its Redis queue and settings (once per process, before serving)."""
     from services.stream_registry import StreamRegistry
 
-    api.state.queue, api.state.settings = queue, settings
-    api.state.streams = StreamRegistry(queue.r)
+    STACK.queue, STACK.settings = queue, settings
+    STACK.streams = StreamRegistry(queue.r)
 
 
 # -- cross-cutting: body size, auth, readable validation errors --
@@ -60,7 +66,7 @@ def configure(queue, settings) -> None:
 @api.middleware("http")
 async def limit_body(request: Request, call_next):
     """Refuse bodies over REELFLOW_API_MAX_BODY before reading them (413)."""
-    limit = api.state.settings.api_max_body
+    limit = STACK.settings.api_max_body
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         return JSONResponse({"detail": f"request body over {limit} bytes (REELFLOW_API_MAX_BODY)"}, status_code=413)
@@ -76,7 +82,7 @@ async def limit_body(request: Request, call_next):
 
 
 def authorized(request: Request) -> None:
-    token = api.state.settings.api_token
+    token = STACK.settings.api_token
     if token is None:
         return
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -88,7 +94,7 @@ def authorized(request: Request) -> None:
 def authorized_header_or_query(request: Request, token: str | None = Query(
         None, description="the API token, for clients that cannot send headers (EventSource)")) -> None:
     """The bearer header, or `?token=` (compared in constant time too)."""
-    expected = api.state.settings.api_token
+    expected = STACK.settings.api_token
     if expected is not None and token is not None and hmac.compare_digest(token.encode(), expected.encode()):
         return
     authorized(request)
@@ -116,7 +122,7 @@ async def reelflow_error(request: Request, error: ReelflowError) -> JSONResponse
 def health() -> dict:
     """Liveness and Redis reachability; needs no token."""
     try:
-        api.state.queue.r.ping()
+        STACK.queue.r.ping()
     except Exception:
         raise HTTPException(503, "Redis is not reachable") from None
     return {"status": "ok"}
@@ -127,7 +133,7 @@ def status() -> dict:
     """What `reelflow status --json` shows: queue depth, jobs by state, models and replicas, workers."""
     from services.client_commands import stack_overview
 
-    return stack_overview(api.state.queue)
+    return stack_overview(STACK.queue)
 
 
 @api.post("/v1/jobs", status_code=201, tags=["jobs"], dependencies=[Depends(authorized)])
@@ -135,15 +141,15 @@ def submit_job(spec: JobSpec) -> dict:
     """Queue a video (a path the workers can read, or an http(s) URL). Same body as the Redis message."""
     from services.client_commands import check_job_source
 
-    spec = spec.model_copy(update={"source": check_job_source(api.state.settings, spec.source)})
-    job_id, created = api.state.queue.submit(spec)
-    return {"job_id": job_id, "created": created, "state": api.state.queue.state(job_id)}
+    spec = spec.model_copy(update={"source": check_job_source(STACK.settings, spec.source)})
+    job_id, created = STACK.queue.submit(spec)
+    return {"job_id": job_id, "created": created, "state": STACK.queue.state(job_id)}
 
 
 @api.get("/v1/jobs", tags=["jobs"], dependencies=[Depends(authorized)])
 def list_jobs(limit: int = Query(100, ge=1, le=1000)) -> list[dict]:
     """The latest jobs first."""
-    queue = api.state.queue
+    queue = STACK.queue
     records = queue.records(queue.job_ids(limit=limit))
     return [r.summary() for r in records.values() if r is not None]
 
@@ -157,7 +163,7 @@ def get_job(job_id: str) -> dict:
 def cancel_job(job_id: str) -> dict:
     """Cancel a job that has not ended (its stored segments are kept)."""
     _record(job_id)
-    state = api.state.queue.cancel(job_id)
+    state = STACK.queue.cancel(job_id)
     return {"job_id": job_id, "state": state}
 
 
@@ -166,7 +172,7 @@ def job_segments(job_id: str, offset: int = Query(0, ge=0), limit: int = Query(1
                  embeddings: bool = False) -> dict:
     """A page of a job's stored segments, in index order; `next_offset` is null on the last page."""
     record = _record(job_id)
-    segments = api.state.queue.segments(job_id)
+    segments = STACK.queue.segments(job_id)
     page = segments[offset:offset + limit]
     if not embeddings:
         page = [{k: v for k, v in s.items() if not k.startswith("embedding")} for s in page]
@@ -176,7 +182,7 @@ def job_segments(job_id: str, offset: int = Query(0, ge=0), limit: int = Query(1
 
 
 def _record(job_id: str):
-    record = api.state.queue.record(job_id)
+    record = STACK.queue.record(job_id)
     if record is None:
         raise HTTPException(404, f"no job {job_id!r} (finished jobs expire after REELFLOW_RESULT_TTL_S)")
     return record
@@ -194,8 +200,8 @@ api.include_router(dashboard.events, dependencies=[Depends(authorized_header_or_
 @api.post("/v1/streams", status_code=201, tags=["streams"], dependencies=[Depends(authorized)])
 def watch_stream(spec: StreamSpec) -> dict:
     """Watch a live source (rtsp(s), http(s) live, udp, rtp) continuously."""
-    api.state.settings.sources.for_streams().check(spec.url)
-    if not api.state.streams.register(spec):
+    STACK.settings.sources.for_streams().check(spec.url)
+    if not STACK.streams.register(spec):
         raise HTTPException(409, f"a stream named {spec.name!r} is already watched; stop it first or pick another name")
     return {"name": spec.name, "url": spec.url, "model": spec.model}
 
@@ -205,12 +211,12 @@ def list_streams() -> list[dict]:
     """What `reelflow streams list --json` shows."""
     from services.stream_commands import stream_rows
 
-    return stream_rows(api.state.streams)
+    return stream_rows(STACK.streams)
 
 
 @api.delete("/v1/streams/{name}", tags=["streams"], dependencies=[Depends(authorized)])
 def stop_stream(name: str) -> dict:
-    if not api.state.streams.stop(name):
+    if not STACK.streams.stop(name):
         raise HTTPException(404, f"no stream named {name!r} is watched")
     return {"name": name, "stopped": True}
 
@@ -220,7 +226,7 @@ async def stream_results(name: str, follow: bool = True, from_start: bool = Fals
                          count: int | None = Query(None, ge=1, le=100000)):
     """A stream's segments: with `follow` (default) as server-sent events, as they are published;
     otherwise the kept ones as a JSON list (the latest `count`, default 100)."""
-    registry = api.state.streams
+    registry = STACK.streams
     if registry.spec(name) is None and not registry.results(name, count=1):
         raise HTTPException(404, f"no stream named {name!r}")
     if not follow:

@@ -99,9 +99,9 @@ def compact(result: dict) -> dict:
 def _stack():
     """The API's queue and stream registry (services.api.configure sets them; under Ray Serve,
     `request.app` is Serve's wrapper, not the API's FastAPI app)."""
-    from services.api import api
+    from services.api import STACK
 
-    return api.state.queue, api.state.streams
+    return STACK.queue, STACK.streams
 
 
 @data.get("/v1/dashboard")

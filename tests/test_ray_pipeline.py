@@ -122,14 +122,14 @@ def test_uint8_clips_finished_on_the_replica_give_the_same_results(queue, pipeli
     float32 = pipeline.settings
     pipeline.settings = dataclasses.replace(float32, clip_format="uint8")
     try:
-        name = pipeline.prepare("x3d_xs", "none")
-        assert serve.get_deployment_handle(REPLICA, app_name=name).describe.remote().result()["clip_format"] == "uint8"
+        target = pipeline.prepare("x3d_xs", "none")
+        assert target.handle().describe.remote().result()["clip_format"] == "uint8"
         uint8_job, _ = queue.submit(JobSpec(source=str(clip_10s), weights="none"))
         Worker(queue, pipeline, consumer="ray-test").run_until_idle()
     finally:
         pipeline.settings = float32
-        serve.delete(name)
-        pipeline._apps.pop(name)
+        serve.delete(target.app)
+        pipeline._apps.pop(target)
     got, want = queue.segments(uint8_job), queue.segments(float_job)
     assert [s["labels"] for s in got] == [s["labels"] for s in want] and len(got) == 7
     for a, b in zip(got, want):

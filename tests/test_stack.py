@@ -29,7 +29,7 @@ def test_submit_wait_results_status_cancel_dlq(home, clip_10s, tmp_path):
         bad.write_text("not a video\n")
         out = run(env, "submit", clip_10s, bad, "/no/such/file.mp4", "--weights", "none", "--wait", "--json", check=False)
         assert out.returncode == 1  # one job failed, one path refused
-        assert "'/no/such/file.mp4' is not a file" in out.stderr
+        assert "'/no/such/file.mp4': no such file" in out.stderr
         lines = [json.loads(line) for line in out.stdout.splitlines()]
         job_ids = [line["job_id"] for line in lines if "created" in line]
         ended = {line["job_id"]: line for line in lines if "state" in line}
