@@ -48,7 +48,7 @@ class ActionClassifier:
         self.clip_model = ClipModel.load(model_name, weights, device)
         self.spec = self.clip_model.spec
         self.weights_id = self.clip_model.weights_id
-        self.labels = labels_for(self.clip_model.num_classes, classmap)
+        self.labels = labels_for(self.clip_model.num_classes, classmap, self.clip_model.classes)
         self.topk = min(topk, len(self.labels))
         self.skip_preprocess = skip_preprocess
         self.batch_size = batch_size

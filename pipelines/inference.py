@@ -18,28 +18,23 @@ from torch import nn
 
 from pipelines.models import ModelSpec, get_spec
 from pipelines.transforms import pack_pathways
-from pipelines.weights import build_model
+from pipelines.weights import load_model, projection_layer  # noqa: F401  (projection_layer: re-exported)
 
 # float32: the reference's numbers. half: autocast to float16 on a GPU (bfloat16 on a CPU), faster
 # on GPUs, approximate; the benchmark measures how often its labels agree.
 PRECISIONS = ("float32", "half")
 
 
-def projection_layer(model: nn.Module) -> nn.Linear:
-    """The head's final Linear: `model.head.proj` (MViT) or `model.blocks[-1].proj` (ResNet family)."""
-    head = model.head if hasattr(model, "head") else model.blocks[-1]
-    return head.proj
-
-
 class ClipModel:
     def __init__(self, spec: ModelSpec, model: nn.Module, weights_id: str, device: str = "cpu",
-                 precision: str = "float32"):
+                 precision: str = "float32", classes: list[str] | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.spec = spec
         self.weights_id = weights_id
         self.device = torch.device(device)
         self.precision = precision
+        self.classes = classes  # the checkpoint's class names; None: Kinetics-400 (or class_i)
         self.model = model.to(self.device).eval()
         self._captured: list[torch.Tensor] = []
         self._lock = threading.Lock()  # one forward pass at a time: the hook's capture is per pass
@@ -51,8 +46,8 @@ class ClipModel:
     def load(cls, model_name: str, weights: str = "kinetics", device: str = "cpu", precision: str = "float32"
              ) -> ClipModel:
         spec = get_spec(model_name)
-        model, weights_id = build_model(spec, weights)
-        return cls(spec, model, weights_id, device, precision)
+        loaded = load_model(spec, weights)
+        return cls(spec, loaded.model, loaded.weights_id, device, precision, loaded.classes)
 
     @property
     def num_classes(self) -> int:

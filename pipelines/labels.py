@@ -15,12 +15,18 @@ def kinetics400() -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
-def labels_for(num_classes: int, classmap: dict[str, int] | None = None) -> list[str]:
-    """Names by class index. `classmap` (name -> index) replaces the Kinetics names.
+def labels_for(num_classes: int, classmap: dict[str, int] | None = None,
+               classes: list[str] | None = None) -> list[str]:
+    """Names by class index. `classmap` (name -> index) replaces the Kinetics names; `classes` are
+    the names a trained checkpoint carries (used when there is no classmap).
 
     >>> labels_for(3, {"run": 0, "jump": 2})
     ['run', 'class_1', 'jump']
+    >>> labels_for(2, classes=["forklift", "person"])
+    ['forklift', 'person']
     """
+    if classmap is None and classes is not None and len(classes) == num_classes:
+        return list(classes)
     if classmap is None:
         names = list(kinetics400())
         if len(names) != num_classes:

@@ -7,7 +7,9 @@
 - `kinetics`: the official checkpoint, downloaded once into torch.hub's cache
   (`$TORCH_HOME/hub/checkpoints`, by default `~/.cache/torch/hub/checkpoints`); set
   `REELFLOW_MODEL_ZOO_URL` to fetch from a mirror instead.
-- a path: a PyTorchVideo checkpoint (`{"model_state": state_dict}`) or a plain state dict.
+- a path: a PyTorchVideo checkpoint (`{"model_state": state_dict}`) or a plain state dict; a
+  checkpoint from `reelflow train` also names its classes (`"classes"`) and model (`"model"`), and
+  the model is built with that many outputs.
 - `none`: deterministic random init (seed 0, the same weights in every process). Results made with
   it say so.
 """
@@ -19,6 +21,7 @@ import os
 import pickle
 import urllib.error
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,17 +30,39 @@ from torch import nn
 from pipelines.errors import WeightsError
 from pipelines.models import RANDOM_SEED, RANDOM_WEIGHTS_ID, ModelSpec, get_spec  # noqa: F401
 
+@dataclass
+class LoadedModel:
+    """A built model, the id of its weights, and its class names when the checkpoint names them."""
+
+    model: nn.Module
+    weights_id: str
+    classes: list[str] | None = None
+
+
 def build_model(spec: ModelSpec, weights: str = "kinetics", *, progress: bool = True) -> tuple[nn.Module, str]:
     """The model in eval mode on the CPU, and an id saying which weights it carries."""
+    loaded = load_model(spec, weights, progress=progress)
+    return loaded.model, loaded.weights_id
+
+
+def load_model(spec: ModelSpec, weights: str = "kinetics", *, progress: bool = True) -> LoadedModel:
+    """Like build_model, and the checkpoint's class names (None: the Kinetics-400 head)."""
     if weights == "none":
-        return _random_model(spec), RANDOM_WEIGHTS_ID
-    model = _architecture(spec)
+        return LoadedModel(_random_model(spec), RANDOM_WEIGHTS_ID)
+    classes = None
     if weights == "kinetics":
+        model = _architecture(spec)
         state = _kinetics_state(spec, progress)
         weights_id = f"kinetics ({spec.checkpoint_file})"
     else:
-        state = _local_state(Path(weights).expanduser())
-        weights_id = f"{Path(weights).name} (sha256 {_sha256(Path(weights).expanduser())[:12]})"
+        path = Path(weights).expanduser()
+        checkpoint = _local_checkpoint(path)
+        classes = checkpoint_classes(checkpoint, path, spec)
+        model = _architecture(spec)
+        if classes is not None:
+            replace_head(model, len(classes))
+        state = _unwrap(checkpoint, path)
+        weights_id = f"{Path(weights).name} (sha256 {_sha256(path)[:12]})"
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -46,7 +71,34 @@ def build_model(spec: ModelSpec, weights: str = "kinetics", *, progress: bool = 
             f"checkpoint {weights!r} does not fit {spec.name}: {' '.join(first[1:2] or first)[:300]}; "
             f"use a checkpoint saved from {spec.name}"
         ) from None
-    return model.eval(), weights_id
+    return LoadedModel(model.eval(), weights_id, classes)
+
+
+def projection_layer(model: nn.Module) -> nn.Linear:
+    """The head's final Linear: `model.head.proj` (MViT) or `model.blocks[-1].proj` (ResNet family)."""
+    head = model.head if hasattr(model, "head") else model.blocks[-1]
+    return head.proj
+
+
+def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
+    """Swap the final projection for a fresh Linear with `num_classes` outputs (same input size)."""
+    head = model.head if hasattr(model, "head") else model.blocks[-1]
+    head.proj = nn.Linear(head.proj.in_features, num_classes)
+    return head.proj
+
+
+def checkpoint_classes(checkpoint, path: Path, spec: ModelSpec) -> list[str] | None:
+    """The class names a `reelflow train` checkpoint carries, after checking it fits `spec`."""
+    if not isinstance(checkpoint, dict) or "classes" not in checkpoint:
+        return None
+    classes = checkpoint["classes"]
+    if not isinstance(classes, (list, tuple)) or not classes or not all(isinstance(c, str) for c in classes):
+        raise WeightsError(f"checkpoint {str(path)!r} has a malformed 'classes' entry; expected a list of names")
+    trained_for = checkpoint.get("model")
+    if isinstance(trained_for, str) and trained_for != spec.name:
+        raise WeightsError(f"checkpoint {str(path)!r} was trained for {trained_for}, not {spec.name}; "
+                           f"pass --model {trained_for}")
+    return list(classes)
 
 
 def _architecture(spec: ModelSpec) -> nn.Module:
@@ -105,12 +157,12 @@ def _kinetics_state(spec: ModelSpec, progress: bool) -> dict:
     return _unwrap(_load(path, trusted=True), path)
 
 
-def _local_state(path: Path) -> dict:
+def _local_checkpoint(path: Path):
     if not path.is_file():
         raise WeightsError(
             f"weights {str(path)!r} is not a file; pass 'kinetics', 'none' or a checkpoint path"
         )
-    return _unwrap(_load(path, trusted=False), path)
+    return _load(path, trusted=False)
 
 
 def _load(path: Path, *, trusted: bool):

@@ -27,6 +27,8 @@ examples:
   reelflow tail door --json                            # its results as they come
   reelflow report segments.jsonl --video video.mp4 -o report.html   # timeline, scores, look-alikes
   reelflow annotate video.mp4 segments.jsonl -o annotated.mp4        # labels drawn on the video
+  reelflow train dataset/ --linear-probe -o ckpt.pyth  # your own classes: train/ and val/ class folders
+  reelflow evaluate dataset/ --weights ckpt.pyth --json  # top-1, top-5, per class, confusion
   reelflow models                                      # the models and how they sample
 """
 
@@ -81,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     classify.set_defaults(run=run_classify)
 
     add_stack_commands(commands)
+
+    from services.train_commands import add_train_commands
+
+    add_train_commands(commands, add_model_options, positive_int)
 
     models = commands.add_parser("models", help="list the models and how each samples a clip")
     models.add_argument("--json", action="store_true", help="machine-readable output")

@@ -28,7 +28,8 @@ class JobPlan:
     limits: SourcePolicy  # enforced again while decoding
 
     @classmethod
-    def open(cls, spec_json: str, sources: SourcePolicy, num_classes: int, weights_id: str) -> JobPlan:
+    def open(cls, spec_json: str, sources: SourcePolicy, num_classes: int, weights_id: str,
+             classes: list[str] | None = None) -> JobPlan:
         """Check the job's source against the policy and count its segments (opens the video once)."""
         from pipelines.labels import labels_for
         from pipelines.models import get_spec
@@ -36,7 +37,7 @@ class JobPlan:
 
         spec = JobSpec.model_validate_json(spec_json)
         model = get_spec(spec.model)
-        labels = labels_for(num_classes)
+        labels = labels_for(num_classes, classes=classes)  # classes: a trained checkpoint's names
         source, options, total = open_checked(spec.source, sources, model.clip_seconds, spec.stride_s)
         return cls(spec, model, labels, min(spec.topk, len(labels)), weights_id, source, options, total, sources)
 

@@ -72,7 +72,7 @@ class Decoder:
         handle = target.handle()
         info = handle.describe.remote().result()
         in_flight = 4 * info["batch_size"]
-        plan = JobPlan.open(spec_json, sources, info["num_classes"], info["weights_id"])
+        plan = JobPlan.open(spec_json, sources, info["num_classes"], info["weights_id"], info.get("classes"))
         yield plan.total
 
         def result(clip, response) -> dict:

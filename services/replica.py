@@ -60,6 +60,7 @@ class ModelReplica:
         import torch
 
         return {"weights_id": self.clip_model.weights_id, "num_classes": self.clip_model.num_classes,
+                "classes": self.clip_model.classes,  # a trained checkpoint's class names, else None
                 "clip_format": self.clip_format, "batch_size": self.batch_size, "batch_rates": self.batch_rates,
                 "torch_threads": torch.get_num_threads(), "precision": self.clip_model.precision}
 

@@ -24,7 +24,8 @@ async def job_results(replica, spec_json: str, skip: list[int], sources: SourceP
 
     loop = asyncio.get_running_loop()
     plan = await loop.run_in_executor(
-        None, JobPlan.open, spec_json, sources, replica.clip_model.num_classes, replica.clip_model.weights_id)
+        None, JobPlan.open, spec_json, sources, replica.clip_model.num_classes, replica.clip_model.weights_id,
+        replica.clip_model.classes)
     yield plan.total
 
     in_flight = 4 * replica.batch_size

@@ -39,7 +39,7 @@ class StreamHost:
         policy = sources.for_streams()
         url = policy.check(spec.url)
         runner = StreamRunner(spec, StreamRegistry(redis.Redis.from_url(redis_url)), owner,
-                              labels_for(info["num_classes"]), info["weights_id"],
+                              labels_for(info["num_classes"], classes=info.get("classes")), info["weights_id"],
                               prepare=lambda frames: payload_for(frames, model, info["clip_format"]),
                               classify=handle.remote, open_options=policy.ffmpeg_options(url))
         self.runners[spec.name] = runner
