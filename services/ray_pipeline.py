@@ -184,6 +184,7 @@ class RayPipeline:
         decoder = self._free.get()
         stream = None
         try:
+            _wait_alive(decoder, self.settings.deploy_timeout_s)
             stream = decoder.run.options(num_returns="streaming").remote(
                 target, spec.model_dump_json(), sorted(skip), self.settings.sources, self.settings.decoder_threads)
             for ref in stream:
@@ -282,6 +283,20 @@ def replica_options(settings: Settings, device: str) -> dict:
     """The keyword arguments a ModelReplica is built with."""
     return dict(device=device, batch_size=settings.batch_size, batch_wait_s=settings.batch_wait_s,
                 threads=settings.replica_threads, clip_format=settings.clip_format, precision=settings.precision)
+
+
+def _wait_alive(actor, timeout_s: float) -> None:
+    """Wait for an actor Ray is restarting (its process died): a job sent to it meanwhile would fail
+    at once, and its retries would be spent before the actor is back."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            ray.get(actor.pid.remote(), timeout=10)
+            return
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _run_app(app, name: str, route_prefix: str | None, timeout_s: float, what: str) -> BaseException | None:
