@@ -230,8 +230,7 @@ async def stream_results(name: str, follow: bool = True, from_start: bool = Fals
     if registry.spec(name) is None and not registry.results(name, count=1):
         raise HTTPException(404, f"no stream named {name!r}")
     if not follow:
-        kept = registry.results(name, count=100000)
-        return [result for _, result in kept[-(count or 100):]]
+        return [result for _, result in registry.recent(name, count or 100)]
 
     async def events():
         after, sent = ("0-0" if from_start else registry.last_result_id(name)), 0

@@ -77,8 +77,8 @@ def snapshot(queue, registry: StreamRegistry) -> dict:
     workers = queue.workers()
     cameras = []
     for row in stream_rows(registry):
-        latest = registry.r.xrevrange(keys.stream_results(row["name"]), count=1)
-        current = compact(json.loads(latest[0][1][b"result"])) if latest else None
+        latest = registry.recent(row["name"], 1)
+        current = compact(latest[-1][1]) if latest else None
         cameras.append({**row, "current": current})
     return {"queue": queue.depth(), "jobs": jobs, "cameras": cameras, "workers": len(workers),
             "models": [{"name": m["name"], "weights": m["weights"], "replicas": m["replicas"]}
@@ -160,9 +160,8 @@ async def dashboard_events() -> StreamingResponse:
 
 
 def _recent(registry: StreamRegistry, camera: str) -> tuple[list[dict], str]:
-    entries = registry.r.xrevrange(keys.stream_results(camera), count=TIMELINE_KEPT)
-    results = [compact(json.loads(fields[b"result"])) for _, fields in reversed(entries)]
-    return results, entries[0][0].decode() if entries else "0-0"
+    entries = registry.recent(camera, TIMELINE_KEPT)
+    return [compact(result) for _, result in entries], entries[-1][0] if entries else "0-0"
 
 
 def _newer(registry: StreamRegistry, after: dict[str, str], block_ms: int) -> dict[str, list[tuple[str, dict]]]:

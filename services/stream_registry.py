@@ -125,10 +125,15 @@ class StreamRegistry:
         return [(entry_id.decode(), json.loads(fields[b"result"])) for _, entries in reply or []
                 for entry_id, fields in entries]
 
+    def recent(self, name: str, count: int) -> list[tuple[str, dict]]:
+        """The stream's latest `count` results as (entry id, result), oldest first."""
+        entries = self.r.xrevrange(keys.stream_results(name), count=count)
+        return [(entry_id.decode(), json.loads(fields[b"result"])) for entry_id, fields in reversed(entries)]
+
     def last_result_id(self, name: str) -> str:
         """The id of the stream's latest result ('0-0' if none): follow from there without a gap."""
-        latest = self.r.xrevrange(keys.stream_results(name), count=1)
-        return latest[0][0].decode() if latest else "0-0"
+        latest = self.recent(name, 1)
+        return latest[-1][0] if latest else "0-0"
 
     def events(self, name: str) -> list[dict]:
         return [json.loads(fields[b"event"]) for _, fields in self.r.xrange(keys.stream_events(name))]

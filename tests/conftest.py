@@ -57,3 +57,19 @@ def peaked_checkpoint(tmp_path_factory):
         return made[name]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def mm_demo_results(shared_videos, tmp_path_factory) -> Path:
+    """`reelflow classify --json --embeddings` of the real 10 s video (random weights): what a user
+    feeds `reelflow report` and `reelflow annotate`, made once for both."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("classified") / "mm_demo.jsonl"
+    reelflow = str(Path(sys.executable).parent / "reelflow")
+    result = subprocess.run([reelflow, "classify", str(shared_videos / "mm_demo.mp4"), "--weights", "none", "--json",
+                             "--embeddings"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out.write_text(result.stdout)
+    return out

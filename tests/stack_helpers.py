@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REELFLOW = str(Path(sys.executable).parent / "reelflow")
@@ -74,3 +77,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def http_stack(base: Path, video: Path, token: str, default_roots: bool = False) -> Iterator[dict]:
+    """`reelflow up --weights none --http-port P` with REELFLOW_API_TOKEN set, started in `base`/videos
+    (holding `video` as a.mp4); `default_roots`: no REELFLOW_ALLOWED_ROOTS, so that directory is the root."""
+    videos = base / "videos"
+    videos.mkdir(exist_ok=True)
+    shutil.copy(video, videos / "a.mp4")
+    env = stack_env(base / "home", REELFLOW_API_TOKEN=token)
+    if default_roots:
+        del env["REELFLOW_ALLOWED_ROOTS"]
+    port = free_port()
+    up = UpProcess(base / "home", env, "--weights", "none", "--http-port", str(port), cwd=videos)
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "videos": videos, "env": env, "home": base / "home", "up": up}
+    finally:
+        up.stop()

@@ -68,20 +68,11 @@ def compare(source: Path, annotated: Path, box: tuple[int, int]) -> dict:
             "rate": out_rate, "codec": out_codec, "whole": whole, "in_box": in_box, "size": out[0][1].shape[:2]}
 
 
-@pytest.fixture(scope="module")
-def real_results(shared_videos, tmp_path_factory) -> Path:
-    """`reelflow classify --json --embeddings` output for the real 10 s video: valid input as it is."""
-    out = tmp_path_factory.mktemp("annotate") / "mm_demo.jsonl"
-    result = run("classify", shared_videos / "mm_demo.mp4", "--weights", "none", "--json", "--embeddings", check=True)
-    out.write_text(result.stdout)
-    return out
-
-
 @pytest.mark.shared_data
-def test_a_real_video_annotated_from_classify_output_keeps_its_frames_and_rate(shared_videos, real_results,
+def test_a_real_video_annotated_from_classify_output_keeps_its_frames_and_rate(shared_videos, mm_demo_results,
                                                                               tmp_path):
     video, out = shared_videos / "mm_demo.mp4", tmp_path / "annotated.mp4"
-    result = run("annotate", video, real_results, "-o", out, check=True)
+    result = run("annotate", video, mm_demo_results, "-o", out, check=True)
     assert f"wrote {out} (280 frames, 340x256, H.264)" in result.stderr
     box = caption(["x"] * 3, [1.0] * 3, 340, 256).shape[:2]
     seen = compare(video, out, box)

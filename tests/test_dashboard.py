@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from urllib.parse import urlparse
 
@@ -17,7 +16,7 @@ import requests
 from playwright.sync_api import expect
 
 from browser import blank_share, chromium_page, distinct_colours
-from stack_helpers import UpProcess, free_port, run, stack_env
+from stack_helpers import http_stack, run
 
 TOKEN = "dashboard-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -25,17 +24,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, clip_10s):
-    base = tmp_path_factory.mktemp("dashboard")
-    videos = base / "videos"
-    videos.mkdir()
-    shutil.copy(clip_10s, videos / "a.mp4")
-    env = stack_env(base / "home", REELFLOW_API_TOKEN=TOKEN)
-    port = free_port()
-    up = UpProcess(base / "home", env, "--weights", "none", "--http-port", str(port), cwd=videos)
-    try:
-        yield {"url": f"http://127.0.0.1:{port}", "videos": videos, "env": env, "home": base / "home"}
-    finally:
-        up.stop()
+    with http_stack(tmp_path_factory.mktemp("dashboard"), clip_10s, TOKEN) as stack:
+        yield stack
 
 
 def wait_until(condition, timeout: float) -> None:

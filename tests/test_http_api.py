@@ -7,14 +7,13 @@ default policy (the stack's working directory) applies.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
 import pytest
 import requests
 
 from pipelines.synthetic import make_video
-from stack_helpers import UpProcess, free_port, run, stack_env
+from stack_helpers import http_stack, run
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -23,18 +22,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, clip_10s):
     base = tmp_path_factory.mktemp("http")
-    videos = base / "videos"
-    videos.mkdir()
-    shutil.copy(clip_10s, videos / "a.mp4")
-    make_video(videos / "long.mp4", seconds=30.0, fps=30)
-    env = stack_env(base / "home", REELFLOW_API_TOKEN=TOKEN)
-    del env["REELFLOW_ALLOWED_ROOTS"]
-    port = free_port()
-    up = UpProcess(base / "home", env, "--weights", "none", "--http-port", str(port), cwd=videos)
-    try:
-        yield {"url": f"http://127.0.0.1:{port}", "videos": videos, "env": env, "up": up}
-    finally:
-        up.stop()
+    (base / "videos").mkdir()
+    make_video(base / "videos" / "long.mp4", seconds=30.0, fps=30)
+    with http_stack(base, clip_10s, TOKEN, default_roots=True) as stack:
+        yield stack
 
 
 def wait_job(stack, job_id: str, timeout: float = 120) -> dict:
@@ -138,6 +129,9 @@ def test_a_stream_registered_over_http_is_followed_with_server_sent_events_and_s
             break
         time.sleep(0.5)
     assert [r["name"] for r in rows] == ["lobby"] and rows[0]["segments"] >= 2, rows
+    kept = requests.get(f"{url}/v1/streams/lobby/results", params={"follow": "false", "count": 2}, headers=AUTH,
+                        timeout=10).json()
+    assert len(kept) == 2 and kept[0]["index"] < kept[1]["index"]  # the latest two, oldest first
     assert requests.delete(f"{url}/v1/streams/lobby", headers=AUTH, timeout=10).json()["stopped"] is True
     assert requests.get(f"{url}/v1/streams", headers=AUTH, timeout=10).json() == []
 

@@ -44,21 +44,13 @@ def write_lines(path: Path, rows: list) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def real_results(shared_videos, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("report") / "mm_demo.jsonl"
-    result = run("classify", shared_videos / "mm_demo.mp4", "--weights", "none", "--json", "--embeddings", check=True)
-    out.write_text(result.stdout)
-    return out
-
-
 @pytest.mark.shared_data
-def test_the_report_of_a_real_video_renders_offline_and_loads_nothing_from_the_network(shared_videos, real_results,
+def test_the_report_of_a_real_video_renders_offline_and_loads_nothing_from_the_network(shared_videos, mm_demo_results,
                                                                                       tmp_path):
     report = tmp_path / "report.html"
-    result = run("report", real_results, "--video", shared_videos / "mm_demo.mp4", "-o", report, check=True)
+    result = run("report", mm_demo_results, "--video", shared_videos / "mm_demo.mp4", "-o", report, check=True)
     assert f"wrote {report} (7 segments" in result.stderr
-    rows = [json.loads(line) for line in real_results.read_text().splitlines()]
+    rows = [json.loads(line) for line in mm_demo_results.read_text().splitlines()]
     top_labels = {row["labels"][0] for row in rows}
 
     shot = tmp_path / "report.png"
