@@ -98,12 +98,9 @@ class Video:
             raise VideoError(f"cannot decode {self.source!r} ({_reason(e)}); the file may be corrupt") from None
 
     def _check(self, frame: av.VideoFrame, count: int) -> None:
-        """The limits, frame by frame: a header can lie, a stream can change size or run on."""
-        from pipelines.sources import SourcePolicy
-
-        limits: SourcePolicy = self.limits
-        limits.check_video(self.source, frame.width, frame.height,
-                           self.info.seconds(frame.pts) if frame.pts is not None else None, count)
+        """The limits (a SourcePolicy), frame by frame: a header can lie, a stream can change size or run on."""
+        self.limits.check_video(self.source, frame.width, frame.height,
+                                self.info.seconds(frame.pts) if frame.pts is not None else None, count)
 
     def duration_s(self) -> float:
         """The stream's duration; for containers that don't record one, demux (no decoding) to the end."""

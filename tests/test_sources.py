@@ -105,3 +105,16 @@ def test_a_playlist_cannot_pull_in_other_files(tmp_path, clip_10s):
 def test_an_ordinary_video_passes_and_is_counted(clip_10s):
     source, options, total = open_checked(str(clip_10s), SourcePolicy(), 1.6, None)
     assert (source, total) == (str(clip_10s), 7) and options["protocol_whitelist"] == "file"
+
+
+@pytest.mark.parametrize("policy, error", [(dict(max_frames=50), "51 frames, over the 50-frame limit"),
+                                           (dict(max_duration_s=3), "over the 3 s limit")])
+def test_the_limits_hold_while_decoding_whatever_the_header_said(clip_10s, policy, error):
+    """Decoding straight away (no header check first), as if the header had lied: the frames stop it."""
+    from pipelines.sampler import sample_clips
+
+    clips = []
+    with pytest.raises(SourceNotAllowed, match=error):
+        for clip in sample_clips(str(clip_10s), 1.6, 4, limits=SourcePolicy(**policy)):
+            clips.append(clip)
+    assert len(clips) <= 2  # stopped early, not at the end
