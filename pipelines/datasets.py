@@ -123,10 +123,10 @@ def augment_clip(frames: np.ndarray, spec: ModelSpec, rng: random.Random):
     x = torch.as_tensor(frames).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
     side = rng.randint(spec.side_size, int(spec.side_size * SCALE_JITTER))
     size = short_side_size(x.shape[2], x.shape[3], side)
-    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=spec.antialias)
     top = rng.randint(0, size[0] - spec.crop_size)
     left = rng.randint(0, size[1] - spec.crop_size)
     x = x[:, :, top:top + spec.crop_size, left:left + spec.crop_size]
     if rng.random() < 0.5:
         x = x.flip(-1)
-    return normalize_(x.permute(1, 0, 2, 3).contiguous())
+    return normalize_(x.permute(1, 0, 2, 3).contiguous(), spec)

@@ -10,6 +10,8 @@ Pure data, no torch import, so client commands can list models instantly.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 
 from pipelines.errors import UnknownModelError
@@ -36,6 +38,13 @@ class ModelSpec:
     slowfast_alpha: int | None = None  # slow pathway = every alpha-th frame of the fast one
     head_softmax: bool = False  # the head already ends in a Softmax (X3D)
     fixed_input: bool = False  # the model only accepts exactly (num_frames, crop, crop) (MViT)
+    # Models that are not PyTorchVideo's hub models (pipelines/hf_models.py): where they come from
+    # and how their own processor feeds them.
+    backend: str = "pytorchvideo"  # or "hf": a Hugging Face video classifier
+    mean: tuple[float, ...] = MEAN
+    std: tuple[float, ...] = STD
+    pixel_max: float = 255.0  # pixel values are divided by this before normalizing
+    antialias: bool = False  # resize whole frames with an antialiasing filter (Hugging Face processors)
 
     @property
     def clip_seconds(self) -> float:
@@ -43,6 +52,9 @@ class ModelSpec:
 
     @property
     def checkpoint_url(self) -> str:
+        if self.backend == "hf":
+            source = self.name.removeprefix("hf:")
+            return source if source.startswith("/") else f"https://huggingface.co/{source}"
         return f"{MODEL_ZOO_URL}/{self.checkpoint_file}"
 
 
@@ -92,9 +104,38 @@ def is_random_weights(weights_id: str) -> bool:
 
 
 def get_spec(name: str) -> ModelSpec:
+    """A model of the table, or a Hugging Face video classifier named `hf:DIR` or `hf:org/name`."""
+    if name.startswith("hf:"):
+        from pipelines.hf_models import get_hf_spec
+
+        return get_hf_spec(name)
     try:
         return MODELS[name]
     except KeyError:
         raise UnknownModelError(
-            f"unknown model {name!r}; choose one of: {', '.join(MODELS)}"
+            f"unknown model {name!r}; choose one of: {', '.join(MODELS)}, or hf:DIR / hf:org/name "
+            "(a Hugging Face video classifier)"
         ) from None
+
+
+def model_name(name: str) -> str:
+    """The name jobs and results use: a table model as is, `hf:` models with their absolute
+    directory (the same model whichever directory a worker runs in). UnknownModelError if neither."""
+    if name.startswith("hf:"):
+        from pipelines.hf_models import canonical_name
+
+        return canonical_name(name)
+    return get_spec(name).name
+
+
+def model_slug(name: str) -> str:
+    """The model's name where only letters, digits and -_. fit (Ray Serve applications and
+    deployments): table models as they are, `hf:/models/videomae` as `hf-videomae-<hash>`.
+
+    >>> model_slug("x3d_xs"), model_slug("hf:/models/videomae")
+    ('x3d_xs', 'hf-videomae-787ebf')
+    """
+    if name in MODELS:
+        return name
+    tail = re.sub(r"[^A-Za-z0-9_.-]+", "-", name.rstrip("/").rsplit("/", 1)[-1].removeprefix("hf:"))[:40]
+    return f"hf-{tail}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"

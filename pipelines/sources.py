@@ -84,9 +84,7 @@ class SourcePolicy:
             real = path.resolve()
             if str(path).startswith("/dev/") or real.is_relative_to("/dev"):
                 return self._check_device(source, path)
-            if self.allowed_roots is not None and not any(real == r or r in real.parents for r in self.allowed_roots):
-                roots = ":".join(str(r) for r in self.allowed_roots)
-                raise SourceNotAllowed(f"{source!r} is outside the allowed roots ({roots}); {self.roots_note}")
+            self._check_root(source, real)
             size = path.stat().st_size
         except FileNotFoundError:
             raise VideoError(f"cannot read {source!r}: no such file; check the path") from None
@@ -98,6 +96,17 @@ class SourcePolicy:
                                    "limit (REELFLOW_MAX_BYTES)")
         _refuse_lists(source, path)
         return str(path)
+
+    def _check_root(self, source: str, real: Path) -> None:
+        if self.allowed_roots is not None and not any(real == r or r in real.parents for r in self.allowed_roots):
+            roots = ":".join(str(r) for r in self.allowed_roots)
+            raise SourceNotAllowed(f"{source!r} is outside the allowed roots ({roots}); {self.roots_note}")
+
+    def check_model(self, model: str) -> None:
+        """A Hugging Face model directory a job names (`hf:/dir`) is read only under the allowed
+        roots, like its videos; table models and hub ids (`hf:org/name`) pass."""
+        if model.startswith("hf:/"):
+            self._check_root(model, Path(model[3:]).resolve())
 
     def _check_device(self, source: str, path: Path) -> str:
         # Both the name and what it resolves to: a link named /dev/video0 to a disk stays refused.

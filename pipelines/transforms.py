@@ -128,23 +128,54 @@ def resized_center_crop(frames: torch.Tensor, side: int, crop: int) -> torch.Ten
     return blend(frames, *_taps(frames.shape[1], frames.shape[2], side, crop))
 
 
-def normalize_(x: torch.Tensor) -> torch.Tensor:
-    """In place: /255, then (x - mean) / std per channel; x is (3, ...) float."""
+def normalize_(x: torch.Tensor, spec: ModelSpec | None = None) -> torch.Tensor:
+    """In place: /255 (the spec's pixel_max), then (x - mean) / std per channel; x is (3, ...) float.
+    Without a spec, the PyTorchVideo zoo's mean and std."""
     shape = (3,) + (1,) * (x.dim() - 1)
-    mean = torch.tensor(MEAN, dtype=x.dtype, device=x.device).view(shape)
-    std = torch.tensor(STD, dtype=x.dtype, device=x.device).view(shape)
-    return x.div_(255.0).sub_(mean).div_(std)
+    mean = torch.tensor(spec.mean if spec else MEAN, dtype=x.dtype, device=x.device).view(shape)
+    std = torch.tensor(spec.std if spec else STD, dtype=x.dtype, device=x.device).view(shape)
+    return x.div_(spec.pixel_max if spec else 255.0).sub_(mean).div_(std)
+
+
+def antialiased_crop(frames: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """What a Hugging Face video processor does before normalizing: (T, H, W, 3) uint8 -> the short
+    side resized to `side_size` (bilinear with antialiasing, in uint8, as torchvision resizes uint8
+    images) -> centre crop -> (T, crop, crop, 3) uint8. Its own rounding of sizes and offsets."""
+    t, height, width, _ = frames.shape
+    short, long = min(height, width), max(height, width)
+    new_short, new_long = spec.side_size, int(spec.side_size * long / short)
+    size = (new_long, new_short) if width <= height else (new_short, new_long)
+    x = frames.permute(0, 3, 1, 2)  # channels-last memory: torch's fast uint8 path
+    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    crop = spec.crop_size
+    top, left = int((size[0] - crop) / 2.0), int((size[1] - crop) / 2.0)
+    return x[:, :, top:top + crop, left:left + crop].permute(0, 2, 3, 1)
 
 
 def preprocess_clip(frames: np.ndarray | torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     """(T, H, W, 3) uint8 RGB frames, already sampled to T -> (3, T, crop, crop) float32 model input."""
-    return normalize_(resized_center_crop(torch.as_tensor(frames), spec.side_size, spec.crop_size))
+    frames = torch.as_tensor(frames)
+    if spec.antialias:
+        return normalize_(antialiased_crop(frames, spec).permute(3, 0, 1, 2).float(), spec)
+    return normalize_(resized_center_crop(frames, spec.side_size, spec.crop_size), spec)
 
 
-def finish_on(taps: CropTaps, device: torch.device) -> torch.Tensor:
+def clip_taps(frames: torch.Tensor, spec: ModelSpec) -> CropTaps:
+    """The uint8 a decoder sends a replica that finishes clips on its device (`finish_on`): the
+    pixels the crop reads and their taps; for antialiased models, the resized crop itself (taps
+    that copy it: blending with weights 1 and 0 is exact)."""
+    if not spec.antialias:
+        return crop_taps(frames, spec.side_size, spec.crop_size)
+    region = antialiased_crop(frames, spec).contiguous()
+    index = torch.arange(spec.crop_size)
+    copy = (index, index, torch.ones(spec.crop_size), torch.zeros(spec.crop_size))
+    return CropTaps(region, copy, copy)
+
+
+def finish_on(taps: CropTaps, device: torch.device, spec: ModelSpec | None = None) -> torch.Tensor:
     """Model input from uint8 taps, blended and normalized on `device` (pinned copy for a GPU)."""
     taps = taps.to(device, pin=device.type == "cuda")
-    return normalize_(blend(taps.region, taps.rows, taps.cols))
+    return normalize_(blend(taps.region, taps.rows, taps.cols), spec)
 
 
 def pack_pathways(batch: torch.Tensor, spec: ModelSpec) -> list[torch.Tensor] | torch.Tensor:

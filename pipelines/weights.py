@@ -10,6 +10,8 @@
 - a path: a PyTorchVideo checkpoint (`{"model_state": state_dict}`) or a plain state dict; a
   checkpoint from `reelflow train` also names its classes (`"classes"`) and model (`"model"`), and
   the model is built with that many outputs.
+- `pretrained` (or the default `kinetics`) for an `hf:` model: the weights saved with it (a local
+  `save_pretrained` directory, or the hub's files).
 - `none`: deterministic random init (seed 0, the same weights in every process). Results made with
   it say so.
 """
@@ -30,6 +32,10 @@ from torch import nn
 from pipelines.errors import WeightsError
 from pipelines.models import RANDOM_SEED, RANDOM_WEIGHTS_ID, ModelSpec, get_spec  # noqa: F401
 
+# For a Hugging Face model (`hf:`), the weights saved with it; `kinetics`, the default, means the same.
+PRETRAINED = ("pretrained", "kinetics")
+
+
 @dataclass
 class LoadedModel:
     """A built model, the id of its weights, and its class names when the checkpoint names them."""
@@ -48,8 +54,15 @@ def build_model(spec: ModelSpec, weights: str = "kinetics", *, progress: bool = 
 def load_model(spec: ModelSpec, weights: str = "kinetics", *, progress: bool = True) -> LoadedModel:
     """Like build_model, and the checkpoint's class names (None: the Kinetics-400 head)."""
     if weights == "none":
-        return LoadedModel(_random_model(spec), RANDOM_WEIGHTS_ID)
+        model = _random_model(spec)
+        return LoadedModel(model, RANDOM_WEIGHTS_ID, _own_classes(spec, model))
     classes = None
+    if spec.backend == "hf" and weights in PRETRAINED:
+        from pipelines import hf_backend
+
+        hf_backend.check_pretrained(spec)
+        model = hf_backend.build(spec, pretrained=True)
+        return LoadedModel(model, hf_backend.pretrained_id(spec), hf_backend.classes_of(model))
     if weights == "kinetics":
         model = _architecture(spec)
         state = _kinetics_state(spec, progress)
@@ -72,6 +85,15 @@ def load_model(spec: ModelSpec, weights: str = "kinetics", *, progress: bool = T
             f"use a checkpoint saved from {spec.name}"
         ) from None
     return LoadedModel(model.eval(), weights_id, classes)
+
+
+def _own_classes(spec: ModelSpec, model: nn.Module) -> list[str] | None:
+    """The class names a model's own config gives (Hugging Face's id2label); None for the hub models."""
+    if spec.backend != "hf":
+        return None
+    from pipelines import hf_backend
+
+    return hf_backend.classes_of(model)
 
 
 def projection_layer(model: nn.Module) -> nn.Linear:
@@ -102,6 +124,10 @@ def checkpoint_classes(checkpoint, path: Path, spec: ModelSpec) -> list[str] | N
 
 
 def _architecture(spec: ModelSpec) -> nn.Module:
+    if spec.backend == "hf":
+        from pipelines import hf_backend
+
+        return hf_backend.build(spec, pretrained=False)
     with warnings.catch_warnings():  # pytorchvideo's use of torch.jit.script warns on import
         warnings.simplefilter("ignore", FutureWarning)
         from pytorchvideo.models import hub
@@ -128,7 +154,11 @@ def checkpoint_url(spec: ModelSpec) -> str:
 def check_weights(spec: ModelSpec, weights: str) -> None:
     """Fail fast, without building the model, when weights cannot be had: a path that is not a
     file, or `kinetics` with nothing cached and no way to download (which this then does)."""
-    if weights == "kinetics":
+    if spec.backend == "hf" and weights in PRETRAINED:
+        from pipelines import hf_backend
+
+        hf_backend.check_pretrained(spec)
+    elif weights == "kinetics":
         ensure_cached(spec, progress=False)
     elif weights != "none" and not Path(weights).expanduser().is_file():
         raise WeightsError(f"weights {weights!r} is not a file; pass 'kinetics', 'none' or a checkpoint path")

@@ -27,7 +27,9 @@ log = logging.getLogger("reelflow.app")
 
 
 def replica_name(model: str) -> str:
-    return f"ModelReplica-{model}"
+    from pipelines.models import model_slug
+
+    return f"ModelReplica-{model_slug(model)}"
 
 
 # Server-sent events hold a request open for as long as a page follows a stream: Serve's default
@@ -96,11 +98,9 @@ def build(args: dict | None = None):
     device = args.pop("device", "cpu")
     if args:
         raise ValueError(f"unknown application arguments {sorted(args)}; use models, weights, device")
-    from pipelines.models import MODELS
+    from pipelines.models import model_name
 
-    unknown = [m for m in models if m not in MODELS]
-    if unknown:
-        raise ValueError(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
+    models = [model_name(m) for m in models]  # UnknownModelError (a ValueError) names the choices
     settings = Settings.from_env()
     replicas = {m: replica_deployment(settings, name=replica_name(m)).bind(m, weights, **replica_options(settings, device))
                 for m in models}

@@ -47,7 +47,7 @@ def _classify(args) -> int:
     from services.settings import Settings
     from services.stack import default_allowed_roots
 
-    default_allowed_roots([args.path])  # the working directory and the file named here
+    default_allowed_roots([args.path], [args.model])  # the working directory and the file named here
     policy = Settings.from_env().sources
     spec = get_spec(args.model)
     # a bad path or video fails now, before the model loads

@@ -104,7 +104,7 @@ def add_stack_commands(commands) -> None:
     up = commands.add_parser("up", parents=[home], help="run the stack (Redis + worker) until stopped",
                              description="Start the embedded Redis (unless REELFLOW_REDIS_URL is set) and a "
                                          "job worker in this process; Ctrl-C hands the job in hand back and stops.")
-    up.add_argument("--model", action="append", choices=list(MODELS), metavar="MODEL",
+    up.add_argument("--model", action="append", type=model_arg, metavar="MODEL",
                     help=f"serve this model from the start (repeatable; default {DEFAULT_MODEL}); others on first use")
     up.add_argument("--weights", default=DEFAULT_WEIGHTS, help="weights of the --model models (default kinetics)")
     up.add_argument("--device", default="cpu", help="torch device for the models (default cpu)")
@@ -249,12 +249,25 @@ def run_process(args: argparse.Namespace) -> int:
     return process(args)
 
 
+def model_arg(text: str) -> str:
+    """--model: a model of the table, or hf:DIR / hf:org/name (a directory becomes its absolute path)."""
+    from pipelines.errors import UnknownModelError
+    from pipelines.models import model_name
+
+    try:
+        return model_name(text)
+    except UnknownModelError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS), metavar="MODEL",
-                        help=f"one of: {', '.join(MODELS)} (default {DEFAULT_MODEL})")
+    parser.add_argument("--model", default=DEFAULT_MODEL, type=model_arg, metavar="MODEL",
+                        help=f"one of: {', '.join(MODELS)} (default {DEFAULT_MODEL}); or hf:DIR, a Hugging Face "
+                             "video classifier (VideoMAE...) saved with save_pretrained, or hf:org/name from the hub")
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS, metavar="WEIGHTS",
-                        help="'kinetics' (official checkpoint, downloaded once), a checkpoint path, "
-                             "or 'none' (random init, for tests)")
+                        help="'kinetics' (official checkpoint, downloaded once; for hf: models, the weights saved "
+                             "with the model), a checkpoint path (e.g. from `reelflow train`), or 'none' (random "
+                             "init, for tests)")
 
 
 def positive_int(text: str) -> int:
@@ -288,6 +301,8 @@ def run_models(args: argparse.Namespace) -> int:
     for s in MODELS.values():
         print(f"{s.name:<16} {f'{s.num_frames} x {s.sampling_rate}':>13} {f'{s.side_size}/{s.crop_size}':>10} "
               f"{s.clip_seconds:>7.2f} {s.embedding_dim:>9}")
+    print("\nand hf:DIR or hf:org/name: a Hugging Face video classifier (VideoMAE, TimeSformer, ViViT...), "
+          "fed as its processor config says (pip install 'reelflow[hf]')")
     return 0
 
 

@@ -15,14 +15,23 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from pipelines.hf_models import HUB_ID
 from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS, MODELS
 
 SCHEMA_VERSION = 1
 
 
 def _known_model(value: str) -> str:
+    """A model of the table, or a Hugging Face model by absolute directory or hub id. Only the
+    name's form is checked here: the worker reads the directory (under its allowed roots)."""
+    if value.startswith("hf:"):
+        target = value[3:]
+        if not (target.startswith("/") or HUB_ID.match(target)) or len(target) > 1024:
+            raise ValueError(f"model {value[:80]!r}: a job names a Hugging Face model by its absolute directory "
+                             "(hf:/models/videomae) or a hub id (hf:org/name)")
+        return value
     if value not in MODELS:
-        raise ValueError(f"unknown model {value!r}; choose one of: {', '.join(MODELS)}")
+        raise ValueError(f"unknown model {value!r}; choose one of: {', '.join(MODELS)}, or hf:/DIR, hf:org/name")
     return value
 
 

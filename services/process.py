@@ -25,7 +25,7 @@ def run_process(args) -> int:
     from pipelines.weights import check_weights
 
     check_weights(get_spec(args.model), args.weights)  # before starting anything: fail in a second
-    default_allowed_roots(args.sources)  # the working directory and the files named here
+    default_allowed_roots(args.sources, [args.model])  # the working directory and the files named here
     settings = settings_for(args.home)
     embedded = None if settings.redis_url else EmbeddedRedis(settings.home)
     if embedded is not None:

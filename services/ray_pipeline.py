@@ -28,6 +28,7 @@ import ray
 from ray import serve
 
 from pipelines.errors import ReelflowError, WeightsError
+from pipelines.models import model_slug
 from pipelines.sources import SourcePolicy
 from services.job_plan import JobPlan
 from services.jobs import JobSpec
@@ -92,8 +93,8 @@ class Decoder:
 
 def app_name(model: str, weights: str, settings: Settings) -> str:
     """The Serve application of a model: one per weights and replica configuration."""
-    variant = f"{weights}|{settings.clip_format}|{settings.precision}"
-    return f"{model}-{hashlib.sha1(variant.encode()).hexdigest()[:8]}"
+    variant = f"{model}|{weights}|{settings.clip_format}|{settings.precision}"
+    return f"{model_slug(model)}-{hashlib.sha1(variant.encode()).hexdigest()[:8]}"
 
 
 class RayPipeline:
@@ -165,6 +166,7 @@ class RayPipeline:
                 from pipelines.models import get_spec
                 from pipelines.weights import check_weights
 
+                self.settings.sources.check_model(model)
                 check_weights(get_spec(model), weights)  # the common failures, in a second
                 app = replica_deployment(self.settings).bind(model, weights, **replica_options(self.settings, self.device))
                 self._deploy(target.app, app, model, weights)

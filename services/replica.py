@@ -96,7 +96,7 @@ class ModelReplica:
             return clip
         if isinstance(clip, np.ndarray):  # float32 model input, read from the object store without a copy
             return torch.from_numpy(clip)
-        return finish_on(CropTaps.from_arrays(clip), self.clip_model.device)
+        return finish_on(CropTaps.from_arrays(clip), self.clip_model.device, self.clip_model.spec)
 
     def batch_size_counts(self) -> dict[int, int]:
         return dict(sorted(self.batch_sizes.items()))
@@ -109,8 +109,8 @@ def payload_for(frames: np.ndarray, model, clip_format: str):
     """What a decoder sends a replica for one clip's sampled frames, in the replica's wire format."""
     import torch
 
-    from pipelines.transforms import crop_taps, preprocess_clip
+    from pipelines.transforms import clip_taps, preprocess_clip
 
     if clip_format == "uint8":
-        return crop_taps(torch.as_tensor(frames), model.side_size, model.crop_size).as_arrays()
+        return clip_taps(torch.as_tensor(frames), model).as_arrays()
     return preprocess_clip(frames, model).numpy()

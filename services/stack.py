@@ -19,12 +19,14 @@ from services.queue import JobQueue
 from services.settings import Settings
 
 
-def default_allowed_roots(files: list[str] = ()) -> str:
-    """A stack opens local videos only under REELFLOW_ALLOWED_ROOTS; unset, it defaults to the
-    directory the stack was started in plus the files named on its command line. Set in this
-    process's environment, so that every Ray process it starts follows the same rule."""
+def default_allowed_roots(files: list[str] = (), models: list[str] = ()) -> str:
+    """A stack opens local videos (and Hugging Face model directories, `hf:DIR`) only under
+    REELFLOW_ALLOWED_ROOTS; unset, it defaults to the directory the stack was started in plus the
+    files and models named on its command line. Set in this process's environment, so that every
+    Ray process it starts follows the same rule."""
     if not os.environ.get("REELFLOW_ALLOWED_ROOTS", "").strip():
         named = [str(Path(f).expanduser().resolve()) for f in files if "://" not in f]
+        named += [m[3:] for m in models if m.startswith("hf:/")]
         os.environ["REELFLOW_ALLOWED_ROOTS"] = ":".join([os.getcwd(), *named])
     return os.environ["REELFLOW_ALLOWED_ROOTS"]
 

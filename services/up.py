@@ -23,7 +23,7 @@ from services.stack import connect, default_allowed_roots, redact, settings_for,
 
 
 def run_up(args) -> int:
-    roots = default_allowed_roots()
+    roots = default_allowed_roots(models=args.model or [])
     settings = settings_for(args.home)
     embedded = None if settings.redis_url else EmbeddedRedis(settings.home)
     url = settings.redis_url or embedded.start()

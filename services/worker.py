@@ -96,6 +96,7 @@ class InProcessPipeline:
 
         key = (model, weights)
         if key not in self._classifiers:
+            self.sources.check_model(model)
             self._classifiers[key] = ActionClassifier(model, weights=weights, device=self.device)
             while len(self._classifiers) > MAX_LOADED_MODELS:
                 self._classifiers.popitem(last=False)
