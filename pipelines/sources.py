@@ -106,7 +106,11 @@ class SourcePolicy:
         """A Hugging Face model directory a job names (`hf:/dir`) is read only under the allowed
         roots, like its videos; table models and hub ids (`hf:org/name`) pass."""
         if model.startswith("hf:/"):
-            self._check_root(model, Path(model[3:]).resolve())
+            try:
+                real = Path(model[3:]).resolve()
+            except (OSError, RuntimeError, ValueError) as e:  # a link loop, a NUL byte...
+                raise SourceNotAllowed(f"model {model[:100]!r} cannot be read ({e}); check the directory") from None
+            self._check_root(model, real)
 
     def _check_device(self, source: str, path: Path) -> str:
         # Both the name and what it resolves to: a link named /dev/video0 to a disk stays refused.

@@ -26,7 +26,8 @@ def _known_model(value: str) -> str:
     name's form is checked here: the worker reads the directory (under its allowed roots)."""
     if value.startswith("hf:"):
         target = value[3:]
-        if not (target.startswith("/") or HUB_ID.match(target)) or len(target) > 1024:
+        printable = target.isprintable() and len(target) <= 1024
+        if not printable or not (target.startswith("/") or HUB_ID.match(target)):
             raise ValueError(f"model {value[:80]!r}: a job names a Hugging Face model by its absolute directory "
                              "(hf:/models/videomae) or a hub id (hf:org/name)")
         return value
