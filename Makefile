@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps demo test test-fast bench clean
+.PHONY: venv system-deps demo test test-slow test-all bench clean
 
 venv: $(VENV)/.installed
 
@@ -45,11 +45,16 @@ system-deps:
 	  exit 1; \
 	fi
 
+# `make test`: everything but the tests marked slow (about 15 minutes on a 2-core machine);
+# `make test-slow`: only those (about 15 more); `make test-all`: both in one run. CI runs test, then test-slow.
 test: venv system-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
-
-test-fast: venv system-deps
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: venv system-deps
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: venv system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) benchmarks/run.py

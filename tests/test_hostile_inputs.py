@@ -50,6 +50,7 @@ def classify(source: str, cwd: Path) -> tuple[subprocess.CompletedProcess, float
     return result, time.monotonic() - started
 
 
+@pytest.mark.slow  # about a minute or more: `make test-slow`
 def test_classify_refuses_each_hostile_source_in_one_line(cases, tmp_path):
     assert set(EXPECTED) == {name for name, _ in cases}
     for name, source in cases:
@@ -96,6 +97,7 @@ print(json.dumps(outcomes))
 """
 
 
+@pytest.mark.slow  # about a minute or more: `make test-slow`
 def test_mutated_copies_of_a_real_video_never_crash_or_hang_the_decoder(tmp_path, shared_videos):
     real = shared_videos / "mm_demo.mp4"
     copies = mutated_copies(real, tmp_path / "fuzz", count=30)
@@ -137,6 +139,7 @@ def test_a_crashed_decoder_is_one_line_and_exit_status_1(tmp_path, good_video):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow  # about a minute or more: `make test-slow`
 def test_a_stack_ends_every_hostile_job_done_or_failed_and_still_serves(tmp_path, cases, good_video):
     from services.stack import connect, settings_for
 

@@ -136,6 +136,7 @@ def test_a_stream_registered_over_http_is_followed_with_server_sent_events_and_s
     assert requests.get(f"{url}/v1/streams", headers=AUTH, timeout=10).json() == []
 
 
+@pytest.mark.slow  # about a minute or more: `make test-slow`
 def test_a_flood_of_jobs_scales_the_model_replicas_out_and_an_idle_stack_back_in(stack):
     env, long_video = stack["env"], stack["videos"] / "long.mp4"
     run(env, "submit", *[long_video] * 40, "--weights", "none")

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 import yaml
 
@@ -38,6 +39,7 @@ def local_config(tmp_path: Path, port: int) -> Path:
     return path
 
 
+@pytest.mark.slow  # about a minute or more: `make test-slow`
 def test_serve_run_on_the_shipped_config_takes_jobs_over_http(tmp_path, clip_10s):
     redis = EmbeddedRedis(tmp_path / "home")
     url = redis.start()

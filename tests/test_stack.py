@@ -102,6 +102,7 @@ def ray_workers(session: int) -> list[tuple[int, str]]:
     return found
 
 
+@pytest.mark.slow  # about a minute or more: `make test-slow`
 def test_killing_the_whole_stack_then_ray_workers_loses_nothing(home, clip_10s):
     """The issue's check: 12 jobs; `up`'s whole process group SIGKILLed after the first jobs end;
     `up` again on the same home; then three random Ray worker processes SIGKILLed."""
@@ -153,6 +154,7 @@ def test_the_in_process_mode_runs_jobs_too(home, clip_10s):
         up.stop()
 
 
+@pytest.mark.slow  # about a minute or more: `make test-slow`
 def test_process_exports_one_file_per_video_and_matches_classify(home, clip_10s, video_dir, tmp_path):
     from pipelines.synthetic import make_video
 

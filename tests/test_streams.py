@@ -90,6 +90,7 @@ def test_watch_tail_list_stop_in_process(home, camera):
         up.stop()
 
 
+@pytest.mark.slow  # about a minute or more: `make test-slow`
 def test_a_dead_workers_stream_is_taken_over(home, camera):
     env = stack_env(home)
     first = UpProcess(home, env, "--no-ray", "--weights", "none", "--keep-redis")
@@ -114,6 +115,7 @@ def test_a_dead_workers_stream_is_taken_over(home, camera):
         EmbeddedRedis(home).stop()
 
 
+@pytest.mark.slow  # about a minute or more: `make test-slow`
 def test_ray_streams_survive_a_killed_host_and_a_restarted_stack(home, camera):
     env = stack_env(home)
     up = UpProcess(home, env, "--weights", "none")
@@ -141,6 +143,7 @@ def test_ray_streams_survive_a_killed_host_and_a_restarted_stack(home, camera):
         up.stop()
 
 
+@pytest.mark.slow  # about a minute or more: `make test-slow`
 def test_rtsp_cameras_live_latency_outage_and_stop(home, camera):
     """The issue's check, with two cameras: real RTSP servers, a camera gone for 8 s and back."""
     from rtsp_helpers import Camera
@@ -179,6 +182,7 @@ def test_rtsp_cameras_live_latency_outage_and_stop(home, camera):
             cam.stop()
 
 
+@pytest.mark.slow  # about a minute or more: `make test-slow`
 def test_a_model_that_cannot_keep_up_drops_the_oldest_clips_and_latency_stays_flat(home, camera):
     """mvit_base_16x4 on this CPU does about one clip a second; two streams asking for four clips a
     second (stride 0.5 s) must drop clips, counted, rather than queue them. (On Ray: the stream host

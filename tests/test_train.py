@@ -56,6 +56,7 @@ def test_checkpoint_carries_classes_and_model_and_loads_without_pickled_code(pro
     assert checkpoint["model_state"]["blocks.5.proj.weight"].shape == (3, 2048)
 
 
+@pytest.mark.slow  # about a minute or more: `make test-slow`
 def test_classify_with_the_checkpoint_names_the_held_out_videos(dataset, probe_checkpoint):
     # Two videos per class through the CLI (a process each); `evaluate` below covers all twelve.
     videos = [v for name in CLASSES for v in sorted((dataset / "val" / name).glob("*.mp4"))[:2]]
