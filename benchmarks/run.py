@@ -11,8 +11,10 @@ and the bound of this machine, in one run, on one corpus; results to benchmarks/
 - memory against video length (1 min, 10 min at 360p): peak RSS of `classify` in a fresh process, and the
   peak summed RSS of the stack's processes while one job runs.
 
-The default model gets the full corpus and the best of REPEATS runs; the others (slow on a small
-CPU) a short corpus and one run.
+The default model gets the full corpus, in two rounds of (in-process measurements, then a stack's
+bulk runs), each piece the best of REPEATS runs per round and of the rounds: this machine's speed
+drifts over minutes, so what is compared is measured in turns. The others (slow on a small CPU)
+get a short corpus and one run.
 
     $ python benchmarks/run.py [--models x3d_xs,slowfast_r50] [--quick]
 """
@@ -60,9 +62,10 @@ class Profile:
     repeats: int
     min_clips: int
     batch_sizes: tuple[int, ...]
+    rounds: int = 1  # in-process measurements then a stack's, in turns
 
 
-FULL = Profile(repeats=REPEATS, min_clips=64, batch_sizes=(1, 2, 4, 8, 16))
+FULL = Profile(repeats=REPEATS, min_clips=64, batch_sizes=(1, 2, 4, 8, 16), rounds=2)
 SHORT = Profile(repeats=1, min_clips=4, batch_sizes=(1, 2, 4))  # slow models, --quick
 
 
@@ -149,14 +152,17 @@ def corpora(model: str, quick: bool) -> tuple[Profile, list[tuple[str, list[Path
                   ("1080p only", [p for p in generated if "1080p" in p.name])]
 
 
-def measure(model: str, paths: list[Path], label: str, profile: Profile) -> dict:
-    """The in-process columns of one table row."""
+def measure(model: str, paths: list[Path], label: str, profile: Profile, tutorial: tuple[int, float] | None = None
+            ) -> dict:
+    """The in-process columns of one table row (`tutorial`: its (clips, seconds) measured already)."""
     spec = get_spec(model)
     clf = ActionClassifier(model, weights="none")
     model_module = clf.clip_model.model
     list(clf.iter_videos([warmup_video()]))  # warm-up: first-call allocations are not throughput
-    print(f"[{label}] {model}: tutorial loop ...", flush=True)
-    tut_clips, tut_s = tutorial_loop(paths, spec, model_module)
+    if tutorial is None:
+        print(f"[{label}] {model}: tutorial loop ...", flush=True)
+        tutorial = tutorial_loop(paths, spec, model_module)
+    tut_clips, tut_s = tutorial
     print(f"[{label}] {model}: model only ...", flush=True)
     rates = model_rates(clf.clip_model, spec, profile)
     best_bs = max(rates, key=rates.get)
@@ -165,14 +171,34 @@ def measure(model: str, paths: list[Path], label: str, profile: Profile) -> dict
     print(f"[{label}] {model}: reelflow classify ...", flush=True)
     cls_clips, cls_s = classify(paths, clf, profile.repeats)
     assert tut_clips == dec_clips == cls_clips, (tut_clips, dec_clips, cls_clips)
-    bound_s = dec_s + cls_clips / rates[best_bs]
-    return {
-        "model": model, "corpus": label, "videos": len(paths), "clips": cls_clips, "repeats": profile.repeats,
-        "tutorial_s": tut_s, "decode_s": dec_s, "bound_s": bound_s, "classify_s": cls_s,
-        "model_rates": rates, "best_batch": best_bs, "model_cps": rates[best_bs],
-        "tutorial_cps": tut_clips / tut_s, "bound_cps": cls_clips / bound_s, "classify_cps": cls_clips / cls_s,
-        "vs_bound": bound_s / cls_s, "vs_tutorial": tut_s / cls_s,
-    }
+    return derive({"model": model, "corpus": label, "videos": len(paths), "clips": cls_clips,
+                   "repeats": profile.repeats, "tutorial_s": tut_s, "decode_s": dec_s, "classify_s": cls_s,
+                   "model_rates": rates})
+
+
+def derive(row: dict) -> dict:
+    """The row's rates and ratios from its measured times (and the bulk ones, once measured)."""
+    rates, clips = row["model_rates"], row["clips"]
+    best_bs = max(rates, key=rates.get)
+    bound_s = row["decode_s"] + clips / rates[best_bs]
+    row.update(best_batch=best_bs, model_cps=rates[best_bs], bound_s=bound_s, tutorial_cps=clips / row["tutorial_s"],
+               bound_cps=clips / bound_s, classify_cps=clips / row["classify_s"], vs_bound=bound_s / row["classify_s"],
+               vs_tutorial=row["tutorial_s"] / row["classify_s"])
+    if "bulk_s" in row:
+        row.update(bulk_cps=row["bulk_clips"] / row["bulk_s"], bulk_vs_bound=row["bulk_clips"] / row["bulk_s"] / row["bound_cps"],
+                   bulk_vs_tutorial=row["bulk_clips"] / row["bulk_s"] / row["tutorial_cps"])
+    return row
+
+
+def best_of(rounds: list[dict]) -> dict:
+    """One row from several rounds of the same measurements: each time its fastest, each rate its highest."""
+    row = dict(rounds[0])
+    for key in ("decode_s", "classify_s", "bulk_s"):
+        if key in row:
+            row[key] = min(r[key] for r in rounds)
+    row["model_rates"] = {bs: max(r["model_rates"][bs] for r in rounds) for bs in row["model_rates"]}
+    row["rounds"] = len(rounds)
+    return derive(row)
 
 
 def measure_bulk(model: str, plan: list[tuple[str, list[Path]]], rows: list[dict], profile: Profile,
@@ -186,8 +212,7 @@ def measure_bulk(model: str, plan: list[tuple[str, list[Path]]], rows: list[dict
         for row, (label, paths) in zip(rows, plan):
             print(f"[{label}] {model}: reelflow submit --wait ...", flush=True)
             row.update(bulk_rate(stack, paths, profile.repeats))
-            row["bulk_vs_bound"] = row["bulk_cps"] / row["bound_cps"]
-            row["bulk_vs_tutorial"] = row["bulk_cps"] / row["tutorial_cps"]
+            derive(row)
         memory = memory_by_length(stack, memory_videos) if memory_videos else {}
     return {"startup_s": stack.startup_s, "memory": memory}
 
@@ -226,8 +251,15 @@ def table_row(r: dict) -> str:
 
 def stack_lines(rows: list[dict], stacks: dict, settings: dict) -> list[str]:
     """Below the table: how each row was measured, the stacks' start-up times and their settings."""
-    runs = {r["model"]: r["repeats"] for r in rows}
-    lines = ["", "Runs: " + ", ".join(f"{m} best of {n}" if n > 1 else f"{m} one run" for m, n in runs.items())
+    runs = {r["model"]: (r["repeats"], r.get("rounds", 1)) for r in rows}
+
+    def described(model: str, repeats: int, rounds: int) -> str:
+        if rounds > 1:
+            return (f"{model} in {rounds} rounds of (in-process, then a fresh stack's bulk runs), each time the best "
+                    f"of {repeats} runs per round and of the rounds")
+        return f"{model} best of {repeats}" if repeats > 1 else f"{model} one run"
+
+    lines = ["", "Runs: " + ", ".join(described(m, *n) for m, n in runs.items())
              + " (tutorial loop: one run); each stack ran one warm-up job first. Bulk clips are the segments "
              + "the jobs stored"
              + "".join(f"; {r['model']} {r['corpus']}: {r['bulk_clips']} (in-process: {r['clips']})"
@@ -321,14 +353,23 @@ def main(argv=None) -> None:
     rows, stacks = [], {}
     for model in models:
         profile, plan = corpora(model, args.quick)
-        model_rows = [measure(model, paths, label, profile) for label, paths in plan]
-        rows += model_rows
-        try:
-            stacks[model] = measure_bulk(model, plan, model_rows, profile,
-                                         memory_videos if model == DEFAULT_MODEL else {})
-        except StackError as e:
-            print(f"[bulk] {model}: FAILED: {e}", file=sys.stderr, flush=True)
-            stacks[model] = {"error": str(e).splitlines()[0] + " (details in the run's output)"}
+        # Rounds of (in-process measurements, then a stack's bulk runs), best of each piece across the
+        # rounds: this machine drifts by tens of percent over minutes, so measurements minutes apart
+        # are compared only when taken in turns.
+        rounds: list[list[dict]] = []
+        for k in range(profile.rounds):
+            tutorials = [None] * len(plan) if not rounds else [(r["clips"], r["tutorial_s"]) for r in rounds[0]]
+            model_rows = [measure(model, paths, label, profile, tut)
+                          for (label, paths), tut in zip(plan, tutorials)]
+            last = k == profile.rounds - 1
+            try:
+                stacks[model] = measure_bulk(model, plan, model_rows, profile,
+                                             memory_videos if model == DEFAULT_MODEL and last else {})
+            except StackError as e:
+                print(f"[bulk] {model}: FAILED: {e}", file=sys.stderr, flush=True)
+                stacks[model] = {"error": str(e).splitlines()[0] + " (details in the run's output)"}
+            rounds.append(model_rows)
+        rows += [best_of(list(row_rounds)) for row_rounds in zip(*rounds)]
     classify_mb = {k: peak_rss_mb(DEFAULT_MODEL, p) for k, p in memory_videos.items()}
     streams = run_streams(args.quick) if DEFAULT_MODEL in models else None
     info, settings = machine(), stack_settings()
