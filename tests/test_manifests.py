@@ -265,7 +265,8 @@ def test_dockerfile(name, base):
     make_spec = re.search(r"^TORCH_SPEC \?= (.+)$", (ROOT / "Makefile").read_text(), re.M)[1].strip()
     assert re.search(rf'^ARG TORCH_SPEC="{re.escape(make_spec)}"$', text, re.M)
     assert re.search(r"pip install .*\$\{TORCH_SPEC\}", text)
-    assert re.search(r"pip install .*\./reelflow$", text, re.M)
+    assert re.search(r'pip install .*"\./reelflow\$\{EXTRAS\}"$', text, re.M)  # EXTRAS: e.g. [hf]
+    assert re.search(r'^ARG EXTRAS=""$', text, re.M)
     for source in re.findall(r"^COPY\s+(?:--\S+\s+)*(.+)\s+\S+$", text, re.M):
         for path in source.split():
             assert (ROOT / path).exists(), f"{name} copies {path}, which does not exist"
