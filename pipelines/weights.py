@@ -75,7 +75,7 @@ def load_model(spec: ModelSpec, weights: str = "kinetics", *, progress: bool = T
         if classes is not None:
             replace_head(model, len(classes))
         state = _unwrap(checkpoint, path)
-        weights_id = f"{Path(weights).name} (sha256 {_sha256(path)[:12]})"
+        weights_id = f"{Path(weights).name} (sha256 {file_sha256(path)[:12]})"
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -222,7 +222,8 @@ def _unwrap(checkpoint, path: Path) -> dict:
     return checkpoint
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
