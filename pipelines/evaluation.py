@@ -24,7 +24,8 @@ TOP5_MIN_CLASSES = 5
 
 def segment_outputs(clip_model: ClipModel, path: str, stride_s: float | None = None, batch_size: int = 8
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities (S, C), embeddings (S, D)) of a video's segments that hold frames."""
+    """(probabilities (S, C), embeddings (S, D)) of a video's segments that hold frames. `clip_model`:
+    a ClipModel, or anything with its `spec` and `predict(batch) -> (probs, embeddings)` (a FineTuner)."""
     from pipelines.sampler import sample_clips
     from pipelines.transforms import preprocess_clip
 

@@ -186,15 +186,14 @@ class FineTuner:
 
     def __init__(self, spec: ModelSpec, weights: str, num_classes: int, total_steps: int, *, lr: float | None = None,
                  weight_decay: float | None = None, device: str = "cpu"):
-        from pipelines.weights import load_model, replace_head
+        from pipelines.weights import head_module, load_model, replace_head
 
         self.spec = spec
         self.device = torch.device(device)
         self.model = load_model(spec, weights).model
         replace_head(self.model, num_classes)
-        head = self.model.head if hasattr(self.model, "head") else self.model.blocks[-1]
-        self._head = head
-        self._activation = getattr(head, "activation", None)  # X3D's Softmax: train on logits
+        self._head = head_module(self.model)
+        self._activation = getattr(self._head, "activation", None)  # X3D's Softmax: train on logits
         self.model.to(self.device)
         lr = lr or (1e-3 if weights == "none" else 1e-4)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay or 0.05)
@@ -230,18 +229,17 @@ class FineTuner:
         self.schedule.step()
         return loss.item(), int((logits.detach().argmax(1).cpu() == labels).sum())
 
-    @torch.no_grad()
+    def predict(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probabilities, no embedding) of a batch in eval mode: what `segment_outputs` asks of a model."""
+        self.model.eval()
+        with torch.no_grad():
+            return self.logits(batch).softmax(1).cpu(), torch.empty(len(batch), 0)
+
     def video_probs(self, path: str) -> torch.Tensor:
         """(S, C) probabilities of the video's segments, inference transform, eval mode."""
-        from pipelines.sampler import sample_clips
-        from pipelines.transforms import preprocess_clip
+        from pipelines.evaluation import segment_outputs
 
-        self.model.eval()
-        clips = [preprocess_clip(c.frames, self.spec)
-                 for c in sample_clips(path, self.spec.clip_seconds, self.spec.num_frames) if c.frames is not None]
-        if not clips:
-            raise InputError(f"{path!r} has no frames; remove it from the dataset")
-        return torch.cat([self.logits(torch.stack(clips[i:i + 8])).softmax(1).cpu() for i in range(0, len(clips), 8)])
+        return segment_outputs(self, path)[0]
 
 
 def _fine_tune(spec: ModelSpec, data: VideoFolder, config: TrainConfig, progress: Progress):

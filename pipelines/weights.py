@@ -96,15 +96,19 @@ def _own_classes(spec: ModelSpec, model: nn.Module) -> list[str] | None:
     return hf_backend.classes_of(model)
 
 
+def head_module(model: nn.Module) -> nn.Module:
+    """The head: `model.head` (MViT, Hugging Face models) or `model.blocks[-1]` (ResNet family, X3D)."""
+    return model.head if hasattr(model, "head") else model.blocks[-1]
+
+
 def projection_layer(model: nn.Module) -> nn.Linear:
-    """The head's final Linear: `model.head.proj` (MViT) or `model.blocks[-1].proj` (ResNet family)."""
-    head = model.head if hasattr(model, "head") else model.blocks[-1]
-    return head.proj
+    """The head's final Linear (`proj`)."""
+    return head_module(model).proj
 
 
 def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
     """Swap the final projection for a fresh Linear with `num_classes` outputs (same input size)."""
-    head = model.head if hasattr(model, "head") else model.blocks[-1]
+    head = head_module(model)
     head.proj = nn.Linear(head.proj.in_features, num_classes)
     return head.proj
 
