@@ -102,6 +102,9 @@ def _geometry(processor: dict, image_size: int, name: str) -> tuple[int, int]:
         raise UnknownModelError(f"{name}: processor size {size} is not supported; reelflow resizes the short side "
                                 "(size: {'shortest_edge': N}) then centre-crops")
     side = int(size["shortest_edge"])
+    if side < crop:
+        raise UnknownModelError(f"{name}: the processor resizes the short side to {side}, smaller than its "
+                                f"{crop}x{crop} crop; fix size or crop_size in the preprocessor config")
     if crop != image_size:
         raise UnknownModelError(f"{name}: the processor crops {crop}x{crop} but the model takes {image_size}x"
                                 f"{image_size}; fix crop_size in the preprocessor config")
