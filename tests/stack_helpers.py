@@ -16,6 +16,18 @@ from pathlib import Path
 REELFLOW = str(Path(sys.executable).parent / "reelflow")
 
 
+def reelflow(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True
+             ) -> subprocess.CompletedProcess:
+    """One `reelflow` command in a fresh process (this checkout's code, from any working directory);
+    with `check`, it must exit 0."""
+    result = subprocess.run([sys.executable, "-m", "services", *args], capture_output=True, text=True, cwd=cwd,
+                            timeout=600, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+                                              **(env or {})})
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
 def fast_settings(redis_url: str | None = None, home: Path | None = None, **overrides):
     """Settings with short leases and retries, for tests on a real Redis."""
     from services.settings import Settings

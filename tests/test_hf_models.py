@@ -10,10 +10,7 @@ that classify and a stack then serve.
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -22,18 +19,7 @@ import pytest
 import torch
 
 from hf_models import CLASSES, save_tiny_videomae
-
-REELFLOW = [sys.executable, "-m", "services"]
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def reelflow(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True):
-    result = subprocess.run([*REELFLOW, *args], capture_output=True, text=True, cwd=cwd, timeout=600,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
-
+from stack_helpers import reelflow
 
 @pytest.fixture(scope="module")
 def videomae(tmp_path_factory) -> Path:
@@ -114,6 +100,18 @@ def test_a_directory_that_is_not_a_video_classifier_is_refused(tmp_path, real_vi
     (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
     result = reelflow("classify", str(real_video), "--model", "hf:bert", cwd=tmp_path, check=False)
     assert result.returncode == 1 and "not a video classifier" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_processor_that_crops_more_than_it_resizes_is_refused(videomae, tmp_path, real_video):
+    small = tmp_path / "small-side"
+    small.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (small / name).write_bytes((videomae / name).read_bytes())
+    processor = json.loads((videomae / "preprocessor_config.json").read_text())
+    (small / "preprocessor_config.json").write_text(json.dumps({**processor, "size": {"shortest_edge": 24}}))
+    result = reelflow("classify", str(real_video), "--model", "hf:small-side", cwd=tmp_path, check=False)
+    assert result.returncode == 1 and "smaller than its 32x32 crop" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 

@@ -9,10 +9,7 @@ x3d_xs separates them; full fine-tuning is checked to lower the training loss ov
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -20,17 +17,9 @@ import pytest
 import torch
 
 from datasets import CLASSES, make_dataset
+from stack_helpers import reelflow
 
-REELFLOW = [sys.executable, "-m", "services"]
 MODEL = "x3d_xs"  # the fastest model
-
-
-def reelflow(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([*REELFLOW, *args], capture_output=True, text=True, cwd=cwd, timeout=600,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 @pytest.fixture(scope="module")
