@@ -20,9 +20,8 @@ from torch import nn
 
 from pipelines.errors import WeightsError
 from pipelines.models import ModelSpec
+from pipelines.weight_files import HF_WEIGHT_FILES as WEIGHT_FILES
 from pipelines.weights import file_sha256
-
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 class _Head(nn.Module):
@@ -98,11 +97,3 @@ def pretrained_id(spec: ModelSpec) -> str:
                 digest = file_sha256(path / name)[:12]  # in blocks: a VideoMAE base is 350 MB
                 return f"pretrained ({path.name}/{name}, sha256 {digest})"
     return f"pretrained ({source})"
-
-
-def check_pretrained(spec: ModelSpec) -> None:
-    """Fail fast when a local directory holds no weights (the hub is checked when loading)."""
-    path = Path(_source(spec))
-    if path.is_absolute() and not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise WeightsError(f"{spec.name} has no weights ({' or '.join(WEIGHT_FILES[::2])}); save them with "
-                           "model.save_pretrained(DIR), or pass --weights none or a checkpoint path")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import urllib.error
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +30,9 @@ from torch import nn
 
 from pipelines.errors import WeightsError
 from pipelines.models import RANDOM_SEED, RANDOM_WEIGHTS_ID, ModelSpec, get_spec  # noqa: F401
+from pipelines.weight_files import (PRETRAINED, check_weights, checkpoint_cache_path,  # noqa: F401  (re-exported)
+                                    checkpoint_url, ensure_cached)
 
-# For a Hugging Face model (`hf:`), the weights saved with it; `kinetics`, the default, means the same.
-PRETRAINED = ("pretrained", "kinetics")
 
 
 @dataclass
@@ -60,7 +59,7 @@ def load_model(spec: ModelSpec, weights: str = "kinetics", *, progress: bool = T
     if spec.backend == "hf" and weights in PRETRAINED:
         from pipelines import hf_backend
 
-        hf_backend.check_pretrained(spec)
+        check_weights(spec, weights)
         model = hf_backend.build(spec, pretrained=True)
         return LoadedModel(model, hf_backend.pretrained_id(spec), hf_backend.classes_of(model))
     if weights == "kinetics":
@@ -146,43 +145,12 @@ def _random_model(spec: ModelSpec) -> nn.Module:
         return _architecture(spec).eval()
 
 
-def checkpoint_cache_path(spec: ModelSpec) -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / spec.checkpoint_file
 
 
-def checkpoint_url(spec: ModelSpec) -> str:
-    root = os.environ.get("REELFLOW_MODEL_ZOO_URL")
-    return f"{root.rstrip('/')}/{spec.checkpoint_file}" if root else spec.checkpoint_url
 
 
-def check_weights(spec: ModelSpec, weights: str) -> None:
-    """Fail fast, without building the model, when weights cannot be had: a path that is not a
-    file, or `kinetics` with nothing cached and no way to download (which this then does)."""
-    if spec.backend == "hf" and weights in PRETRAINED:
-        from pipelines import hf_backend
-
-        hf_backend.check_pretrained(spec)
-    elif weights == "kinetics":
-        ensure_cached(spec, progress=False)
-    elif weights != "none" and not Path(weights).expanduser().is_file():
-        raise WeightsError(f"weights {weights!r} is not a file; pass 'kinetics', 'none' or a checkpoint path")
 
 
-def ensure_cached(spec: ModelSpec, progress: bool = True) -> Path:
-    """The official checkpoint in torch.hub's cache, downloaded on first use."""
-    path = checkpoint_cache_path(spec)
-    url = checkpoint_url(spec)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(url, str(path), progress=progress)
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            reason = getattr(e, "reason", None) or e
-            raise WeightsError(
-                f"cannot download the {spec.name} checkpoint {url} ({reason}); "
-                f"download it by hand to {path}, or pass --weights PATH or --weights none"
-            ) from None
-    return path
 
 
 def _kinetics_state(spec: ModelSpec, progress: bool) -> dict:

@@ -22,7 +22,7 @@ from services.stack import connect, default_allowed_roots, settings_for, start_p
 
 def run_process(args) -> int:
     from pipelines.models import get_spec
-    from pipelines.weights import check_weights
+    from pipelines.weight_files import check_weights
 
     check_weights(get_spec(args.model), args.weights)  # before starting anything: fail in a second
     default_allowed_roots(args.sources, [args.model])  # the working directory and the files named here
