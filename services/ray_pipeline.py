@@ -38,9 +38,6 @@ from services.settings import Settings
 log = logging.getLogger("reelflow.ray")
 
 NAMESPACE = "reelflow"
-# OpenMP threads that spin while they wait burn the core a decoder needs: a replica's torch threads
-# sleep instead (measured: a third less CPU per clip when a decoder shares the machine).
-REPLICA_ENV = {"env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}}
 # Model replicas scale on the job backlog in Redis as well as on their ongoing requests.
 BACKLOG_POLICY = {"policy_function": "services.autoscale:backlog_policy"}
 CAPACITY_REFRESH_S = 2.0  # how often the consumer re-reads the running replica count
@@ -164,7 +161,7 @@ class RayPipeline:
         with self._deploy_lock:
             if target not in self._apps:
                 from pipelines.models import get_spec
-                from pipelines.weights import check_weights
+                from pipelines.weight_files import check_weights
 
                 self.settings.sources.check_model(model)
                 check_weights(get_spec(model), weights)  # the common failures, in a second
@@ -266,7 +263,9 @@ class RayPipeline:
 def replica_deployment(settings: Settings, name: str = REPLICA, autoscaling: dict | None = None):
     """The model replica deployment with the settings' resources and autoscaling (min 1, max
     REELFLOW_MAX_REPLICAS, on ongoing requests and on the Redis backlog)."""
-    actor_options = {"num_cpus": settings.replica_cpus, "runtime_env": REPLICA_ENV}
+    # No runtime_env: an actor with one gets a process of its own started for it (a second more),
+    # where without one it takes a worker process Ray started ahead (services.replica sets its env).
+    actor_options = {"num_cpus": settings.replica_cpus}
     if settings.replica_gpus:
         actor_options["num_gpus"] = settings.replica_gpus  # fractional GPUs share one device
     return ModelReplica.options(
