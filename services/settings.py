@@ -12,7 +12,7 @@
 | REELFLOW_MAX_ATTEMPTS | 3 | deliveries in a row without a new segment before a job goes to the dead-letter list |
 | REELFLOW_RETRY_BASE_S | 2 | first retry delay; doubles each attempt, with jitter |
 | REELFLOW_RESULT_TTL_S | 604800 | finished jobs and their segments expire after this (7 days) |
-| REELFLOW_BATCH_SIZE | auto | most clips per forward pass on a model replica (`@serve.batch`); auto: the replica times 1, 2, 4, 8, 16 when it starts and keeps the fastest |
+| REELFLOW_BATCH_SIZE | auto | most clips per forward pass on a model replica (`@serve.batch`); auto: the fastest of 1, 2, 4, 8, 16, timed by the first replica on a machine and kept (services/batch_rates.py) |
 | REELFLOW_BATCH_WAIT_S | 0.02 | how long a replica waits to fill a batch |
 | REELFLOW_PIPELINE | auto | fused: model replicas decode their own jobs (CPU: no clip leaves its process); split: decoder actors feed the replicas (GPU replicas); auto: fused on CPU |
 | REELFLOW_DECODERS | 1 | decoder actors per `up` (split pipeline) |
