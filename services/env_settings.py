@@ -38,7 +38,7 @@ class EnvSettings(BaseSettings):
     batch_wait_s: PositiveFloat = 0.02
     pipeline: Literal["auto", "fused", "split"] = "auto"
     decoders: PositiveInt = 1
-    jobs_per_decoder: PositiveInt = 2
+    jobs_per_decoder: PositiveInt = 4
     decoder_cpus: PositiveFloat = 0.5
     replica_cpus: PositiveFloat = 0.5
     decoder_threads: PositiveInt | None = None  # unset: one per core

@@ -69,7 +69,7 @@ class Decoder:
             ) -> Iterator[int | dict]:
         handle = target.handle()
         info = handle.describe.remote().result()
-        in_flight = 4 * info["batch_size"]
+        in_flight = 2 * info["batch_size"]  # per job: with REELFLOW_JOBS_PER_DECODER (4) jobs, 8 batches in all
         plan = JobPlan.open(spec_json, sources, info["num_classes"], info["weights_id"], info.get("classes"))
         yield plan.total
 

@@ -28,7 +28,7 @@ async def job_results(replica, spec_json: str, skip: list[int], sources: SourceP
         replica.clip_model.classes)
     yield plan.total
 
-    in_flight = 4 * replica.batch_size
+    in_flight = 2 * replica.batch_size  # per job: with REELFLOW_JOBS_PER_DECODER (4) jobs, 8 batches in all
     ready: asyncio.Queue = asyncio.Queue(maxsize=in_flight)
     stop = threading.Event()
 

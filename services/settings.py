@@ -16,7 +16,7 @@
 | REELFLOW_BATCH_WAIT_S | 0.02 | how long a replica waits to fill a batch |
 | REELFLOW_PIPELINE | auto | fused: model replicas decode their own jobs (CPU: no clip leaves its process); split: decoder actors feed the replicas (GPU replicas); auto: fused on CPU |
 | REELFLOW_DECODERS | 1 | decoder actors per `up` (split pipeline) |
-| REELFLOW_JOBS_PER_DECODER | 2 | jobs a decoder works on at once: the next job decodes while the last one's clips are in the model |
+| REELFLOW_JOBS_PER_DECODER | 4 | jobs a decoder (fused: a model replica) works on at once: while one job opens its video or waits for the model, the others decode |
 | REELFLOW_DECODER_CPUS | 0.5 | CPUs Ray reserves per decoder actor |
 | REELFLOW_REPLICA_CPUS | 0.5 | CPUs Ray reserves per model replica (several models fit on a laptop) |
 | REELFLOW_DECODER_THREADS | 0 | FFmpeg decoding threads per job in a decoder actor (0: one per core) |
@@ -66,7 +66,7 @@ class Settings:
     batch_wait_s: float = 0.02
     pipeline: str = "auto"
     decoders: int = 1
-    jobs_per_decoder: int = 2
+    jobs_per_decoder: int = 4
     decoder_cpus: float = 0.5
     replica_cpus: float = 0.5
     decoder_threads: int = 0  # 0: FFmpeg picks, one per core
