@@ -36,11 +36,10 @@ class ClipModel:
         self.precision = precision
         self.classes = classes  # the checkpoint's class names; None: Kinetics-400 (or class_i)
         self.model = model.to(self.device).eval()
-        self._captured: list[torch.Tensor] = []
-        self._lock = threading.Lock()  # one forward pass at a time: the hook's capture is per pass
-        projection_layer(self.model).register_forward_pre_hook(
-            lambda _module, inputs: self._captured.append(inputs[0])
-        )
+        # The embedding hook captures into the calling thread's list: forward passes may run on
+        # several threads at once (a replica's lanes), each seeing only its own.
+        self._local = threading.local()
+        projection_layer(self.model).register_forward_pre_hook(self._capture)
 
     @classmethod
     def load(cls, model_name: str, weights: str = "kinetics", device: str = "cpu", precision: str = "float32"
@@ -48,6 +47,11 @@ class ClipModel:
         spec = get_spec(model_name)
         loaded = load_model(spec, weights)
         return cls(spec, loaded.model, loaded.weights_id, device, precision, loaded.classes)
+
+    def _capture(self, _module, inputs) -> None:
+        captured = getattr(self._local, "captured", None)
+        if captured is not None:  # inside predict(); a forward pass of its own (training) is not captured
+            captured.append(inputs[0])
 
     @property
     def num_classes(self) -> int:
@@ -57,10 +61,13 @@ class ClipModel:
     def predict(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, T, crop, crop) float input -> (probabilities (B, C), embeddings (B, D)) on the CPU."""
         half = torch.float16 if self.device.type == "cuda" else torch.bfloat16  # what each device is fast at
-        with self._lock, torch.autocast(self.device.type, dtype=half, enabled=self.precision == "half"):
-            self._captured.clear()
-            out = self.model(pack_pathways(batch.to(self.device), self.spec))
-            features = self._captured.pop()
+        with torch.autocast(self.device.type, dtype=half, enabled=self.precision == "half"):
+            self._local.captured = []
+            try:
+                out = self.model(pack_pathways(batch.to(self.device), self.spec))
+                features = self._local.captured.pop()
+            finally:
+                self._local.captured = None
         if features.dim() > 2:  # (B, T', H', W', D) positions left by the head's pooling
             features = features.flatten(1, -2).mean(dim=1)
         probs = out if self.spec.head_softmax else out.softmax(dim=1)
