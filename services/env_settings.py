@@ -43,11 +43,12 @@ class EnvSettings(BaseSettings):
     replica_cpus: PositiveFloat = 0.5
     decoder_threads: PositiveInt | None = None  # unset: one per core
     replica_threads: PositiveInt | None = None
+    forward_threads: PositiveInt = 1
     clip_format: Literal["auto", "float32", "uint8"] = "auto"
     precision: Literal["float32", "half"] = "float32"
     stream_cpus: PositiveFloat = 0.25
     max_streams: PositiveInt = 32
-    max_replicas: PositiveInt = 2
+    max_replicas: PositiveInt = 1
     min_replicas: PositiveInt = 1
     jobs_per_replica: PositiveInt = 2
     replica_gpus: float = Field(0.0, ge=0)

@@ -1,6 +1,6 @@
 """The Ray pipeline: decoder actors feed Ray Serve model replicas that batch clips dynamically.
 
-    job consumer --(job spec)--> Decoder actor --(clip, via the object store)--> ModelReplica (@serve.batch)
+    job consumer --(job spec)--> Decoder actor --(clip, via the object store)--> ModelReplica (batching)
          ^                            |  decode, sample, transform           forward: probabilities + embeddings
          +----(small result dicts)----+  top-k, result records
 
@@ -283,7 +283,8 @@ def replica_deployment(settings: Settings, name: str = REPLICA, autoscaling: dic
 def replica_options(settings: Settings, device: str) -> dict:
     """The keyword arguments a ModelReplica is built with."""
     return dict(device=device, batch_size=settings.batch_size, batch_wait_s=settings.batch_wait_s,
-                threads=settings.replica_threads, clip_format=settings.clip_format, precision=settings.precision)
+                threads=settings.replica_threads, forward_threads=settings.forward_threads,
+                clip_format=settings.clip_format, precision=settings.precision)
 
 
 def _wait_alive(actor, timeout_s: float) -> None:

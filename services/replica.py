@@ -3,23 +3,22 @@
 Clips arrive in the replica's wire format, which it announces in `describe()`: float32 model input
 (on a CPU the decoder's cores do the transform), or uint8 crop taps (`pipelines.transforms.CropTaps`)
 that a GPU replica blends and normalizes on its device, from pinned memory, at a quarter of the
-bytes per value. Both give the same numbers. `@serve.batch` forms the batches; the largest batch is
+bytes per value. Both give the same numbers. `services.batcher` forms the batches, when a forward
+lane is free (on a CPU, one lane per core); the largest batch is
 the setting, or, by default, whichever batch size ran fastest on this machine (`services.batch_rates`:
 measured by the first replica, kept for the next).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from ray import serve
 
 from services.batch_rates import batch_rates
+from services.batcher import Batcher
 from services.settings import MAX_AUTO_BATCH
 
 log = logging.getLogger("reelflow.replica")
@@ -32,7 +31,8 @@ class ModelReplica:
     """One model with its weights; clips from any decoder are batched together."""
 
     def __init__(self, model: str, weights: str, *, device: str = "cpu", batch_size: int = 0,
-                 batch_wait_s: float = 0.02, threads: int = 0, clip_format: str = "auto", precision: str = "float32"):
+                 batch_wait_s: float = 0.02, threads: int = 0, forward_threads: int = 1, clip_format: str = "auto",
+                 precision: str = "float32"):
         # OpenMP threads that spin while they wait burn the core a decoding thread needs: torch's
         # sleep instead (measured: a third less CPU per clip beside a busy decoder). Read once, when
         # torch loads its OpenMP runtime, so it is set before the first `import torch` here.
@@ -41,14 +41,17 @@ class ModelReplica:
 
         from pipelines.inference import ClipModel
 
-        # Ray caps a fractional-CPU actor at one thread (OMP_NUM_THREADS=1): the forward pass gets
-        # the cores it was budgeted, by default all of its node's.
-        torch.set_num_threads(threads or os.cpu_count() or 1)
+        # The thread budget: `threads` cores (by default all of the node's; Ray alone would cap a
+        # fractional-CPU actor at one). On a CPU they run that many / `forward_threads` forward
+        # passes at once (lanes); a GPU runs one pass at a time, and torch gets all the threads.
+        cores = threads or os.cpu_count() or 1
+        gpu = torch.device(device).type == "cuda"
+        self.lanes = 1 if gpu else max(1, cores // max(1, forward_threads))
+        torch.set_num_threads(cores if gpu else max(1, min(forward_threads, cores)))
         self.clip_model = ClipModel.load(model, weights, device, precision)
-        gpu = self.clip_model.device.type == "cuda"
         self.clip_format = clip_format if clip_format != "auto" else ("uint8" if gpu else "float32")
         self.batch_rates: dict[int, float] = {}
-        if batch_size == 0:  # auto: the fastest batch size of this model on this machine
+        if batch_size == 0:  # auto: the fastest batch size of this model on this machine (one lane's)
             self.batch_rates = batch_rates(self.clip_model, [b for b in (1, 2, 4, 8, 16) if b <= MAX_AUTO_BATCH])
             # the largest size within 5% of the fastest: timings are noisy, and bigger batches also
             # absorb bursts from many jobs and streams
@@ -57,10 +60,7 @@ class ModelReplica:
             log.info("%s: batch size %d (clips/s by batch size: %s)", model, batch_size,
                      {b: round(r, 1) for b, r in self.batch_rates.items()})
         self.batch_size = batch_size
-        self.predict.set_max_batch_size(batch_size)
-        self.predict.set_batch_wait_timeout_s(batch_wait_s)
-        self.batch_sizes: Counter[int] = Counter()  # batch size -> batches (bounded, unlike a list)
-        self._forward = ThreadPoolExecutor(1, thread_name_prefix="reelflow-forward")
+        self.batcher = Batcher(self._forward_batch, batch_size, self.lanes, batch_wait_s)
 
     def describe(self) -> dict:
         import torch
@@ -68,13 +68,11 @@ class ModelReplica:
         return {"weights_id": self.clip_model.weights_id, "num_classes": self.clip_model.num_classes,
                 "classes": self.clip_model.classes,  # a trained checkpoint's class names, else None
                 "clip_format": self.clip_format, "batch_size": self.batch_size, "batch_rates": self.batch_rates,
-                "torch_threads": torch.get_num_threads(), "precision": self.clip_model.precision}
+                "lanes": self.lanes, "torch_threads": torch.get_num_threads(), "precision": self.clip_model.precision}
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def predict(self, clips: list) -> list[tuple[np.ndarray, np.ndarray]]:
-        self.batch_sizes[len(clips)] += 1
-        # On a thread: the event loop keeps taking requests (and feeding jobs) during the forward pass.
-        return await asyncio.get_running_loop().run_in_executor(self._forward, self._forward_batch, clips)
+    async def predict(self, clip) -> tuple[np.ndarray, np.ndarray]:
+        """One clip's (probabilities, embedding), from a batch with whatever other clips wait."""
+        return await self.batcher.submit(clip)
 
     async def __call__(self, clip) -> tuple[np.ndarray, np.ndarray]:
         return await self.predict(clip)
@@ -105,7 +103,7 @@ class ModelReplica:
         return finish_on(CropTaps.from_arrays(clip), self.clip_model.device, self.clip_model.spec)
 
     def batch_size_counts(self) -> dict[int, int]:
-        return dict(sorted(self.batch_sizes.items()))
+        return dict(sorted(self.batcher.batch_sizes.items()))
 
     def pid(self) -> int:
         return os.getpid()

@@ -12,21 +12,22 @@
 | REELFLOW_MAX_ATTEMPTS | 3 | deliveries in a row without a new segment before a job goes to the dead-letter list |
 | REELFLOW_RETRY_BASE_S | 2 | first retry delay; doubles each attempt, with jitter |
 | REELFLOW_RESULT_TTL_S | 604800 | finished jobs and their segments expire after this (7 days) |
-| REELFLOW_BATCH_SIZE | auto | most clips per forward pass on a model replica (`@serve.batch`); auto: the fastest of 1, 2, 4, 8, 16, timed by the first replica on a machine and kept (services/batch_rates.py) |
-| REELFLOW_BATCH_WAIT_S | 0.02 | how long a replica waits to fill a batch |
+| REELFLOW_BATCH_SIZE | auto | most clips per forward pass on a model replica (services/batcher.py); auto: the fastest of 1, 2, 4, 8, 16, timed by the first replica on a machine and kept (services/batch_rates.py) |
+| REELFLOW_BATCH_WAIT_S | 0.02 | how long an idle forward lane waits to fill a batch |
 | REELFLOW_PIPELINE | auto | fused: model replicas decode their own jobs (CPU: no clip leaves its process); split: decoder actors feed the replicas (GPU replicas); auto: fused on CPU |
 | REELFLOW_DECODERS | 1 | decoder actors per `up` (split pipeline) |
 | REELFLOW_JOBS_PER_DECODER | 4 | jobs a decoder (fused: a model replica) works on at once: while one job opens its video or waits for the model, the others decode |
 | REELFLOW_DECODER_CPUS | 0.5 | CPUs Ray reserves per decoder actor |
 | REELFLOW_REPLICA_CPUS | 0.5 | CPUs Ray reserves per model replica (several models fit on a laptop) |
 | REELFLOW_DECODER_THREADS | 0 | FFmpeg decoding threads per job in a decoder actor (0: one per core) |
-| REELFLOW_REPLICA_THREADS | (all cores) | torch threads per model replica; Ray would give a fractional-CPU actor one |
+| REELFLOW_REPLICA_THREADS | (all cores) | cores a model replica's forward passes use (Ray alone would give a fractional-CPU actor one) |
+| REELFLOW_FORWARD_THREADS | 1 | torch threads per forward pass on a CPU replica: it runs REPLICA_THREADS / FORWARD_THREADS passes at once (lanes; a small model's convolutions do not spread well over threads) |
 | REELFLOW_CLIP_FORMAT | auto | what decoders send replicas: float32 model input, or uint8 crop taps finished on the replica (auto: uint8 for a GPU replica) |
 | REELFLOW_PRECISION | float32 | float32 (the reference's numbers) or half (autocast: float16 on a GPU, bfloat16 on a CPU; approximate) |
 | REELFLOW_STREAM_CPUS | 0.25 | CPUs Ray reserves for the actor that reads an `up`'s live streams |
 | REELFLOW_MAX_STREAMS | 32 | live streams one `up` reads at most (others wait for another worker) |
 | REELFLOW_MIN_REPLICAS | 1 | replicas per model when idle |
-| REELFLOW_MAX_REPLICAS | 2 | autoscaling limit of replicas per model (scaled on ongoing requests and the job backlog) |
+| REELFLOW_MAX_REPLICAS | 1 | autoscaling limit of replicas per model (scaled on ongoing requests and the job backlog); a replica uses all its node's cores, so raise it on a cluster, where new replicas get nodes of their own |
 | REELFLOW_JOBS_PER_REPLICA | 2 | backlog jobs per model replica the autoscaler aims at |
 | REELFLOW_REPLICA_GPUS | 0 | GPUs per model replica (fractions share a GPU, e.g. 0.5) |
 | REELFLOW_API_TOKEN | (none) | bearer token the HTTP API requires; unset: no auth (the API binds to loopback) |
@@ -71,11 +72,12 @@ class Settings:
     replica_cpus: float = 0.5
     decoder_threads: int = 0  # 0: FFmpeg picks, one per core
     replica_threads: int = 0  # 0: one per core of the node the replica runs on
+    forward_threads: int = 1
     clip_format: str = "auto"
     precision: str = "float32"
     stream_cpus: float = 0.25
     max_streams: int = 32
-    max_replicas: int = 2
+    max_replicas: int = 1
     min_replicas: int = 1
     jobs_per_replica: int = 2
     replica_gpus: float = 0.0
@@ -107,6 +109,7 @@ class Settings:
             pipeline=env.pipeline, decoders=env.decoders, jobs_per_decoder=env.jobs_per_decoder,
             decoder_cpus=env.decoder_cpus, replica_cpus=env.replica_cpus,
             decoder_threads=env.decoder_threads or 0, replica_threads=env.replica_threads or 0,
+            forward_threads=env.forward_threads,
             clip_format=env.clip_format, precision=env.precision, stream_cpus=env.stream_cpus,
             max_streams=env.max_streams, max_replicas=env.max_replicas, min_replicas=env.min_replicas,
             jobs_per_replica=env.jobs_per_replica, replica_gpus=env.replica_gpus, api_token=env.api_token,
