@@ -98,7 +98,8 @@ def http_stack(base: Path, video: Path, token: str, default_roots: bool = False)
     videos = base / "videos"
     videos.mkdir(exist_ok=True)
     shutil.copy(video, videos / "a.mp4")
-    env = stack_env(base / "home", REELFLOW_API_TOKEN=token)
+    # two replicas at most: the autoscaling test floods one machine (the default, 1, suits one machine)
+    env = stack_env(base / "home", REELFLOW_API_TOKEN=token, REELFLOW_MAX_REPLICAS="2")
     if default_roots:
         del env["REELFLOW_ALLOWED_ROOTS"]
     port = free_port()
