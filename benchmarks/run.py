@@ -273,8 +273,8 @@ def stack_lines(rows: list[dict], stacks: dict, settings: dict) -> list[str]:
     firsts = [f"{r['model']} {r['corpus']}: " + ", ".join(f"{v:.2f}" for v in r["bulk_first_vs_bound"])
               for r in rows if "bulk_first_vs_bound" in r]
     if firsts:
-        lines += ["", "Bulk is the best run on a stack; its first run, on a fresh stack whose replicas scale out "
-                  f"(1 to REELFLOW_MAX_REPLICAS) meanwhile, is slower — vs bound per stack: {'; '.join(firsts)}."]
+        lines += ["", "Bulk is the best run on a stack; the first run on each fresh stack (after its one short "
+                  f"warm-up job) — vs bound per stack: {'; '.join(firsts)}."]
     startup = [f"{m} " + ", then ".join(f"{t:.1f} s" for t in s["startups"]) for m, s in stacks.items() if s.get("startups")]
     if startup:
         lines += ["", "Stack start-up, from launching `reelflow up --weights none --model M` to its ready line "
