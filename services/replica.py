@@ -61,6 +61,15 @@ class ModelReplica:
                      {b: round(r, 1) for b, r in self.batch_rates.items()})
         self.batch_size = batch_size
         self.batcher = Batcher(self._forward_batch, batch_size, self.lanes, batch_wait_s)
+        self.batcher.warm(self._warm)
+
+    def _warm(self) -> None:
+        """A forward pass of each batch size up to the largest (on a lane's thread)."""
+        import torch
+
+        spec = self.clip_model.spec
+        for size in range(1, self.batch_size + 1):
+            self.clip_model.predict(torch.zeros(size, 3, spec.num_frames, spec.crop_size, spec.crop_size))
 
     def describe(self) -> dict:
         import torch

@@ -97,3 +97,26 @@ def test_a_cancelled_caller_is_left_out_of_its_batch():
 
     assert run(main()) == ("first", "kept")
     assert seen == ["first", "kept"]
+
+
+def test_warm_runs_once_on_each_lane_thread_before_any_clip_there():
+    warmed, order = [], []
+
+    def forward(items):
+        order.append(("forward", threading.current_thread().name))
+        return items
+
+    def warm():
+        time.sleep(0.05)
+        warmed.append(threading.current_thread().name)
+        order.append(("warm", threading.current_thread().name))
+
+    async def main():
+        batcher = Batcher(forward, max_batch_size=1, lanes=3)
+        batcher.warm(warm)
+        return await asyncio.gather(*(batcher.submit(i) for i in range(3)))
+
+    assert run(main()) == [0, 1, 2]
+    assert len(warmed) == 3 and len(set(warmed)) == 3  # every lane's thread, once
+    for k, (kind, thread) in enumerate(order):  # no clip ran on a thread before it was warm
+        assert kind == "warm" or ("warm", thread) in order[:k]
