@@ -4,9 +4,9 @@ Clips arrive in the replica's wire format, which it announces in `describe()`: f
 (on a CPU the decoder's cores do the transform), or uint8 crop taps (`pipelines.transforms.CropTaps`)
 that a GPU replica blends and normalizes on its device, from pinned memory, at a quarter of the
 bytes per value. Both give the same numbers. `services.batcher` forms the batches, when a forward
-lane is free (on a CPU, one lane per core); the largest batch is
-the setting, or, by default, whichever batch size ran fastest on this machine (`services.batch_rates`:
-measured by the first replica, kept for the next).
+lane is free (on a CPU, one lane per core); the largest batch is the setting, or, by default,
+whichever batch size ran fastest on this machine (`services.batch_rates`: timed by the first
+replica, kept for the next).
 """
 
 from __future__ import annotations
