@@ -78,21 +78,23 @@ def test_a_failed_pass_fails_its_callers_only_and_the_lane_goes_on():
 
 
 def test_a_cancelled_caller_is_left_out_of_its_batch():
-    seen = []
+    seen, release = [], threading.Event()
 
     def forward(items):
         seen.extend(items)
-        time.sleep(0.1)
+        release.wait(10)  # "first" holds the only lane until the test lets it go
         return items
 
     async def main():
         batcher = Batcher(forward, max_batch_size=4, lanes=1)
         first = asyncio.ensure_future(batcher.submit("first"))
-        await asyncio.sleep(0.02)  # "first" is in the model; these two wait
+        while not seen:  # "first" is in the model; the next two wait
+            await asyncio.sleep(0.005)
         gone = asyncio.ensure_future(batcher.submit("gone"))
         kept = asyncio.ensure_future(batcher.submit("kept"))
         await asyncio.sleep(0.01)
         gone.cancel()
+        release.set()
         return await first, await kept
 
     assert run(main()) == ("first", "kept")
@@ -117,6 +119,9 @@ def test_warm_runs_once_on_each_lane_thread_before_any_clip_there():
         return await asyncio.gather(*(batcher.submit(i) for i in range(3)))
 
     assert run(main()) == [0, 1, 2]
+    deadline = time.monotonic() + 10  # the clips may all be done on two warm lanes while the third still warms
+    while len(warmed) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert len(warmed) == 3 and len(set(warmed)) == 3  # every lane's thread, once
     for k, (kind, thread) in enumerate(order):  # no clip ran on a thread before it was warm
         assert kind == "warm" or ("warm", thread) in order[:k]
