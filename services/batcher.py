@@ -35,7 +35,7 @@ class Batcher:
         self.batch_sizes: Counter[int] = Counter()  # batch size -> batches run
         self._executor = ThreadPoolExecutor(lanes, thread_name_prefix="reelflow-forward")
         self._queue: asyncio.Queue | None = None  # made on the event loop that first submits
-        self._workers: list[asyncio.Task] = []
+        self._workers: list[asyncio.Task] = []  # held: the event loop keeps only weak references to tasks
 
     def warm(self, fn: Callable[[], None]) -> None:
         """Run `fn` once on each lane's thread, in the background: the first forward pass of each batch
@@ -73,13 +73,12 @@ class Batcher:
                 results = await loop.run_in_executor(self._executor, self.forward, [item for item, _ in batch])
             except Exception as e:  # the batch's callers get the error; the lane goes on
                 log.warning("a forward pass of %d clips failed: %s", len(batch), e)
-                results = [e] * len(batch)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
             for (_, future), result in zip(batch, results):
-                if future.done():  # its caller gave up (a cancelled job)
-                    continue
-                if isinstance(result, Exception):
-                    future.set_exception(result)
-                else:
+                if not future.done():  # done: its caller gave up (a cancelled job)
                     future.set_result(result)
 
     async def _next_batch(self) -> list:
