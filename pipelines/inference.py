@@ -73,6 +73,10 @@ class ClipModel:
         probs = out if self.spec.head_softmax else out.softmax(dim=1)
         return probs.float().cpu(), features.float().cpu()
 
+    def example_batch(self, size: int) -> torch.Tensor:
+        """Random model input of `size` clips (the speed of a pass does not depend on the values)."""
+        return torch.randn(size, 3, self.spec.num_frames, self.spec.crop_size, self.spec.crop_size)
+
     def batch_rates(self, sizes=(1, 2, 4, 8, 16), budget_s: float = 5.0) -> dict[int, float]:
         """Clips per second of the forward pass at each batch size, on random input (the speed does
         not depend on the values). Sizes are tried smallest first; it stops once a size is clearly
@@ -80,7 +84,7 @@ class ClipModel:
         rates: dict[int, float] = {}
         started = time.perf_counter()
         for size in sizes:
-            batch = torch.randn(size, 3, self.spec.num_frames, self.spec.crop_size, self.spec.crop_size)
+            batch = self.example_batch(size)
             self.predict(batch)  # warm-up: allocator, kernels
             fastest = float("inf")
             for _ in range(3):  # the fastest of three: other work on the machine only ever slows a pass down

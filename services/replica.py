@@ -65,11 +65,8 @@ class ModelReplica:
 
     def _warm(self) -> None:
         """A forward pass of each batch size up to the largest (on a lane's thread)."""
-        import torch
-
-        spec = self.clip_model.spec
         for size in range(1, self.batch_size + 1):
-            self.clip_model.predict(torch.zeros(size, 3, spec.num_frames, spec.crop_size, spec.crop_size))
+            self.clip_model.predict(self.clip_model.example_batch(size))
 
     def describe(self) -> dict:
         import torch
