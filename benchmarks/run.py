@@ -188,8 +188,6 @@ def derive(row: dict) -> dict:
     if "bulk_s" in row:
         row.update(bulk_cps=row["bulk_clips"] / row["bulk_s"], bulk_vs_bound=row["bulk_clips"] / row["bulk_s"] / row["bound_cps"],
                    bulk_vs_tutorial=row["bulk_clips"] / row["bulk_s"] / row["tutorial_cps"])
-        firsts = row["bulk_first_s"] if isinstance(row["bulk_first_s"], list) else [row["bulk_first_s"]]
-        row["bulk_first_vs_bound"] = [row["bulk_clips"] / s / row["bound_cps"] for s in firsts]
     return row
 
 
@@ -201,10 +199,12 @@ def best_of(rounds: list[dict]) -> dict:
     bulk = [r for r in rounds if "bulk_s" in r]  # a round whose stack failed has none
     if bulk:
         row.update(min(({k: r[k] for k in ("bulk_clips", "bulk_s")} for r in bulk), key=lambda b: b["bulk_s"]))
-        row["bulk_first_s"] = [r["bulk_first_s"] for r in bulk]  # each fresh stack's first run
     row["model_rates"] = {bs: max(r["model_rates"][bs] for r in rounds) for bs in row["model_rates"]}
     row["rounds"] = len(rounds)
-    return derive(row)
+    derive(row)
+    if bulk:  # each fresh stack's first run, against the same bound
+        row["bulk_first_vs_bound"] = [r["bulk_clips"] / r["bulk_first_s"] / row["bound_cps"] for r in bulk]
+    return row
 
 
 def measure_bulk(model: str, plan: list[tuple[str, list[Path]]], rows: list[dict], profile: Profile,
@@ -235,8 +235,9 @@ def stack_settings() -> dict:
 
 def machine() -> dict:
     """What the numbers were measured on."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    from services.batch_rates import cpu_name
+
+    cpu = cpu_name()
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": f"{cpu}, {os.cpu_count()} cores", "python": platform.python_version(),

@@ -40,7 +40,7 @@ def machine_key(clip_model) -> str:
 
     spec = clip_model.spec
     device = clip_model.device
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return (f"{spec.name}|{spec.num_frames}x{spec.crop_size}|classes={clip_model.num_classes}|{device.type}"
             f"|{clip_model.precision}|threads={torch.get_num_threads()}|torch={torch.__version__}"
             f"|{where}|cores={os.cpu_count()}")
@@ -63,7 +63,8 @@ def batch_rates(clip_model, sizes: list[int], path: Path | None = None) -> dict[
     return rates
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
