@@ -21,7 +21,7 @@ import torch
 
 from pipelines.errors import InputError
 from pipelines.inference import ClipModel
-from pipelines.labels import labels_for
+from pipelines.labels import labels_for, top_labels
 from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS
 from pipelines.results import SegmentResult
 from pipelines.sampler import SampledClip, sample_clips, subsample_indices
@@ -120,12 +120,6 @@ class ActionClassifier:
 
     def _top(self, probs: torch.Tensor) -> tuple[list[str], list[float]]:
         return top_labels(probs, self.labels, self.topk)
-
-
-def top_labels(probs: torch.Tensor, labels: list[str], k: int) -> tuple[list[str], list[float]]:
-    """The k best class names and their probabilities, best first."""
-    scores, indices = probs.topk(k)
-    return [labels[i] for i in indices.tolist()], scores.tolist()
 
 
 def clip_result(source: str, clip: SampledClip, model: str, weights_id: str, labels: list[str], topk: int,

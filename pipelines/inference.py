@@ -18,7 +18,7 @@ from torch import nn
 
 from pipelines.models import ModelSpec, get_spec
 from pipelines.transforms import pack_pathways
-from pipelines.weights import load_model, projection_layer  # noqa: F401  (projection_layer: re-exported)
+from pipelines.models.weights import load_model, projection_layer  # noqa: F401  (projection_layer: re-exported)
 
 # float32: the reference's numbers. half: autocast to float16 on a GPU (bfloat16 on a CPU), faster
 # on GPUs, approximate; the benchmark measures how often its labels agree.

@@ -41,3 +41,18 @@ def labels_for(num_classes: int, classmap: dict[str, int] | None = None,
             )
         names[index] = str(name)
     return names
+
+
+def top_labels(probs, labels: list[str], k: int, decimals: int | None = None) -> tuple[list[str], list[float]]:
+    """The k best class names and their probabilities, best first (ties: the lower class index first);
+    `probs` is one clip's (num_classes,) array or tensor. `decimals` rounds the scores.
+
+    >>> top_labels([0.1, 0.7, 0.2], ["a", "b", "c"], 2)
+    (['b', 'c'], [0.7, 0.2])
+    """
+    import numpy as np
+
+    values = np.asarray(probs, dtype=np.float64 if decimals is not None else None).reshape(-1)
+    best = np.argsort(-values, kind="stable")[:k]
+    scores = [float(values[i]) if decimals is None else round(float(values[i]), decimals) for i in best]
+    return [labels[i] for i in best], scores

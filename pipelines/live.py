@@ -31,6 +31,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pipelines.errors import one_line
 from pipelines.sampler import subsample_indices
 from pipelines.sources import DEVICE
 
@@ -217,5 +218,4 @@ def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, st
 
 
 def _reason(error: BaseException) -> str:
-    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
-    return text.splitlines()[0][:200]
+    return one_line(error, limit=200)

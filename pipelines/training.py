@@ -31,6 +31,7 @@ from torch import nn
 from pipelines.datasets import VideoFolder, augment_clip, random_clip
 from pipelines.errors import InputError
 from pipelines.models import DEFAULT_MODEL, ModelSpec, get_spec
+from pipelines.progress import Bar
 
 CHECKPOINT_VERSION = 1
 PROBE_EPOCHS = 100  # epochs over the cached embeddings: a few hundred steps, seconds on a CPU
@@ -99,7 +100,7 @@ def save_checkpoint(path: Path, model: nn.Module, classes: list[str], spec: Mode
 def _probe(spec: ModelSpec, data: VideoFolder, config: TrainConfig, progress: Progress):
     from pipelines.evaluation import segment_outputs
     from pipelines.inference import ClipModel
-    from pipelines.weights import projection_layer, replace_head
+    from pipelines.models.weights import projection_layer, replace_head
 
     clip_model = ClipModel.load(spec.name, config.weights, config.device)
     train_videos, val_videos = data.split("train"), data.split("val")
@@ -186,7 +187,7 @@ class FineTuner:
 
     def __init__(self, spec: ModelSpec, weights: str, num_classes: int, total_steps: int, *, lr: float | None = None,
                  weight_decay: float | None = None, device: str = "cpu"):
-        from pipelines.weights import head_module, load_model, replace_head
+        from pipelines.models.weights import head_module, load_model, replace_head
 
         self.spec = spec
         self.device = torch.device(device)
@@ -291,42 +292,15 @@ def _fine_tune(spec: ModelSpec, data: VideoFolder, config: TrainConfig, progress
 # -- progress --------------------------------------------------------------------------------------
 
 class Progress:
-    """Progress bars on stderr: tqdm when installed, else a line per bar at its end."""
+    """Training's progress on stderr: a bar per stage (pipelines.progress), and lines between them."""
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
 
-    def bar(self, total: int, desc: str) -> _Bar:
-        return _Bar(total, desc, self.quiet)
+    def bar(self, total: int, desc: str) -> Bar:
+        return Bar(desc, total, unit="step", quiet=self.quiet)
 
     def line(self, text: str) -> None:
         if not self.quiet:
             print(f"reelflow train: {text}", file=sys.stderr, flush=True)
 
-
-class _Bar:
-    def __init__(self, total: int, desc: str, quiet: bool):
-        self.desc, self.total, self.quiet, self.done, self.stats = desc, total, quiet, 0, {}
-        self._tqdm = None
-        if not quiet:
-            try:
-                from tqdm import tqdm
-
-                self._tqdm = tqdm(total=total, desc=desc, file=sys.stderr, leave=True, dynamic_ncols=True)
-            except ImportError:
-                pass
-
-    def update(self, **stats: float) -> None:
-        self.done += 1
-        self.stats = stats
-        if self._tqdm is not None:
-            self._tqdm.set_postfix({k: f"{v:.3f}" for k, v in stats.items()}, refresh=False)
-            self._tqdm.update()
-
-    def close(self) -> None:
-        if self._tqdm is not None:
-            self._tqdm.close()
-        elif not self.quiet:
-            stats = ", ".join(f"{k} {v:.3f}" for k, v in self.stats.items())
-            print(f"reelflow train: {self.desc}: {self.done}/{self.total}{', ' + stats if stats else ''}",
-                  file=sys.stderr, flush=True)

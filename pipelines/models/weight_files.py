@@ -7,13 +7,15 @@ builds a model (`reelflow up` checks each model it deploys this way without impo
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import urllib.error
 from pathlib import Path
 
 from pipelines.errors import WeightsError
-from pipelines.models import ModelSpec, get_spec  # noqa: F401  (get_spec: for the doctest)
+from pipelines.models.spec import ModelSpec
+from pipelines.models.table import get_spec  # noqa: F401  (get_spec: for the doctest)
 
 # For a Hugging Face model (`hf:`), the weights saved with it; `kinetics`, the default, means the same.
 PRETRAINED = ("pretrained", "kinetics")
@@ -71,3 +73,12 @@ def ensure_cached(spec: ModelSpec, progress: bool = True) -> Path:
                 f"download it by hand to {path}, or pass --weights PATH or --weights none"
             ) from None
     return path
+
+
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipelines.errors import WeightsError
-from pipelines.models import ModelSpec
-from pipelines.weight_files import HF_WEIGHT_FILES as WEIGHT_FILES
-from pipelines.weights import file_sha256
+from pipelines.errors import WeightsError, one_line
+from pipelines.models.spec import ModelSpec
+from pipelines.models.weight_files import HF_WEIGHT_FILES as WEIGHT_FILES, file_sha256
 
 
 class _Head(nn.Module):
@@ -75,8 +74,7 @@ def build(spec: ModelSpec, pretrained: bool) -> HFVideoClassifier:
         else:
             model = auto.from_config(transformers.AutoConfig.from_pretrained(_source(spec)))
     except (OSError, ValueError, KeyError) as e:
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"cannot load {spec.name} ({reason}); is it a Hugging Face video classifier "
+        raise WeightsError(f"cannot load {spec.name} ({one_line(e, limit=200)}); is it a Hugging Face video classifier "
                            "saved with save_pretrained?") from None
     return HFVideoClassifier(model.eval())
 

@@ -3,7 +3,7 @@
 The model's spec — frames per clip, resize and crop, mean and std — is read from the directory's
 `config.json` and `preprocessor_config.json` (or `video_preprocessor_config.json`), with no torch
 or transformers import, so client commands stay instant. Loading the model itself is
-`pipelines.hf_backend`'s job.
+`pipelines.models.hf_backend`'s job.
 
     >>> spec = get_hf_spec("hf:checkpoints/videomae-tiny")                # doctest: +SKIP
     >>> spec.num_frames, spec.crop_size, spec.mean
@@ -22,7 +22,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from pipelines.errors import UnknownModelError
+from pipelines.errors import UnknownModelError, one_line
+from pipelines.models.spec import ModelSpec
 
 PREFIX = "hf:"
 # Frames between two sampled frames at 30 fps: VideoMAE's Kinetics recipe samples 16 frames every
@@ -59,8 +60,6 @@ def get_hf_spec(name: str):
 
 @lru_cache(maxsize=32)
 def _spec(name: str):
-    from pipelines.models import ModelSpec
-
     source = name[len(PREFIX):]
     config = _read_json(source, "config.json", required=True)
     processor = next((p for f in PROCESSOR_FILES if (p := _read_json(source, f, required=False)) is not None), {})
@@ -154,8 +153,7 @@ def _hub_file(repo_id: str, filename: str, required: bool) -> str | None:
             raise UnknownModelError(f"hf:{repo_id} has no {filename}; is it a Hugging Face video classifier?") from None
         return None
     except Exception as e:  # offline (HF_HUB_OFFLINE), unknown or gated repo...
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise UnknownModelError(f"cannot fetch hf:{repo_id} from the Hugging Face hub ({reason}); check the id and "
+        raise UnknownModelError(f"cannot fetch hf:{repo_id} from the Hugging Face hub ({one_line(e, limit=160)}); check the id and "
                                 "the network, or save the model with save_pretrained and pass hf:DIR") from None
     finally:
         hub_log.setLevel(level)

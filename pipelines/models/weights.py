@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import warnings
@@ -29,8 +28,8 @@ import torch
 from torch import nn
 
 from pipelines.errors import WeightsError
-from pipelines.models import RANDOM_SEED, RANDOM_WEIGHTS_ID, ModelSpec, get_spec  # noqa: F401
-from pipelines.weight_files import (PRETRAINED, check_weights, checkpoint_cache_path,  # noqa: F401  (re-exported)
+from pipelines.models.table import RANDOM_SEED, RANDOM_WEIGHTS_ID, ModelSpec, get_spec  # noqa: F401
+from pipelines.models.weight_files import (PRETRAINED, check_weights, checkpoint_cache_path, file_sha256,  # noqa: F401  (re-exported)
                                     checkpoint_url, ensure_cached)
 
 
@@ -57,7 +56,7 @@ def load_model(spec: ModelSpec, weights: str = "kinetics", *, progress: bool = T
         return LoadedModel(model, RANDOM_WEIGHTS_ID, _own_classes(spec, model))
     classes = None
     if spec.backend == "hf" and weights in PRETRAINED:
-        from pipelines import hf_backend
+        from pipelines.models import hf_backend  # transformers loads only for hf: models
 
         check_weights(spec, weights)
         model = hf_backend.build(spec, pretrained=True)
@@ -90,7 +89,7 @@ def _own_classes(spec: ModelSpec, model: nn.Module) -> list[str] | None:
     """The class names a model's own config gives (Hugging Face's id2label); None for the hub models."""
     if spec.backend != "hf":
         return None
-    from pipelines import hf_backend
+    from pipelines.models import hf_backend  # transformers loads only for hf: models
 
     return hf_backend.classes_of(model)
 
@@ -128,7 +127,7 @@ def checkpoint_classes(checkpoint, path: Path, spec: ModelSpec) -> list[str] | N
 
 def _architecture(spec: ModelSpec) -> nn.Module:
     if spec.backend == "hf":
-        from pipelines import hf_backend
+        from pipelines.models import hf_backend  # transformers loads only for hf: models
 
         return hf_backend.build(spec, pretrained=False)
     with warnings.catch_warnings():  # pytorchvideo's use of torch.jit.script warns on import
@@ -192,12 +191,3 @@ def _unwrap(checkpoint, path: Path) -> dict:
             "save model.state_dict()"
         )
     return checkpoint
-
-
-def file_sha256(path: Path) -> str:
-    """The file's SHA-256, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
