@@ -1,131 +1,202 @@
-"""Every setting of the control plane, read from the environment in one place.
+"""Every setting of the control plane: one class, one field per REELFLOW_<NAME> variable, each with
+its description. The README's configuration table is generated from it (`python -m services.settings`)
+and a test checks that the two agree.
 
-    >>> settings = Settings.from_env()
-    >>> settings.redis_url is None or settings.redis_url.startswith(("redis", "unix"))
-    True
+Every process reads the same variables — `reelflow up`, the Ray actors and Serve deployments it
+starts (they inherit its environment), a KubeRay pod (its ConfigMap and Secret) — so settings reach
+the deployments without being passed around. A bad value is one line naming the variable.
 
-| variable | default | meaning |
-|---|---|---|
-| REELFLOW_REDIS_URL | (embedded) | redis://, rediss:// (TLS) or unix:// URL; unset: the embedded server under the home |
-| REELFLOW_HOME | ~/.local/share/reelflow | embedded Redis data and append-only file, logs |
-| REELFLOW_LEASE_S | 60 | a claimed job is reclaimed when its consumer is silent this long |
-| REELFLOW_MAX_ATTEMPTS | 3 | deliveries in a row without a new segment before a job goes to the dead-letter list |
-| REELFLOW_RETRY_BASE_S | 2 | first retry delay; doubles each attempt, with jitter |
-| REELFLOW_RESULT_TTL_S | 604800 | finished jobs and their segments expire after this (7 days) |
-| REELFLOW_BATCH_SIZE | auto | most clips per forward pass on a model replica (services/batcher.py); auto: the fastest of 1, 2, 4, 8, 16, timed by the first replica on a machine and kept (services/batch_rates.py) |
-| REELFLOW_BATCH_WAIT_S | 0.02 | how long an idle forward lane waits to fill a batch |
-| REELFLOW_PIPELINE | auto | fused: model replicas decode their own jobs (CPU: no clip leaves its process); split: decoder actors feed the replicas (GPU replicas); auto: fused on CPU |
-| REELFLOW_DECODERS | 1 | decoder actors per `up` (split pipeline) |
-| REELFLOW_JOBS_PER_DECODER | 4 | jobs a decoder (fused: a model replica) works on at once: while one job opens its video or waits for the model, the others decode |
-| REELFLOW_DECODER_CPUS | 0.5 | CPUs Ray reserves per decoder actor |
-| REELFLOW_REPLICA_CPUS | 0.5 | CPUs Ray reserves per model replica (several models fit on a laptop) |
-| REELFLOW_DECODER_THREADS | 0 | FFmpeg decoding threads per job in a decoder actor (0: one per core) |
-| REELFLOW_REPLICA_THREADS | (all cores) | cores a model replica's forward passes use (Ray alone would give a fractional-CPU actor one) |
-| REELFLOW_FORWARD_THREADS | 1 | torch threads per forward pass on a CPU replica: it runs REPLICA_THREADS / FORWARD_THREADS passes at once (lanes; a small model's convolutions do not spread well over threads) |
-| REELFLOW_CLIP_FORMAT | auto | what decoders send replicas: float32 model input, or uint8 crop taps finished on the replica (auto: uint8 for a GPU replica) |
-| REELFLOW_PRECISION | float32 | float32 (the reference's numbers) or half (autocast: float16 on a GPU, bfloat16 on a CPU; approximate) |
-| REELFLOW_STREAM_CPUS | 0.25 | CPUs Ray reserves for the actor that reads an `up`'s live streams |
-| REELFLOW_MAX_STREAMS | 32 | live streams one `up` reads at most (others wait for another worker) |
-| REELFLOW_MIN_REPLICAS | 1 | replicas per model when idle |
-| REELFLOW_MAX_REPLICAS | 1 | autoscaling limit of replicas per model (scaled on ongoing requests and the job backlog); a replica uses all its node's cores, so raise it on a cluster, where new replicas get nodes of their own |
-| REELFLOW_JOBS_PER_REPLICA | 2 | backlog jobs per model replica the autoscaler aims at |
-| REELFLOW_REPLICA_GPUS | 0 | GPUs per model replica (fractions share a GPU, e.g. 0.5) |
-| REELFLOW_API_TOKEN | (none) | bearer token the HTTP API requires; unset: no auth (the API binds to loopback) |
-| REELFLOW_API_HOST | 127.0.0.1 | address the HTTP API listens on (`reelflow up --http-port`) |
-| REELFLOW_API_MAX_BODY | 65536 | largest HTTP request body, bytes |
-| REELFLOW_DEPLOY_TIMEOUT_S | 300 | a model whose replicas are not running by then fails its job (retried later) |
-| REELFLOW_ALLOWED_ROOTS | (any) | colon-separated directories job sources must lie under |
-| REELFLOW_ALLOWED_URL_HOSTS | (any) | comma-separated hosts http(s) job sources may come from |
-| REELFLOW_MAX_PIXELS | 8294400 | largest width x height a job's video may have (3840x2160) |
-| REELFLOW_MAX_DURATION_S | 14400 | longest video a job may have |
-| REELFLOW_MAX_BYTES | 53687091200 | largest file a job may read (50 GiB) |
-| REELFLOW_MAX_FRAMES | 1728000 | most frames a job's video may have (4 h at 120 fps), checked while decoding too |
-| REELFLOW_PRIVATE_URLS | streams | URLs on private/loopback addresses: allowed for `streams` (cameras), `all` sources, or `none`; link-local and cloud-metadata addresses never |
-| REELFLOW_ALLOW_DEVICES | 0 | 1 or true: live streams may read capture devices `/dev/videoN` (Video4Linux2); nothing else under /dev ever |
+    >>> Settings(lease_s=5).lease_s
+    5.0
+    >>> Settings().batch_limit
+    16
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+import sys
+from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
+from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipelines.errors import ReelflowError
 from pipelines.sources import SourcePolicy
-from services.env_settings import EnvSettings, SettingsError, read_env  # noqa: F401  (SettingsError: re-exported)
 
-MAX_AUTO_BATCH = 16
+MAX_AUTO_BATCH = 16  # the largest batch `REELFLOW_BATCH_SIZE=auto` may choose
+ENV_PREFIX = "REELFLOW_"
 
 
-@dataclass(frozen=True)
-class Settings:
-    redis_url: str | None
-    home: Path
-    lease_s: float
-    max_attempts: int
-    retry_base_s: float
-    result_ttl_s: int
-    batch_size: int = 0  # 0: auto, measured by each replica when it starts
-    batch_wait_s: float = 0.02
-    pipeline: str = "auto"
-    decoders: int = 1
-    jobs_per_decoder: int = 4
-    decoder_cpus: float = 0.5
-    replica_cpus: float = 0.5
-    decoder_threads: int = 0  # 0: FFmpeg picks, one per core
-    replica_threads: int = 0  # 0: one per core of the node the replica runs on
-    forward_threads: int = 1
-    clip_format: str = "auto"
-    precision: str = "float32"
-    stream_cpus: float = 0.25
-    max_streams: int = 32
-    max_replicas: int = 1
-    min_replicas: int = 1
-    jobs_per_replica: int = 2
-    replica_gpus: float = 0.0
-    api_token: str | None = field(default=None, repr=False)
-    api_host: str = "127.0.0.1"
-    api_max_body: int = 65536
-    deploy_timeout_s: float = 300.0
-    allow_devices: bool = False  # REELFLOW_ALLOW_DEVICES, also in `sources` (where it is enforced)
-    sources: SourcePolicy = field(default_factory=SourcePolicy)
+class SettingsError(ReelflowError):
+    """A REELFLOW_ variable with a value reelflow cannot use."""
 
-    def __post_init__(self):
+
+def _doc(description: str, default_text: str | None = None) -> dict:
+    """A field's README entry: its meaning, and its default as the README shows it (when the value
+    itself would not read well)."""
+    return {"description": description, "json_schema_extra": {"shown_default": default_text} if default_text else None}
+
+
+class Settings(BaseSettings):
+    """The REELFLOW_* environment, read and validated once per process (`Settings.from_env()`)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="ignore", frozen=True)
+
+    redis_url: str | None = Field(None, **_doc(
+        "`redis://`, `rediss://` (TLS) or `unix://` URL, password included; unset: the embedded server",
+        "(embedded)"))
+    home: Path = Field(Path.home() / ".local" / "share" / "reelflow", **_doc(
+        "the embedded Redis's data, append-only file and log (`--home` does the same)", "`~/.local/share/reelflow`"))
+    lease_s: PositiveFloat = Field(60.0, **_doc("a job whose worker is silent this long is reclaimed"))
+    max_attempts: PositiveInt = Field(3, **_doc("deliveries in a row without a new segment before a job is "
+                                                "dead-lettered"))
+    retry_base_s: PositiveFloat = Field(2.0, **_doc("first retry delay; doubles per attempt, with jitter"))
+    result_ttl_s: PositiveInt = Field(7 * 24 * 3600, **_doc("finished jobs and their results expire after this "
+                                                            "(seconds; 7 days)"))
+    batch_size: int = Field(0, ge=0, **_doc(
+        "most clips per forward pass on a model replica; `auto`: the first replica on a machine times batches of "
+        "1, 2, 4, 8, 16 and keeps the fastest; later replicas read its timings from "
+        "`~/.cache/reelflow/batch-rates.json` (a week; delete it to time again)", "`auto`"))
+    batch_wait_s: PositiveFloat = Field(0.02, **_doc(
+        "how long an idle forward lane waits to fill a batch (a busy replica's batches fill while its lanes work)"))
+    pipeline: Literal["auto", "fused", "split"] = Field("auto", **_doc(
+        "`fused`: model replicas decode their own jobs (no clip leaves its process — the fast shape on CPUs); "
+        "`split`: decoder actors feed the replicas (for GPU replicas fed by CPU nodes); `auto`: fused on CPU"))
+    decoders: PositiveInt = Field(1, **_doc("decoder actors per `up`, spread over the cluster's nodes (split pipeline)"))
+    jobs_per_decoder: PositiveInt = Field(4, **_doc(
+        "jobs decoded at once per decoder (fused: per model replica): while one job opens its video or waits for "
+        "the model, the others decode"))
+    decoder_cpus: PositiveFloat = Field(0.5, **_doc("CPUs Ray reserves per decoder actor"))
+    replica_cpus: PositiveFloat = Field(0.5, **_doc("CPUs Ray reserves per model replica (several models fit on a "
+                                                    "laptop)"))
+    decoder_threads: int = Field(0, ge=0, **_doc("FFmpeg threads per decoded job (0: one per core)"))
+    replica_threads: int = Field(0, ge=0, **_doc(
+        "cores a model replica's forward passes use (0: all of its node's; Ray alone would give a fractional-CPU "
+        "actor one thread)"))
+    forward_threads: PositiveInt = Field(1, **_doc(
+        "torch threads per forward pass on a CPU replica, which runs `REPLICA_THREADS / FORWARD_THREADS` passes at "
+        "once (lanes); raise it for lower latency of a big model on an idle replica"))
+    clip_format: Literal["auto", "float32", "uint8"] = Field("auto", **_doc(
+        "what decoders send replicas: `float32` model input, or `uint8` crop taps the replica blends and "
+        "normalizes itself (`auto`: `uint8` for a GPU replica) — the same numbers either way"))
+    precision: Literal["float32", "half"] = Field("float32", **_doc(
+        "`half`: autocast (float16 on a GPU, bfloat16 on a CPU) — approximate"))
+    stream_cpus: PositiveFloat = Field(0.25, **_doc("CPUs Ray reserves for the actor that reads an `up`'s live "
+                                                    "streams"))
+    max_streams: PositiveInt = Field(32, **_doc("live streams one `up` reads at most (more wait for another worker)"))
+    min_replicas: PositiveInt = Field(1, **_doc("replicas per model when idle"))
+    max_replicas: PositiveInt = Field(1, **_doc(
+        "autoscaling limit of replicas per model (on ongoing requests and the job backlog); a replica uses all its "
+        "node's cores, so raise it on a cluster (the k8s config: 4), where new replicas get nodes of their own"))
+    jobs_per_replica: PositiveInt = Field(2, **_doc("backlog jobs per model replica the autoscaler aims at"))
+    replica_gpus: float = Field(0.0, ge=0, **_doc("GPUs per model replica (fractions share a device)"))
+    api_token: str | None = Field(None, repr=False, **_doc(
+        "bearer token the HTTP API requires (unset: none; the API binds to loopback)", "(none)"))
+    api_host: str = Field("127.0.0.1", **_doc("address the HTTP API listens on (`reelflow up --http-port`)"))
+    api_max_body: PositiveInt = Field(65536, **_doc("largest HTTP request body (bytes)"))
+    deploy_timeout_s: PositiveFloat = Field(300.0, **_doc("replicas not running by then fail the job's attempt "
+                                                          "(retried)"))
+    allowed_roots: str = Field("", **_doc(
+        "colon-separated directories job sources must lie under (links resolved)", "the stack's working directory"))
+    allowed_url_hosts: str = Field("", **_doc("comma-separated hosts `http(s)://` job sources may come from", "(any)"))
+    private_urls: Literal["streams", "all", "none"] = Field("streams", **_doc(
+        "URLs on private or loopback addresses: allowed for `streams` (cameras), `all` sources, or `none`; "
+        "link-local and cloud-metadata addresses never"))
+    allow_devices: bool = Field(False, **_doc("1: live streams may read capture devices `/dev/videoN`", "0"))
+    max_pixels: PositiveInt = Field(3840 * 2160, **_doc("largest width × height of a job's video (3840 × 2160)"))
+    max_duration_s: PositiveFloat = Field(4 * 3600, **_doc("longest video a job may have (seconds)"))
+    max_bytes: PositiveInt = Field(50 * 2**30, **_doc("largest file a job may read", "50 GiB"))
+    max_frames: PositiveInt = Field(4 * 3600 * 120, **_doc("most frames a job's video may have (4 h at 120 fps)"))
+
+    @field_validator("home")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _auto_batch(cls, value):
+        return 0 if value == "auto" else value
+
+    @field_validator("decoder_threads", "replica_threads", mode="before")
+    @classmethod
+    def _unset_threads(cls, value):
+        return 0 if value is None else value
+
+    @model_validator(mode="after")
+    def _replica_range(self) -> Settings:
         if self.min_replicas > self.max_replicas:
-            raise SettingsError(f"REELFLOW_MIN_REPLICAS={self.min_replicas} is above REELFLOW_MAX_REPLICAS="
-                                f"{self.max_replicas}; lower it or raise the maximum")
+            raise ValueError(f"REELFLOW_MIN_REPLICAS={self.min_replicas} is above REELFLOW_MAX_REPLICAS="
+                             f"{self.max_replicas}; lower it or raise the maximum")
+        return self
+
+    @classmethod
+    def from_env(cls, **overrides) -> Settings:
+        """The environment's settings (`overrides` win), or SettingsError naming the first bad variable."""
+        try:
+            return cls(**overrides)
+        except ValidationError as e:
+            raise SettingsError(_env_problem(e)) from None
+
+    def replace(self, **changes) -> Settings:
+        """A copy with some fields changed (validated like the environment's)."""
+        return type(self).model_validate({**self.model_dump(), **changes})
 
     @property
     def batch_limit(self) -> int:
         """The largest batch a replica may form (what `auto` may choose at most)."""
         return self.batch_size or MAX_AUTO_BATCH
 
-    @classmethod
-    def from_env(cls) -> Settings:
-        """The REELFLOW_* environment (read with pydantic-settings: services.env_settings)."""
-        env = read_env()
-        return cls(
-            redis_url=env.redis_url, home=env.home, lease_s=env.lease_s, max_attempts=env.max_attempts,
-            retry_base_s=env.retry_base_s, result_ttl_s=env.result_ttl_s,
-            batch_size=0 if env.batch_size == "auto" else env.batch_size, batch_wait_s=env.batch_wait_s,
-            pipeline=env.pipeline, decoders=env.decoders, jobs_per_decoder=env.jobs_per_decoder,
-            decoder_cpus=env.decoder_cpus, replica_cpus=env.replica_cpus,
-            decoder_threads=env.decoder_threads or 0, replica_threads=env.replica_threads or 0,
-            forward_threads=env.forward_threads,
-            clip_format=env.clip_format, precision=env.precision, stream_cpus=env.stream_cpus,
-            max_streams=env.max_streams, max_replicas=env.max_replicas, min_replicas=env.min_replicas,
-            jobs_per_replica=env.jobs_per_replica, replica_gpus=env.replica_gpus, api_token=env.api_token,
-            api_host=env.api_host, api_max_body=env.api_max_body, deploy_timeout_s=env.deploy_timeout_s,
-            allow_devices=env.allow_devices in ("1", "true"), sources=_source_policy(env),
-        )
+    @cached_property
+    def sources(self) -> SourcePolicy:
+        """Where job and stream sources may come from, and how large they may be."""
+        return SourcePolicy(
+            allowed_roots=tuple(Path(r).expanduser().resolve() for r in self.allowed_roots.split(":") if r) or None,
+            url_hosts=frozenset(h.strip() for h in self.allowed_url_hosts.split(",") if h.strip()) or None,
+            max_pixels=self.max_pixels, max_duration_s=self.max_duration_s, max_bytes=self.max_bytes,
+            max_frames=self.max_frames, allow_devices=self.allow_devices, private_urls=self.private_urls)
 
 
-def _source_policy(env: EnvSettings) -> SourcePolicy:
-    return SourcePolicy(
-        allowed_roots=tuple(Path(r).expanduser().resolve() for r in env.allowed_roots.split(":") if r) or None,
-        url_hosts=frozenset(h.strip() for h in env.allowed_url_hosts.split(",") if h.strip()) or None,
-        max_pixels=env.max_pixels,
-        max_duration_s=env.max_duration_s,
-        max_bytes=env.max_bytes,
-        max_frames=env.max_frames,
-        allow_devices=env.allow_devices in ("1", "true"),
-        private_urls=env.private_urls,
-    )
+def _env_problem(error: ValidationError) -> str:
+    first = error.errors()[0]
+    if not first["loc"]:  # a check across fields: its message names the variables
+        return first["msg"].removeprefix("Value error, ")
+    field = first["loc"][0]
+    reasons = " or ".join(dict.fromkeys(err["msg"].removeprefix("Value error, ").lower()
+                                        for err in error.errors() if err["loc"] and err["loc"][0] == field))
+    return f"{ENV_PREFIX}{str(field).upper()}={first.get('input')!r}: {reasons}; unset it or fix it"
+
+
+def settings_for(home: str | None) -> Settings:
+    """The environment's settings, with `--home` (when given) in place of REELFLOW_HOME."""
+    return Settings.from_env(home=Path(home).expanduser()) if home else Settings.from_env()
+
+
+def default_allowed_roots(files: list[str] = (), models: list[str] = ()) -> str:
+    """A stack opens local videos (and Hugging Face model directories, `hf:DIR`) only under
+    REELFLOW_ALLOWED_ROOTS; unset, it defaults to the directory the stack was started in plus the
+    files and models named on its command line. Set in this process's environment, so that every
+    Ray process it starts follows the same rule."""
+    if not os.environ.get("REELFLOW_ALLOWED_ROOTS", "").strip():
+        named = [str(Path(f).expanduser().resolve()) for f in files if "://" not in f]
+        named += [m[3:] for m in models if m.startswith("hf:/")]
+        os.environ["REELFLOW_ALLOWED_ROOTS"] = ":".join([os.getcwd(), *named])
+    return os.environ["REELFLOW_ALLOWED_ROOTS"]
+
+
+def markdown_table() -> str:
+    """The README's configuration table of the REELFLOW_* variables, from the fields above."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        shown = (field.json_schema_extra or {}).get("shown_default")
+        if shown is None:
+            shown = f"`{field.default}`" if isinstance(field.default, str) else str(field.default)
+        lines.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m services.settings: the README's table
+    sys.stdout.write(markdown_table() + "\n")

@@ -24,8 +24,10 @@ import redis
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response, StreamingResponse
 
-from services import keys
-from services.stream_registry import StreamRegistry
+from services.api.deps import STACK
+from services.store import keys
+from services.store.overview import models_served, stream_rows
+from services.store.streams import StreamRegistry
 
 JOBS_SHOWN = 50  # latest jobs on the page
 TIMELINE_KEPT = 90  # results per camera sent when the page connects (~2.5 min at one per 1.6 s)
@@ -45,7 +47,7 @@ SECURITY_HEADERS = {
 }
 
 pages = APIRouter(include_in_schema=False)  # the page and its script: no data, no token
-data = APIRouter(tags=["dashboard"])  # services.api adds the token check: the bearer header
+data = APIRouter(tags=["dashboard"])  # services.api.routes adds the token check: the bearer header
 events = APIRouter(tags=["dashboard"])  # ... the bearer header or `?token=`
 
 
@@ -60,7 +62,7 @@ def dashboard_script() -> Response:
 
 
 def _asset(name: str) -> Response:
-    body = resources.files("services").joinpath("static", name).read_bytes()
+    body = resources.files("services.api").joinpath("static", name).read_bytes()
     return Response(body, media_type=ASSETS[name], headers=SECURITY_HEADERS)
 
 
@@ -69,9 +71,6 @@ def _asset(name: str) -> Response:
 def snapshot(queue, registry: StreamRegistry) -> dict:
     """Everything the page shows but the camera timelines: the latest jobs, the cameras with their
     current label, the queue depth, workers and models."""
-    from services.client_commands import models_served
-    from services.stream_commands import stream_rows
-
     records = queue.records(queue.job_ids(limit=JOBS_SHOWN))
     jobs = [r.summary() for r in records.values() if r is not None]
     workers = queue.workers()
@@ -99,8 +98,6 @@ def compact(result: dict) -> dict:
 def _stack():
     """The API's queue and stream registry (services.api.configure sets them; under Ray Serve,
     `request.app` is Serve's wrapper, not the API's FastAPI app)."""
-    from services.api import STACK
-
     return STACK.queue, STACK.streams
 
 

@@ -1,6 +1,6 @@
 """The HTTP API (`/v1`): jobs and live streams over HTTP, on the same Redis as the CLI.
 
-A FastAPI app, served by Ray Serve's `Api` ingress (`services.app`) or by `reelflow up --http-port`.
+A FastAPI app, served by Ray Serve's `Api` ingress (`services.ray_backend.http`) or by `reelflow up --http-port`.
 It talks only to Redis: the consumers and model replicas do the work. With `REELFLOW_API_TOKEN`
 set, every route but `/v1/health` and the dashboard's page (`/`, which holds no data: it asks for
 it with the token) needs `Authorization: Bearer <token>`.
@@ -12,19 +12,19 @@ it with the token) needs `Authorization: Bearer <token>`.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
-from types import SimpleNamespace
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
-from pipelines.errors import ReelflowError, SourceNotAllowed
-from services import dashboard
-from services.jobs import JobSpec
-from services.stream_registry import StreamSpec
+from pipelines.errors import ReelflowError, SourceNotAllowed, validation_problems
+from services.api.dashboard import data as dashboard_data, events as dashboard_events, pages as dashboard_pages
+from services.api.deps import STACK, authorized, authorized_header_or_query
+from services.store.jobs import JobSpec, check_job_source
+from services.store.overview import stack_overview, stream_rows
+from services.store.streams import StreamSpec
 
 class Problem(BaseModel):
     """Every error: one sentence saying what is wrong and what to do; `errors` itemizes a 422."""
@@ -48,19 +48,6 @@ api = FastAPI(title="reelflow", version="1", summary="Action labels, scores and 
               description="Submit video jobs, page through their segments, watch live streams.", responses=ERRORS)
 
 
-# What the routes work on, set by configure(). Not on `api.state`: Serve pickles the app when an
-# application is built, and a live Redis connection does not pickle.
-STACK = SimpleNamespace(queue=None, settings=None, streams=None)
-
-
-def configure(queue, settings) -> None:
-    """Give the app its Redis queue and settings (once per process, before serving)."""
-    from services.stream_registry import StreamRegistry
-
-    STACK.queue, STACK.settings = queue, settings
-    STACK.streams = StreamRegistry(queue.r)
-
-
 # -- cross-cutting: body size, auth, readable validation errors --
 
 @api.middleware("http")
@@ -81,32 +68,9 @@ async def limit_body(request: Request, call_next):
     return await call_next(request)
 
 
-def authorized(request: Request) -> None:
-    token = STACK.settings.api_token
-    if token is None:
-        return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise HTTPException(401, "missing or wrong bearer token: send `Authorization: Bearer <REELFLOW_API_TOKEN>`",
-                            headers={"WWW-Authenticate": "Bearer"})
-
-
-def authorized_header_or_query(request: Request, token: str | None = Query(
-        None, description="the API token, for clients that cannot send headers (EventSource)")) -> None:
-    """The bearer header, or `?token=` (compared in constant time too)."""
-    expected = STACK.settings.api_token
-    if expected is not None and token is not None and hmac.compare_digest(token.encode(), expected.encode()):
-        return
-    authorized(request)
-
-
 @api.exception_handler(RequestValidationError)
 async def readable_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-    problems = []
-    for err in error.errors():
-        where = ".".join(str(p) for p in err["loc"] if p != "body") or "body"
-        problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
-    return JSONResponse({"detail": "; ".join(problems), "errors": [{"loc": e["loc"], "msg": e["msg"]}
+    return JSONResponse({"detail": "; ".join(validation_problems(error)), "errors": [{"loc": e["loc"], "msg": e["msg"]}
                                                                    for e in error.errors()]}, status_code=422)
 
 
@@ -131,17 +95,13 @@ def health() -> dict:
 @api.get("/v1/status", tags=["stack"], dependencies=[Depends(authorized)])
 def status() -> dict:
     """What `reelflow status --json` shows: queue depth, jobs by state, models and replicas, workers."""
-    from services.client_commands import stack_overview
-
     return stack_overview(STACK.queue)
 
 
 @api.post("/v1/jobs", status_code=201, tags=["jobs"], dependencies=[Depends(authorized)])
 def submit_job(spec: JobSpec) -> dict:
     """Queue a video (a path the workers can read, or an http(s) URL). Same body as the Redis message."""
-    from services.client_commands import check_job_source
-
-    spec = spec.model_copy(update={"source": check_job_source(STACK.settings, spec.source)})
+    spec = spec.model_copy(update={"source": check_job_source(STACK.settings.sources, spec.source)})
     job_id, created = STACK.queue.submit(spec)
     return {"job_id": job_id, "created": created, "state": STACK.queue.state(job_id)}
 
@@ -190,9 +150,9 @@ def _record(job_id: str):
 
 # -- the dashboard: the page at / (no data in it), its data with the token --
 
-api.include_router(dashboard.pages)
-api.include_router(dashboard.data, dependencies=[Depends(authorized)])
-api.include_router(dashboard.events, dependencies=[Depends(authorized_header_or_query)])
+api.include_router(dashboard_pages)
+api.include_router(dashboard_data, dependencies=[Depends(authorized)])
+api.include_router(dashboard_events, dependencies=[Depends(authorized_header_or_query)])
 
 
 # -- live streams --
@@ -209,8 +169,6 @@ def watch_stream(spec: StreamSpec) -> dict:
 @api.get("/v1/streams", tags=["streams"], dependencies=[Depends(authorized)])
 def list_streams() -> list[dict]:
     """What `reelflow streams list --json` shows."""
-    from services.stream_commands import stream_rows
-
     return stream_rows(STACK.streams)
 
 

@@ -9,15 +9,42 @@ gets the protocol and format whitelists, and the pixel, frame and duration bound
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import signal
 import subprocess
 import sys
 
 from pipelines.errors import ReelflowError
+from pipelines.models import get_spec, is_random_weights
+from pipelines.sources import open_checked
+from services.cli.options import (add_device_option, add_json_option, add_model_options, add_segment_options,
+                                  positive_int)
+from services.cli.output import SegmentWriter
+from services.settings import Settings, default_allowed_roots
 
 CHILD = "REELFLOW_CLASSIFY_CHILD"  # set in the watched child: it does the work
+
+
+def add_commands(commands, examples: str) -> None:
+    classify = commands.add_parser(
+        "classify",
+        help="classify one video in this process and print its segments",
+        description=(
+            "Cut a video into segments (the model's clip length, or --stride apart, plus a tail "
+            "segment ending at the video's end) and print the top labels of each."
+        ),
+        epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    classify.add_argument("path", help="video file (any container/codec FFmpeg reads)")
+    add_model_options(classify)
+    add_segment_options(classify, embeddings=False)
+    add_device_option(classify, "the model")
+    classify.add_argument("--batch-size", type=positive_int, default=4, help="most clips per forward pass (default 4)")
+    add_json_option(classify, "one JSON object per segment (JSON lines)")
+    classify.add_argument("--embeddings", action="store_true", help="with --json: include each segment's embedding")
+    classify.set_defaults(run=run_classify)
 
 
 def run_classify(args) -> int:
@@ -41,11 +68,7 @@ def _watch_child(path: str) -> int:
 
 
 def _classify(args) -> int:
-    from pipelines.classifier import ActionClassifier
-    from pipelines.models import get_spec, is_random_weights
-    from pipelines.sources import open_checked
-    from services.settings import Settings
-    from services.stack import default_allowed_roots
+    from pipelines.classifier import ActionClassifier  # torch: loads in the child that does the work
 
     default_allowed_roots([args.path], [args.model])  # the working directory and the file named here
     policy = Settings.from_env().sources
@@ -60,9 +83,10 @@ def _classify(args) -> int:
     if not args.json:
         print(f"{args.path}  model {clf.spec.name}  weights {clf.weights_id}")
         print(f"{'#':>3} {'start':>8} {'end':>8} {'frames':>6}  top labels (score)")
+    writer = SegmentWriter(sys.stdout) if args.json else None
     for seg in clf.iter_video(source, args.stride, open_options=options, limits=policy):
-        if args.json:
-            print(json.dumps(seg.to_dict(embedding="list" if args.embeddings else None)), flush=True)
+        if writer is not None:
+            writer.write(seg.to_dict(embedding="list" if args.embeddings else None))
         else:
             top = ", ".join(f"{label} ({score:.3f})" for label, score in zip(seg.labels, seg.scores))
             print(f"{seg.index:>3} {seg.start_s:>8.2f} {seg.end_s:>8.2f} {seg.frames:>6}  {top or '(no frames)'}",

@@ -5,45 +5,89 @@ They import neither torch nor PyAV, so they start fast.
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 import time
-from pathlib import Path
+from typing import NamedTuple
 
-from pipelines.errors import ReelflowError
-from services.stack import connect, settings_for
+from pipelines.errors import ReelflowError, one_line
+from pipelines.progress import Bar
+from services import telemetry
+from services.cli.options import (add_json_option, add_model_options, add_overwrite_option, add_segment_options)
+from services.cli.output import SegmentWriter, check_output, output_file
+from services.settings import settings_for
+from services.store.connection import connect
+from services.store.jobs import JobSpec, check_job_source
+from services.store.overview import stack_overview
+from services.store.queue import JobQueue
+
+EXPIRED = "finished jobs expire after REELFLOW_RESULT_TTL_S"
 
 
-def _queue(args):
+def add_commands(commands, home) -> None:
+    submit = commands.add_parser("submit", parents=[home], help="queue videos as jobs on a running stack",
+                                 epilog="The job message is documented in the README; any Redis client can XADD one.")
+    submit.add_argument("sources", nargs="+", metavar="PATH_OR_URL", help="video files or URLs")
+    add_model_options(submit)
+    add_segment_options(submit)
+    submit.add_argument("--idempotency-key", metavar="KEY",
+                        help="resubmitting with the same key (per source) returns the first job instead of a new one")
+    submit.add_argument("--priority", type=int, default=0, help="stored with the job (scheduling by priority: planned)")
+    submit.add_argument("--wait", action="store_true", help="follow the jobs until they end; exit 0 only if all are done")
+    add_json_option(submit)
+    submit.set_defaults(run=run_submit)
+
+    status = commands.add_parser("status", parents=[home], help="one job, or the whole stack")
+    status.add_argument("job", nargs="?", metavar="JOB")
+    add_json_option(status)
+    status.set_defaults(run=run_status)
+
+    results = commands.add_parser("results", parents=[home], help="a job's segment results")
+    results.add_argument("job", metavar="JOB")
+    results.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="jsonl (default) or csv")
+    results.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    add_overwrite_option(results)
+    results.set_defaults(run=run_results)
+
+    cancel = commands.add_parser("cancel", parents=[home], help="cancel a job that has not ended")
+    cancel.add_argument("job", metavar="JOB")
+    cancel.set_defaults(run=run_cancel)
+
+    dlq = commands.add_parser("dlq", parents=[home], help="the dead-letter list: failed jobs and why")
+    dlq.add_argument("action", nargs="?", choices=["list", "replay"], default="list")
+    dlq.add_argument("job", nargs="?", metavar="JOB", help="with replay: the job to queue again")
+    add_json_option(dlq)
+    dlq.set_defaults(run=run_dlq)
+
+
+def _queue(args) -> JobQueue:
     return connect(settings_for(args.home))
-
-
-def _is_url(source: str) -> bool:
-    return "://" in source
 
 
 def run_submit(args) -> int:
     queue = _queue(args)
     submitted, refused = submit_sources(queue, args)
     if args.wait and submitted:
-        ok = wait_for(queue, [job_id for job_id, _ in submitted], json_output=args.json)
+        ok = wait_for(queue, [s.job_id for s in submitted], json_output=args.json)
         return 0 if ok and not refused else 1
     return 1 if refused else 0
 
 
-def submit_sources(queue, args) -> tuple[list[tuple[str, str]], int]:
-    """Submit each of `args.sources`; returns [(job id, source)] and how many were refused."""
-    from services import telemetry
-    from services.jobs import JobSpec
+class Submitted(NamedTuple):
+    job_id: str
+    source: str  # as queued: a local path made absolute
+    index: int  # its place among the sources given
 
+
+def submit_sources(queue: JobQueue, args) -> tuple[list[Submitted], int]:
+    """Submit each of `args.sources`; returns the jobs submitted and how many sources were refused."""
     telemetry.setup("reelflow-client")
     submitted, refused = [], 0
-    for source in args.sources:
+    for index, source in enumerate(args.sources):
         try:
-            source = check_job_source(queue.settings, source)
+            source = check_job_source(queue.settings.sources, source)
         except ReelflowError as e:
-            print(f"reelflow: error: {e} (not submitted)", file=sys.stderr)
+            print(f"reelflow: error: {one_line(e)} (not submitted)", file=sys.stderr)
             refused += 1
             continue
         key = f"{args.idempotency_key}/{source}" if getattr(args, "idempotency_key", None) else None
@@ -53,9 +97,9 @@ def submit_sources(queue, args) -> tuple[list[tuple[str, str]], int]:
                                stride_s=args.stride, embeddings=not args.no_embeddings, idempotency_key=key,
                                priority=getattr(args, "priority", 0), trace=telemetry.current_context())
             except ValueError as e:
-                raise ReelflowError(str(e).splitlines()[-1]) from None
+                raise ReelflowError(one_line(e)) from None
             job_id, created = queue.submit(spec)
-        submitted.append((job_id, source))
+        submitted.append(Submitted(job_id, source, index))
         if getattr(args, "json", False):
             print(json.dumps({"job_id": job_id, "source": source, "created": created}), flush=True)
         else:
@@ -63,57 +107,35 @@ def submit_sources(queue, args) -> tuple[list[tuple[str, str]], int]:
     return submitted, refused
 
 
-def check_job_source(settings, source: str) -> str:
-    """A job's source as the queue should get it: a local path made absolute, checked to be a file
-    inside the allowed roots; a URL checked against the scheme and host policy. Refusals raise."""
-    from pipelines.errors import VideoError
-
-    if _is_url(source):
-        return settings.sources.check(source)
-    path = Path(source).expanduser()
-    checked = settings.sources.check(str(path.resolve()))  # the roots first: say nothing of files outside
-    if not path.is_file():
-        raise VideoError(f"{source!r} is not a file; check the path")
-    return checked
-
-
-def wait_for(queue, job_ids: list[str], json_output: bool = False) -> bool:
-    """Follow jobs until each has ended; a progress line on a terminal, a line per ended job otherwise.
+def wait_for(queue: JobQueue, job_ids: list[str], json_output: bool = False) -> bool:
+    """Follow jobs until each has ended: a line per ended job, and on a terminal a progress bar of
+    their segments. True if every job is done.
 
     Polls the jobs not ended yet in one round trip, every 0.1 s (slower for thousands of jobs)."""
-    tty = sys.stderr.isatty() and not json_output
-    started = time.monotonic()
     reported: set[str] = set()
     records: dict = {}
-    while True:
-        records.update(queue.records([j for j in job_ids if j not in reported]))
-        ended = {j for j, r in records.items() if r is None or r.state.terminal}
-        for j in sorted(ended - reported):
-            r = records[j]
-            line = r.summary() if r else {"job_id": j, "state": "expired"}
-            if json_output:
-                print(json.dumps(line), flush=True)
-            else:
-                if tty:
-                    print("\r\033[K", end="", file=sys.stderr)
-                err = f"  {r.error}" if r and r.error and r.state.value != "done" else ""
-                total = r.segments_total if r and r.segments_total is not None else "?"
-                print(f"{j}  {line['state']:<9} {r.segments_done if r else 0}/{total} segments{err}",
-                      flush=True)
-            reported.add(j)
-        if len(ended) == len(job_ids):
-            break
-        if tty:
-            done = sum(r.segments_done for r in records.values() if r)
-            total = sum(r.segments_total or 0 for r in records.values() if r)
-            elapsed = time.monotonic() - started
-            eta = f"{(total - done) * elapsed / done:.0f} s" if done and total else "?"
-            width = 30
-            fill = int(width * done / total) if total else 0
-            print(f"\r\033[K[{'#' * fill}{'.' * (width - fill)}] {done}/{total or '?'} segments, "
-                  f"{len(ended)}/{len(job_ids)} jobs ended, ETA {eta}", end="", file=sys.stderr, flush=True)
-        time.sleep(max(0.1, (len(job_ids) - len(ended)) / 5000))
+    with Bar("segments", unit="segment", quiet=json_output) as bar:
+        while True:
+            records.update(queue.records([j for j in job_ids if j not in reported]))
+            ended = {j for j, r in records.items() if r is None or r.state.terminal}
+            for j in sorted(ended - reported):
+                bar.write(_ended_line(j, records[j], json_output))
+                reported.add(j)
+            bar.set(sum(r.segments_done for r in records.values() if r),
+                    total=sum(r.segments_total or 0 for r in records.values() if r) or None)
+            if len(ended) == len(job_ids):
+                break
+            time.sleep(max(0.1, (len(job_ids) - len(ended)) / 5000))
     return all(records[j] is not None and records[j].state.value == "done" for j in job_ids)
+
+
+def _ended_line(job_id: str, record, json_output: bool) -> str:
+    summary = record.summary() if record else {"job_id": job_id, "state": "expired"}
+    if json_output:
+        return json.dumps(summary)
+    err = f"  {record.error}" if record and record.error and record.state.value != "done" else ""
+    total = record.segments_total if record and record.segments_total is not None else "?"
+    return f"{job_id}  {summary['state']:<9} {record.segments_done if record else 0}/{total} segments{err}"
 
 
 def run_status(args) -> int:
@@ -121,7 +143,7 @@ def run_status(args) -> int:
     if args.job:
         record = queue.record(args.job)
         if record is None:
-            raise ReelflowError(f"no job {args.job!r} (finished jobs expire after REELFLOW_RESULT_TTL_S)")
+            raise ReelflowError(f"no job {args.job!r} ({EXPIRED})")
         summary = record.summary()
         if args.json:
             print(json.dumps(summary))
@@ -147,57 +169,19 @@ def run_status(args) -> int:
     return 0
 
 
-def stack_overview(queue) -> dict:
-    """Queue depth, jobs by state (the latest 1000), models and their replicas, workers, dead letters."""
-    states: dict[str, int] = {}
-    for job_id in queue.job_ids(limit=1000):
-        state = queue.state(job_id)
-        if state is not None:
-            states[state.value] = states.get(state.value, 0) + 1
-    workers = queue.workers()
-    return {"queue": queue.depth(), "jobs": states, "models": models_served(workers), "workers": workers,
-            "dead_letters": len(queue.dead_letters())}
-
-
-def models_served(workers: list[dict]) -> list[dict]:
-    """Replicas per (model, weights) over all live workers; workers sharing a Ray cluster count once."""
-    seen: set[str] = set()
-    models: dict[tuple[str, str], dict] = {}
-    for worker in workers:
-        for m in worker.get("models", []):
-            if m["serving"] in seen:
-                continue
-            seen.add(m["serving"])
-            entry = models.setdefault((m["model"], m["weights"]),
-                                      {"name": m["model"], "weights": m["weights"], "replicas": 0, "workers": []})
-            entry["replicas"] += m["replicas"]
-            entry["workers"].append(worker["name"])
-    return list(models.values())
-
-
-CSV_COLUMNS = ["job_id", "index", "start_s", "end_s", "frames", "model", "weights", "labels", "scores"]
-
-
 def run_results(args) -> int:
+    if args.output:
+        check_output(args.output, args.overwrite)  # before asking the stack
     queue = _queue(args)
     if queue.record(args.job) is None:
-        raise ReelflowError(f"no job {args.job!r} (finished jobs expire after REELFLOW_RESULT_TTL_S)")
+        raise ReelflowError(f"no job {args.job!r} ({EXPIRED})")
     segments = queue.segments(args.job)
-    out = open(args.output, "w", newline="") if args.output else sys.stdout
-    try:
-        if args.format == "csv":
-            writer = csv.writer(out)
-            writer.writerow(CSV_COLUMNS)
-            for s in segments:
-                writer.writerow([s.get("job_id", args.job), s["index"], s["start_s"], s["end_s"], s["frames"],
-                                 s["model"], s["weights"], "|".join(s["labels"]),
-                                 "|".join(f"{x:.6g}" for x in s["scores"])])
-        else:
-            for s in segments:
-                out.write(json.dumps(s) + "\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    if not args.output:
+        SegmentWriter(sys.stdout, args.format, job_id=args.job).write_all(segments)
+        return 0
+    with output_file(args.output, overwrite=args.overwrite) as out:
+        SegmentWriter(out, args.format, job_id=args.job).write_all(segments)
+    print(f"wrote {args.output} ({len(segments)} segments)", file=sys.stderr)
     return 0
 
 

@@ -1,11 +1,16 @@
-"""`reelflow up`: the whole stack, until stopped.
+"""`reelflow up` (the whole stack, until stopped) and `reelflow process` (up + submit + wait + export,
+for one-shot bulk work).
 
 Redis: `REELFLOW_REDIS_URL`, or the embedded redis-server under the home (started, or reused if
-running). Ray: `RAY_ADDRESS`'s cluster, or a local one. Work: a job consumer in this process that
-drives Ray decoder actors and Serve model replicas (`--no-ray`: the data plane runs in this process
-instead). Stopping (Ctrl-C, SIGTERM)
-hands the job in hand back to the queue after its current batch; its stored segments stay. If the
-process is killed instead, the job is reclaimed when its lease runs out.
+running). Work: a worker (`services.worker.runtime.Runtime`) in this process, on the Ray pipeline —
+`RAY_ADDRESS`'s cluster or a local one, from `services.ray_backend.start_pipeline` — or, with
+`--no-ray`, on the data plane in this process. Stopping `up` (Ctrl-C, SIGTERM) hands the job in
+hand back to the queue after its current batch; its stored segments stay. If the process is killed
+instead, the job is reclaimed when its lease runs out.
+
+`process` writes each video's results to its own file in --out (the names: `services.cli.output.
+result_names`), refuses to replace files of an earlier run unless --overwrite, prints a summary
+table, and exits 0 only if every job is done.
 """
 
 from __future__ import annotations
@@ -14,71 +19,152 @@ import logging
 import os
 import signal
 import sys
-import threading
+from collections import Counter
+from pathlib import Path
 
 from pipelines.errors import ReelflowError
-from pipelines.models import DEFAULT_MODEL
-from services.embedded_redis import EmbeddedRedis
-from services.stack import connect, default_allowed_roots, redact, settings_for, start_pipeline
+from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS, get_spec
+from pipelines.models.weight_files import check_weights
+from services.cli.jobs import submit_sources, wait_for
+from services.cli.options import (add_device_option, add_model_options, add_overwrite_option, add_segment_options,
+                                  model_arg)
+from services.cli.output import SegmentWriter, output_file, refuse_existing, result_names
+from services.settings import Settings, default_allowed_roots, settings_for
+from services.store.connection import StackRedis, redact
+from services.worker.in_process import InProcessPipeline
+from services.worker.pipeline import Pipeline
+from services.worker.runtime import Runtime
+
+
+def add_commands(commands, home) -> None:
+    up = commands.add_parser("up", parents=[home], help="run the stack (Redis + worker) until stopped",
+                             description="Start the embedded Redis (unless REELFLOW_REDIS_URL is set) and a "
+                                         "job worker in this process; Ctrl-C hands the job in hand back and stops.")
+    up.add_argument("--model", action="append", type=model_arg, metavar="MODEL",
+                    help=f"serve this model from the start (repeatable; default {DEFAULT_MODEL}); others on first use")
+    up.add_argument("--weights", default=DEFAULT_WEIGHTS, help="weights of the --model models (default kinetics)")
+    add_device_option(up)
+    up.add_argument("--keep-redis", action="store_true", help="leave the embedded Redis running on exit")
+    up.add_argument("--no-ray", action="store_true", help="run the data plane in this process instead of on Ray")
+    up.add_argument("--http-port", type=int, metavar="P",
+                    help="serve the HTTP API (/v1, OpenAPI at /openapi.json) on port P; bearer-token auth when "
+                         "REELFLOW_API_TOKEN is set")
+    up.add_argument("--http-host", metavar="ADDR", help="address the HTTP API listens on "
+                    "(default $REELFLOW_API_HOST or 127.0.0.1: this machine only)")
+    up.set_defaults(run=run_up)
+
+    process = commands.add_parser(
+        "process", parents=[home], help="up + submit + wait + export, in one command",
+        description="Start the stack, submit the videos, wait, write each video's results to a JSON-lines file of "
+                    "its own in --out and print a summary; exit 0 only if every job is done.",
+        epilog="Output names: OUT/<video stem>.jsonl; videos that share a stem keep their extension "
+               "(clip.mp4.jsonl, clip.avi.jsonl), and those that still share a name get their parent folders in "
+               "front (cam1_clip.mp4.jsonl). Files of an earlier run are not replaced without --overwrite.")
+    process.add_argument("sources", nargs="+", metavar="PATH_OR_URL", help="video files or URLs")
+    add_model_options(process)
+    process.add_argument("--out", default="reelflow-results", metavar="DIR",
+                         help="where the per-video JSON lines go (default ./reelflow-results)")
+    add_overwrite_option(process)
+    add_segment_options(process)
+    add_device_option(process)
+    process.add_argument("--no-ray", action="store_true", help="run the data plane in this process instead of on Ray")
+    process.set_defaults(run=run_process)
+
+
+def start_pipeline(settings: Settings, no_ray: bool, device: str, http: tuple[str, int] | None = None,
+                   redis_url: str | None = None) -> Pipeline:
+    """The data plane in this process (`--no-ray`), or on Ray: the Ray backend's one factory."""
+    if no_ray:
+        return InProcessPipeline(device=device, sources=settings.sources)
+    from services.ray_backend import start_pipeline as start_on_ray  # Ray loads only for the commands that use it
+
+    return start_on_ray(settings, device=device, http=http, redis_url=redis_url)
 
 
 def run_up(args) -> int:
     roots = default_allowed_roots(models=args.model or [])
     settings = settings_for(args.home)
-    embedded = None if settings.redis_url else EmbeddedRedis(settings.home)
-    url = settings.redis_url or embedded.start()
+    redis = StackRedis.open(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    pipeline = streams = None
+    pipeline = None
     try:
-        from services.worker import Worker
-
-        queue = connect(settings)
         # Ray processes started from here (Serve's controller: the backlog autoscaler; the API) find Redis too
-        os.environ["REELFLOW_REDIS_URL"] = url
+        os.environ["REELFLOW_REDIS_URL"] = redis.url
         http = (args.http_host or settings.api_host, args.http_port) if args.http_port else None
-        pipeline = start_pipeline(settings, use_ray=not args.no_ray, device=args.device, http=http)
-        worker = Worker(queue, pipeline)
+        pipeline = start_pipeline(settings, args.no_ray, args.device, http if not args.no_ray else None, redis.url)
+        runtime = Runtime(redis.queue, pipeline, redis.url, settings)
         for model in args.model or [DEFAULT_MODEL]:
             try:  # load now, so the first job does not wait for it
                 pipeline.prepare(model, args.weights)
             except ReelflowError as e:
                 print(f"reelflow up: warning: {e}", file=sys.stderr, flush=True)
-        if http:
-            serve_http(pipeline, queue, settings, url, http)
+        if http and args.no_ray:
+            from services.api.server import serve_in_thread  # FastAPI and uvicorn load only with --http-port
+
+            serve_in_thread(redis.queue, settings, *http)
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: worker.stop.set())
-        where = f"embedded Redis {redact(url)} (home {settings.home})" if embedded else f"Redis {redact(url)}"
+            signal.signal(sig, lambda *_: runtime.stop())
+        where = (f"embedded Redis {redact(redis.url)} (home {settings.home})" if redis.embedded
+                 else f"Redis {redact(redis.url)}")
         mode = ("in-process pipeline" if args.no_ray
                 else f"Ray pipeline ({settings.decoders} decoder(s) x {settings.jobs_per_decoder} jobs)")
         api = (f"; HTTP API on http://{http[0]}:{http[1]}/v1" + (" (bearer token)" if settings.api_token else "")
                if http else "")
         print(f"reelflow up: {where}; {mode}{api}; local videos under {roots} (REELFLOW_ALLOWED_ROOTS); "
-              f"worker {worker.consumer} ready. Submit with "
+              f"worker {runtime.consumer} ready. Submit with "
               "`reelflow submit VIDEO`; Ctrl-C stops.", file=sys.stderr, flush=True)
-        from services.stream_manager import StreamManager
-        from services.stream_registry import StreamRegistry
-
-        streams = StreamManager(StreamRegistry(queue.r), worker.consumer, pipeline, url, settings.max_streams).start()
-        worker.run()
+        runtime.run()
     finally:
-        if streams is not None:
-            streams.close()
-        if hasattr(pipeline, "shutdown"):
+        if pipeline is not None:
             pipeline.shutdown()
-        if embedded is not None and not args.keep_redis:
-            embedded.stop()
+        redis.close(keep=args.keep_redis)
     return 0
 
 
-def serve_http(pipeline, queue, settings, url: str, http: tuple[str, int]) -> None:
-    """The HTTP API: on Serve's proxy (Ray), or on a uvicorn thread of this process (--no-ray)."""
-    if hasattr(pipeline, "serve_api"):
-        pipeline.serve_api(url, http)
-        return
-    import uvicorn
+def run_process(args) -> int:
+    check_weights(get_spec(args.model), args.weights)  # before starting anything: fail in a second
+    out = Path(args.out)
+    targets = [out / name for name in result_names(args.sources)]
+    refuse_existing(targets, args.overwrite, option="--out")  # before any work, too
+    default_allowed_roots(args.sources, [args.model])  # the working directory and the files named here
+    settings = settings_for(args.home)
+    redis = StackRedis.open(settings)
+    pipeline = runtime = None
+    try:
+        pipeline = start_pipeline(settings, args.no_ray, args.device)
+        runtime = Runtime(redis.queue, pipeline, redis.url, settings, streams=False).start()
+        submitted, refused = submit_sources(redis.queue, args)
+        all_done = wait_for(redis.queue, [s.job_id for s in submitted]) if submitted else True
+        out.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for job_id, source, index in submitted:
+            record = redis.queue.record(job_id)
+            segments = redis.queue.segments(job_id)
+            target = targets[index]
+            with output_file(target, overwrite=args.overwrite) as f:
+                SegmentWriter(f).write_all(segments)
+            tops = Counter(s["labels"][0] for s in segments if s["labels"])
+            top = tops.most_common(1)[0][0] if tops else ""
+            state = record.state.value if record else "expired"
+            note = str(target) if state == "done" else (record.error or "") if record else ""
+            rows.append((Path(source).name, state, len(segments), top, note))
+        print_summary(rows)
+        return 0 if all_done and not refused else 1
+    finally:
+        if runtime is not None:
+            runtime.close()
+        if pipeline is not None:
+            pipeline.shutdown()
+        redis.close(keep=not redis.started_here)  # a server `up` runs stays up
 
-    from services.api import api, configure
 
-    configure(queue, settings)
-    server = uvicorn.Server(uvicorn.Config(api, host=http[0], port=http[1], log_level="warning"))
-    threading.Thread(target=server.run, daemon=True, name="reelflow-http").start()
+def print_summary(rows: list[tuple[str, str, int, str, str]]) -> None:
+    """video, state, segments, most frequent top label, output file (or the error)."""
+    if not rows:
+        raise ReelflowError("nothing was submitted")
+    width = max(len(r[0]) for r in rows)
+    label_width = max(len("top label"), *(len(r[3]) for r in rows))
+    print(f"\n{'video':<{width}}  {'state':<9} {'segments':>8}  {'top label':<{label_width}}  output")
+    for name, state, segments, top, note in rows:
+        print(f"{name:<{width}}  {state:<9} {segments:>8}  {top:<{label_width}}  {note}")
+    sys.stdout.flush()

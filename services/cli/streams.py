@@ -11,9 +11,50 @@ import sys
 
 from pydantic import ValidationError
 
-from pipelines.errors import ReelflowError
-from services.stack import connect, settings_for
-from services.stream_registry import StreamRegistry, StreamSpec
+from pipelines.errors import ReelflowError, one_line
+from services.cli.options import add_json_option, add_model_options, add_segment_options, positive_int
+from services.settings import settings_for
+from services.store.connection import connect
+from services.store.overview import stream_rows
+from services.store.streams import StreamRegistry, StreamSpec
+
+
+def add_commands(commands, home) -> None:
+    watch = commands.add_parser("watch", parents=[home], help="classify a live stream continuously on a running stack",
+                                description="Register a live source; a worker of the stack reads it, reconnecting "
+                                            "when it drops, and publishes a result per window. Follow it with "
+                                            "`reelflow tail NAME`.",
+                                epilog="URL: rtsp:// or rtsps:// (--transport tcp|udp), http(s):// live (HLS, "
+                                       "MPEG-TS, MJPEG), udp:// or rtp://, or a local file played in real time "
+                                       "and looped (demos, tests).")
+    watch.add_argument("url", metavar="URL")
+    watch.add_argument("--name", required=True, help="the stream's name (letters, digits, . _ -)")
+    add_model_options(watch)
+    add_segment_options(watch, embeddings=False)
+    watch.add_argument("--transport", choices=["tcp", "udp"], default="tcp", help="RTSP transport (default tcp)")
+    watch.add_argument("--smoothing", type=positive_int, default=3, metavar="K",
+                       help="moving average of scores over the last K segments (default 3)")
+    watch.add_argument("--enter", type=float, default=0.5, help="smoothed score at which a label starts (default 0.5)")
+    watch.add_argument("--exit", type=float, default=0.3, help="smoothed score below which it ends (default 0.3)")
+    watch.set_defaults(run=run_watch)
+
+    tail = commands.add_parser("tail", parents=[home], help="follow a stream's results as they come")
+    tail.add_argument("name", metavar="NAME")
+    tail.add_argument("--json", action="store_true", help="JSON lines: index, start_s, end_s, labels, scores, "
+                                                          "captured_at, published_at, smoothed")
+    tail.add_argument("--from-start", action="store_true", help="print the kept results first, then follow")
+    tail.add_argument("--count", type=positive_int, default=None, metavar="N", help="stop after N results")
+    tail.add_argument("--events", action="store_true",
+                      help="print the stream's label events (enter/exit of the smoothed top label) kept so far")
+    tail.set_defaults(run=run_tail)
+
+    listing = commands.add_parser("streams", parents=[home], help="list the watched streams, or stop one",
+                                  description="`streams list`: state, reconnects, dropped clips, segments, latency. "
+                                              "`streams stop NAME`: stop watching (results are kept).")
+    listing.add_argument("action", nargs="?", choices=["list", "stop"], default="list")
+    listing.add_argument("name", nargs="?", metavar="NAME", help="with stop: the stream to stop")
+    add_json_option(listing)
+    listing.set_defaults(run=run_streams)
 
 
 def _registry(args) -> tuple[StreamRegistry, object]:
@@ -32,7 +73,7 @@ def run_watch(args) -> int:
                           transport=args.transport, topk=args.topk, smoothing=args.smoothing,
                           enter=args.enter, exit=args.exit)
     except ValidationError as e:
-        raise ReelflowError("; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
+        raise ReelflowError(one_line(e)) from None
     if not registry.register(spec):
         raise ReelflowError(f"a stream named {spec.name!r} is already watched; stop it first "
                             f"(reelflow streams stop {spec.name}) or pick another name")
@@ -68,18 +109,6 @@ def _line(result: dict) -> str:
     labels = ", ".join(f"{label} {score:.2f}" for label, score in zip(result["labels"][:3], result["scores"][:3]))
     return (f"{result['stream']} #{result['index']:<5} {result['start_s']:9.2f}-{result['end_s']:<9.2f} "
             f"{labels}  ({latency * 1000:.0f} ms)")
-
-
-def stream_rows(registry: StreamRegistry) -> list[dict]:
-    """One row per watched stream: who reads it, its state, counters and latency."""
-    rows = []
-    for name, spec in sorted(registry.specs().items()):
-        status = registry.status(name)
-        rows.append({"name": name, "url": spec.url, "model": spec.model, "owner": registry.owner(name),
-                     "state": status.get("state", "waiting for a worker") if registry.owner(name) else "unowned",
-                     **{k: status.get(k) for k in ("reconnects", "gaps", "dropped", "failed", "segments", "last_index",
-                                                   "latency_p50_s", "latency_p95_s", "last_error")}})
-    return rows
 
 
 def run_streams(args) -> int:

@@ -12,8 +12,10 @@ import json
 import sys
 from pathlib import Path
 
+from services.cli.options import add_device_option, add_json_option, add_model_options, positive_int
 
-def add_train_commands(commands, add_model_options, positive_int) -> None:
+
+def add_commands(commands) -> None:
     train = commands.add_parser(
         "train", help="train a model on a folder of labelled videos (linear probe or fine-tuning)",
         description="DATASET_DIR holds train/ and val/ (optionally test/) folders of class folders of videos. "
@@ -30,7 +32,7 @@ def add_train_commands(commands, add_model_options, positive_int) -> None:
     train.add_argument("--batch-size", type=positive_int, default=4, help="fine-tuning clips per step (default 4)")
     train.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 1e-2 probe, "
                                                               "1e-4 fine-tuning, 1e-3 from --weights none)")
-    train.add_argument("--device", default="cpu", help="torch device (default cpu; cuda adds mixed precision)")
+    add_device_option(train, "training (cuda adds mixed precision)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(run=run_train)
@@ -42,18 +44,18 @@ def add_train_commands(commands, add_model_options, positive_int) -> None:
         epilog="example: reelflow evaluate dataset/ --weights ckpt.pyth --json -o report.json")
     evaluate.add_argument("dataset", metavar="DIR")
     add_model_options(evaluate)
-    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_json_option(evaluate, "print the report as JSON")
     evaluate.add_argument("-o", "--output", metavar="FILE",
                           help="also write the JSON report to FILE and the confusion matrix to FILE's name + .png")
     evaluate.set_defaults(run=run_evaluate)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from pipelines.datasets import VideoFolder
+    from pipelines.datasets import VideoFolder  # PyAV and torch load with the command
 
     VideoFolder.open(args.dataset)  # a bad layout fails in a moment, before torch loads
 
-    from pipelines.training import TrainConfig, train
+    from pipelines.training import TrainConfig, train  # torch loads here
 
     config = TrainConfig(model=args.model, weights=args.weights, epochs=args.epochs, linear_probe=args.linear_probe,
                          lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device)
@@ -67,7 +69,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from pipelines.evaluation import confusion_png, evaluate_folder
+    from pipelines.evaluation import confusion_png, evaluate_folder  # torch loads here
 
     def on_video(path, true, predicted):
         if not args.json:

@@ -8,7 +8,7 @@ up/down-scale delays. On Kubernetes, replicas that fit on no node make the KubeR
 one. It runs in Serve's controller, which reads the same REELFLOW_* environment as every process.
 
     autoscaling_config={"min_replicas": 1, "max_replicas": 4,
-                        "policy": {"policy_function": "services.autoscale:backlog_policy"}}
+                        "policy": {"policy_function": "services.ray_backend.autoscale:backlog_policy"}}
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ def backlog_policy(ctx: AutoscalingContext) -> tuple[float, dict]:
     """The larger of Serve's request-based answer and the backlog's.
 
     Serve pickles this function by value with its module, so the module keeps no state: the Redis
-    connection and its cache live in services.backlog, imported where the policy runs."""
-    from services.backlog import job_backlog, jobs_per_replica
+    connection and its cache live in services.store.backlog, imported where the policy runs."""
+    from services.store.backlog import job_backlog, jobs_per_replica  # where the policy runs (see above)
 
     by_requests, state = default_autoscaling_policy(ctx)
     backlog = job_backlog()

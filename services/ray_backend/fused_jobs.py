@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import deque
 
 from pipelines.sources import SourcePolicy
-from services.job_plan import JobPlan
+from services.ray_backend.in_flight import in_order
+from services.ray_backend.job_plan import JobPlan
 
 _END = object()
 
 
 async def job_results(replica, spec_json: str, skip: list[int], sources: SourcePolicy, threads: int):
-    from pipelines.transforms import preprocess_clip
+    """The job's segment count, then its results in order. A thread decodes and sends clips to the
+    replica's batcher (`in_order`); this coroutine hands its results to Serve as they come."""
+    from pipelines.transforms import preprocess_clip  # torch: the replica has loaded it already
 
     loop = asyncio.get_running_loop()
     plan = await loop.run_in_executor(
@@ -32,41 +34,39 @@ async def job_results(replica, spec_json: str, skip: list[int], sources: SourceP
     ready: asyncio.Queue = asyncio.Queue(maxsize=in_flight)
     stop = threading.Event()
 
-    def decode() -> None:  # on its own thread: FFmpeg and the transforms release the GIL
-        def put(item) -> None:
-            asyncio.run_coroutine_threadsafe(ready.put(item), loop).result()
+    def put(item) -> None:  # from the thread; gives up when the job has gone
+        future = asyncio.run_coroutine_threadsafe(ready.put(item), loop)
+        while not stop.is_set():
+            try:
+                return future.result(timeout=1)
+            except TimeoutError:
+                continue
+        future.cancel()
 
+    def send(clip):  # on the thread: FFmpeg and the transforms release the GIL
+        if clip.frames is None:
+            return None
+        return asyncio.run_coroutine_threadsafe(replica.predict(preprocess_clip(clip.frames, plan.model)), loop)
+
+    def decode() -> None:
         try:
-            for clip in plan.clips(set(skip), threads):
+            for clip, output in in_order(plan.clips(set(skip), threads), send, in_flight):
                 if stop.is_set():
                     return
-                put((clip, None if clip.frames is None else preprocess_clip(clip.frames, plan.model)))
+                put(plan.result(clip, output))
             put(_END)
-        except Exception as e:  # handed to the job: a bad video fails it with its own message
+        except BaseException as e:  # handed to the job: a bad video fails it with its own message
             if not stop.is_set():
                 put(e)
 
     thread = threading.Thread(target=decode, daemon=True, name=f"reelflow-decode-{plan.spec.source[-40:]}")
     thread.start()
-    pending: deque = deque()
-
-    async def result(clip, forward) -> dict:
-        return plan.result(clip, None if forward is None else await forward)
-
     try:
         while (item := await ready.get()) is not _END:
-            if isinstance(item, Exception):
+            if isinstance(item, BaseException):
                 raise item
-            clip, tensor = item
-            pending.append((clip, None if tensor is None else asyncio.ensure_future(replica.predict(tensor))))
-            while len(pending) > in_flight:
-                yield await result(*pending.popleft())
-        while pending:
-            yield await result(*pending.popleft())
+            yield item
     finally:  # the job ended, failed or was cancelled: let the decoding thread go
         stop.set()
         while not ready.empty():
             ready.get_nowait()
-        for _, forward in pending:
-            if forward is not None:
-                forward.cancel()

@@ -20,26 +20,31 @@ import os
 import queue as queue_lib
 import threading
 import time
-from collections import deque
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import ray
 from ray import serve
 
-from pipelines.errors import ReelflowError, WeightsError
-from pipelines.models import model_slug
+from pipelines.errors import ReelflowError, WeightsError, one_line
+from pipelines.models import get_spec, model_slug
+from pipelines.models.weight_files import check_weights
 from pipelines.sources import SourcePolicy
-from services.job_plan import JobPlan
-from services.jobs import JobSpec
-from services.replica import REPLICA, ModelReplica, payload_for
+from services.ray_backend.http import Api
+from services.ray_backend.in_flight import in_order
+from services.ray_backend.job_plan import JobPlan
+from services.ray_backend.replica import REPLICA, ModelReplica, payload_for
+from services.ray_backend.stream_host import RayStreamHandle, StreamHost
 from services.settings import Settings
+from services.store.jobs import JobSpec
+from services.store.streams import StreamSpec
 
 log = logging.getLogger("reelflow.ray")
 
 NAMESPACE = "reelflow"
 # Model replicas scale on the job backlog in Redis as well as on their ongoing requests.
-BACKLOG_POLICY = {"policy_function": "services.autoscale:backlog_policy"}
+BACKLOG_POLICY = {"policy_function": "services.ray_backend.autoscale:backlog_policy"}
 CAPACITY_REFRESH_S = 2.0  # how often the consumer re-reads the running replica count
 
 
@@ -73,19 +78,11 @@ class Decoder:
         plan = JobPlan.open(spec_json, sources, info["num_classes"], info["weights_id"], info.get("classes"))
         yield plan.total
 
-        def result(clip, response) -> dict:
-            return plan.result(clip, None if response is None else response.result())
+        def send(clip):
+            return None if clip.frames is None else handle.remote(payload_for(clip.frames, plan.model, info["clip_format"]))
 
-        pending: deque = deque()
-        for clip in plan.clips(set(skip), threads):
-            response = None
-            if clip.frames is not None:
-                response = handle.remote(payload_for(clip.frames, plan.model, info["clip_format"]))
-            pending.append((clip, response))
-            while len(pending) > in_flight:
-                yield result(*pending.popleft())
-        while pending:
-            yield result(*pending.popleft())
+        for clip, output in in_order(plan.clips(set(skip), threads), send, in_flight):
+            yield plan.result(clip, output)
 
 
 def app_name(model: str, weights: str, settings: Settings) -> str:
@@ -160,9 +157,6 @@ class RayPipeline:
         target = Target(app_name(model, weights, self.settings))
         with self._deploy_lock:
             if target not in self._apps:
-                from pipelines.models import get_spec
-                from pipelines.weight_files import check_weights
-
                 self.settings.sources.check_model(model)
                 check_weights(get_spec(model), weights)  # the common failures, in a second
                 app = replica_deployment(self.settings).bind(model, weights, **replica_options(self.settings, self.device))
@@ -173,7 +167,7 @@ class RayPipeline:
     def _deploy(self, name: str, app, model: str, weights: str) -> None:
         error = _run_app(app, name, None, self.settings.deploy_timeout_s, f"{model} replicas")
         if error is not None:
-            raise WeightsError(f"cannot start {model} replicas with weights {weights!r}: {_first_line(error)}") from None
+            raise WeightsError(f"cannot start {model} replicas with weights {weights!r}: {one_line(error, limit=300)}") from None
 
     def segments(self, spec: JobSpec, skip: set[int]) -> Iterator[int | dict]:
         target = self.prepare(spec.model, spec.weights)
@@ -204,13 +198,9 @@ class RayPipeline:
 
     def serve_api(self, redis_url: str, http: tuple[str, int]) -> None:
         """Run the HTTP API (services.app's `Api`) on Serve's proxy, at /; returns once it answers."""
-        import urllib.request
-
-        from services.app import Api
-
         error = _run_app(Api.bind(redis_url=redis_url), "reelflow-api", "/", self.settings.deploy_timeout_s, "the HTTP API")
         if error is not None:
-            raise ReelflowError(f"cannot start the HTTP API: {_first_line(error)}") from None
+            raise ReelflowError(f"cannot start the HTTP API: {one_line(error, limit=300)}") from None
         host = "127.0.0.1" if http[0] in ("0.0.0.0", "::", "") else http[0]
         deadline = time.monotonic() + 30
         while True:  # the proxy learns the new route a moment after serve.run returns
@@ -225,10 +215,8 @@ class RayPipeline:
     def is_permanent(self, error: BaseException) -> bool:
         return isinstance(error, ReelflowError) or isinstance(getattr(error, "cause", None), ReelflowError)
 
-    def start_stream(self, spec, redis_url: str, owner: str):
+    def start_stream(self, spec: StreamSpec, redis_url: str, owner: str) -> RayStreamHandle:
         """Run a live stream on this pipeline's StreamHost actor (started on first use)."""
-        from services.stream_host import RayStreamHandle, StreamHost
-
         self.settings.sources.for_streams().check(spec.url)  # refuse before deploying anything
         target = self.prepare(spec.model, spec.weights)
         if self._stream_host is None:  # restarted by Ray if its process dies; the manager restarts its streams
@@ -264,7 +252,7 @@ def replica_deployment(settings: Settings, name: str = REPLICA, autoscaling: dic
     """The model replica deployment with the settings' resources and autoscaling (min 1, max
     REELFLOW_MAX_REPLICAS, on ongoing requests and on the Redis backlog)."""
     # No runtime_env: an actor with one gets a process of its own started for it (a second more),
-    # where without one it takes a worker process Ray started ahead (services.replica sets its env).
+    # where without one it takes a worker process Ray started ahead (services.ray_backend.replica sets its env).
     actor_options = {"num_cpus": settings.replica_cpus}
     if settings.replica_gpus:
         actor_options["num_gpus"] = settings.replica_gpus  # fractional GPUs share one device
@@ -323,11 +311,3 @@ def _try(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except Exception as e:  # handed to the caller's thread
         return e
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    for line in text.splitlines():
-        if "Error" in line or "error" in line:
-            return line.strip()[:300]
-    return (text.splitlines() or [type(error).__name__])[0][:300]

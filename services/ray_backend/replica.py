@@ -3,9 +3,9 @@
 Clips arrive in the replica's wire format, which it announces in `describe()`: float32 model input
 (on a CPU the decoder's cores do the transform), or uint8 crop taps (`pipelines.transforms.CropTaps`)
 that a GPU replica blends and normalizes on its device, from pinned memory, at a quarter of the
-bytes per value. Both give the same numbers. `services.batcher` forms the batches, when a forward
+bytes per value. Both give the same numbers. `services.ray_backend.batcher` forms the batches, when a forward
 lane is free (on a CPU, one lane per core); the largest batch is the setting, or, by default,
-whichever batch size ran fastest on this machine (`services.batch_rates`: timed by the first
+whichever batch size ran fastest on this machine (`services.ray_backend.batch_rates`: timed by the first
 replica, kept for the next).
 """
 
@@ -17,8 +17,9 @@ import os
 import numpy as np
 from ray import serve
 
-from services.batch_rates import batch_rates
-from services.batcher import Batcher
+from services.ray_backend.batch_rates import batch_rates
+from services.ray_backend.batcher import Batcher
+from services.ray_backend.fused_jobs import job_results
 from services.settings import MAX_AUTO_BATCH
 
 log = logging.getLogger("reelflow.replica")
@@ -86,8 +87,6 @@ class ModelReplica:
     async def classify_job(self, spec_json: str, skip: list[int], sources, threads: int = 0):
         """A whole job, decoded here (streamed back: its segment count, then a result per segment);
         its clips batch with every other clip this replica is given."""
-        from services.replica_jobs import job_results
-
         async for item in job_results(self, spec_json, skip, sources, threads):
             yield item
 
@@ -98,7 +97,7 @@ class ModelReplica:
         return list(zip(probs.numpy(), features.numpy()))
 
     def _model_input(self, clip):
-        import torch
+        import torch  # torch: always inside methods, after __init__ set OMP_WAIT_POLICY
 
         from pipelines.transforms import CropTaps, finish_on
 
@@ -117,7 +116,7 @@ class ModelReplica:
 
 def payload_for(frames: np.ndarray, model, clip_format: str):
     """What a decoder sends a replica for one clip's sampled frames, in the replica's wire format."""
-    import torch
+    import torch  # in the decoding process only: `reelflow up` imports this module without torch
 
     from pipelines.transforms import clip_taps, preprocess_clip
 

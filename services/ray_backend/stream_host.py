@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 
 import ray
+import redis
 
+from pipelines.labels import labels_for
+from pipelines.models import get_spec
 from pipelines.sources import SourcePolicy
-from services.replica import payload_for
-from services.stream_registry import StreamSpec
+from services.ray_backend.replica import payload_for
+from services.store.streams import StreamRegistry, StreamSpec
 
 
 @ray.remote
@@ -25,16 +28,11 @@ class StreamHost:
 
     def run(self, target, spec_json: str, redis_url: str, owner: str, sources: SourcePolicy) -> None:
         """Read and classify one stream until `stop(name)`."""
-        import redis
-
-        from pipelines.labels import labels_for
-        from pipelines.models import get_spec
-        from services.stream_registry import StreamRegistry
-        from services.stream_runner import StreamRunner
+        from services.worker.stream_runner import StreamRunner  # PyAV and torch: in this actor, not in `reelflow up`
 
         spec = StreamSpec.model_validate_json(spec_json)
         model = get_spec(spec.model)
-        handle = target.handle()  # a services.ray_pipeline.Target
+        handle = target.handle()  # a services.ray_backend.pipeline.Target
         info = handle.describe.remote().result()
         policy = sources.for_streams()
         url = policy.check(spec.url)

@@ -7,7 +7,7 @@
 It shows the top label per segment as coloured bands over time (and a thumbnail per segment
 when the video is given), the scores of the top classes over time, which parts of the video look
 alike (the cosine similarity of segment embeddings) and the labels by the time they hold.
-`reelflow report` is the command (services.report.commands).
+`reelflow report` is the command (services.cli.view).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ def render_report(results: Results, video: str | os.PathLike | None = None) -> s
     """The report's HTML. `video` (the video the results are of) adds a thumbnail per segment."""
     import numpy as np
 
-    from services.report import figures, page, timeline
-    from services.report.thumbnails import thumbnails
+    from services.report import figures, page, timeline  # plotly: loads when a report is made
+    from services.report.thumbnails import thumbnails  # PyAV
 
     segments = results.segments
     bands = timeline.bands(segments)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pipelines.errors import ReelflowError
 from pipelines.results import SegmentResult
+from services.settings import settings_for
+from services.store.connection import connect
 
 REQUIRED = ("index", "start_s", "end_s", "labels", "scores")
 MAKE_ONE = "make one with `reelflow classify VIDEO --json --embeddings > segments.jsonl`"
@@ -68,8 +70,6 @@ def _from_file(path: Path) -> list[SegmentResult]:
 
 
 def _from_job(job_id: str, home: str | None) -> Results:
-    from services.stack import connect, settings_for
-
     try:
         queue = connect(settings_for(home))
     except ReelflowError as e:

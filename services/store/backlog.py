@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 import time
 
+from services.settings import Settings
+from services.store.connection import connect
+
 log = logging.getLogger("reelflow.autoscale")
 
 READ_EVERY_S = 1.0  # Serve's controller asks several times a second
@@ -17,8 +20,6 @@ _state: dict = {"at": 0.0, "backlog": None, "queue": None, "settings": None}
 
 def _settings():
     if _state["settings"] is None:
-        from services.settings import Settings
-
         _state["settings"] = Settings.from_env()
     return _state["settings"]
 
@@ -35,8 +36,6 @@ def job_backlog() -> int | None:
     _state["at"] = now
     try:
         if _state["queue"] is None:
-            from services.stack import connect
-
             _state["queue"] = connect(_settings())
         _state["backlog"] = sum(_state["queue"].depth().values())
     except Exception as e:  # Redis away or not configured: Serve's request-based policy alone

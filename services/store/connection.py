@@ -2,40 +2,23 @@
 
 Clients and workers agree through one rule: `REELFLOW_REDIS_URL` if set, else the embedded server
 under the reelflow home (`--home`, `REELFLOW_HOME`, or ~/.local/share/reelflow).
+
+    >>> queue = connect(settings_for(None))     # a running stack's queue, or a one-line error   # doctest: +SKIP
+    >>> redis = StackRedis.open(settings)       # `up`, `process`: the embedded server started if need be  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
+from dataclasses import dataclass
 
 import redis
 from redis.connection import parse_url
 
-from pipelines.errors import ReelflowError
-from services.embedded_redis import EmbeddedRedis
-from services.queue import JobQueue
+from pipelines.errors import ReelflowError, one_line
 from services.settings import Settings
-
-
-def default_allowed_roots(files: list[str] = (), models: list[str] = ()) -> str:
-    """A stack opens local videos (and Hugging Face model directories, `hf:DIR`) only under
-    REELFLOW_ALLOWED_ROOTS; unset, it defaults to the directory the stack was started in plus the
-    files and models named on its command line. Set in this process's environment, so that every
-    Ray process it starts follows the same rule."""
-    if not os.environ.get("REELFLOW_ALLOWED_ROOTS", "").strip():
-        named = [str(Path(f).expanduser().resolve()) for f in files if "://" not in f]
-        named += [m[3:] for m in models if m.startswith("hf:/")]
-        os.environ["REELFLOW_ALLOWED_ROOTS"] = ":".join([os.getcwd(), *named])
-    return os.environ["REELFLOW_ALLOWED_ROOTS"]
-
-
-def settings_for(home: str | None) -> Settings:
-    settings = Settings.from_env()
-    if home:
-        settings = Settings(**{**settings.__dict__, "home": Path(home).expanduser()})
-    return settings
+from services.store.embedded import EmbeddedRedis
+from services.store.queue import JobQueue
 
 
 def connect(settings: Settings) -> JobQueue:
@@ -70,25 +53,6 @@ def _auth_error(url: str, error: Exception) -> str:
     return f"Redis at {redact(url)} needs a password: give it as redis://:PASSWORD@host:port/0 in REELFLOW_REDIS_URL"
 
 
-def one_line(error: Exception) -> str:
-    """An exception's message on one line."""
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-def start_pipeline(settings: Settings, use_ray: bool, device: str = "cpu", http: tuple[str, int] | None = None):
-    """The pipeline a worker drives: Ray decoder actors and Serve replicas, or the data plane in this process.
-    `http` (host, port): where Serve's HTTP proxy listens."""
-    if not use_ray:
-        from services.worker import InProcessPipeline
-
-        return InProcessPipeline(device=device, sources=settings.sources)
-    from services.ray_pipeline import RayPipeline
-
-    pipeline = RayPipeline(settings, device=device)
-    pipeline.start(http=http)
-    return pipeline
-
-
 def redact(url: str) -> str:
     """The URL without its password (user info or `password=` argument), for messages.
 
@@ -105,3 +69,29 @@ def redact(url: str) -> str:
         head = "***@" + head.rsplit("@", 1)[1]
     query = re.sub(r"(^|&)password=[^&]*", r"\1password=***", query)
     return f"{scheme}://{head}{question}{query}"
+
+
+@dataclass
+class StackRedis:
+    """The Redis a stack runs on, opened by `reelflow up` and `reelflow process`: REELFLOW_REDIS_URL's,
+    or the embedded server under the home, started (or reused, when another `up` runs it)."""
+
+    url: str
+    queue: JobQueue
+    embedded: EmbeddedRedis | None  # None: REELFLOW_REDIS_URL's server, which reelflow never stops
+
+    @classmethod
+    def open(cls, settings: Settings) -> StackRedis:
+        embedded = None if settings.redis_url else EmbeddedRedis(settings.home)
+        url = settings.redis_url or embedded.start()
+        return cls(url, connect(settings), embedded)
+
+    @property
+    def started_here(self) -> bool:
+        """True when this process started the embedded server (not reused a running one)."""
+        return self.embedded is not None and self.embedded.owns_server
+
+    def close(self, keep: bool = False) -> None:
+        """Stop the embedded server, unless `keep` (REELFLOW_REDIS_URL's server is never stopped)."""
+        if self.embedded is not None and not keep:
+            self.embedded.stop()

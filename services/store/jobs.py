@@ -1,4 +1,5 @@
-"""The job message (Redis stream entry and HTTP body share it), job states and the job record.
+"""The job message (Redis stream entry and HTTP body share it), job states, the job record, and the
+check every submitted source passes.
 
     >>> JobSpec(source="/videos/a.mp4").model
     'x3d_xs'
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 import enum
 import json
-
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from pipelines.hf_models import HUB_ID
+from pipelines.errors import VideoError
 from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS, MODELS
+from pipelines.models.hf import HUB_ID
+from pipelines.sources import SourcePolicy
 
 SCHEMA_VERSION = 1
 
@@ -109,3 +112,16 @@ class JobRecord(BaseModel):
         if self.spec is not None:
             d.update(source=self.spec.source, model=self.spec.model, weights=self.spec.weights)
         return d
+
+
+def check_job_source(sources: SourcePolicy, source: str) -> str:
+    """A job's source as the queue should get it: a local path made absolute, checked to be a file
+    inside the allowed roots; a URL checked against the scheme and host policy. Refusals raise
+    (SourceNotAllowed, VideoError), for the CLI and the HTTP API alike."""
+    if "://" in source:
+        return sources.check(source)
+    path = Path(source).expanduser()
+    checked = sources.check(str(path.resolve()))  # the roots first: say nothing of files outside
+    if not path.is_file():
+        raise VideoError(f"{source!r} is not a file; check the path")
+    return checked

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import redis
 from pydantic import ValidationError
 
-from services import keys
-from services.jobs import JobRecord, JobSpec, JobState
+from pipelines.errors import validation_problems
+from services.store import keys
+from services.store.jobs import JobRecord, JobSpec, JobState
 from services.settings import Settings
 
 MAX_RETRY_DELAY_S = 300.0
@@ -77,7 +78,7 @@ class JobQueue:
         with self.r.pipeline(transaction=True) as p:
             p.hset(keys.job(job_id), mapping=_record_fields(JobState.QUEUED, spec, now))
             p.zadd(keys.JOBS_INDEX, {job_id: now})
-            p.xadd(keys.JOBS_STREAM, {"job_id": job_id, "job": spec.model_dump_json(exclude_none=True)})
+            _deliver(p, job_id, spec)
             p.execute()
         return job_id, True
 
@@ -203,7 +204,7 @@ class JobQueue:
             p.hset(keys.job(claim.job_id), mapping={"state": JobState.QUEUED.value, "updated_at": time.time()})
             p.hincrby(keys.job(claim.job_id), "attempts", -1)
             p.hincrby(keys.job(claim.job_id), "stalled", -1)
-            p.xadd(keys.JOBS_STREAM, {"job_id": claim.job_id, "job": claim.spec.model_dump_json(exclude_none=True)})
+            _deliver(p, claim.job_id, claim.spec)
             p.execute()
         self._ack(claim.entry_id)
 
@@ -244,7 +245,7 @@ class JobQueue:
             p.persist(keys.segments(job_id))
             p.hset(keys.job(job_id), mapping={"state": JobState.QUEUED.value, "attempts": 0, "error": "",
                                               "updated_at": time.time()})
-            p.xadd(keys.JOBS_STREAM, {"job_id": job_id, "job": record.spec.model_dump_json(exclude_none=True)})
+            _deliver(p, job_id, record.spec)
             p.execute()
         return bool(entry)
 
@@ -337,8 +338,7 @@ class JobQueue:
             if self.r.zrem(keys.RETRIES, job_id):  # only the consumer that removes it re-queues it
                 record = self.record(job_id.decode())
                 if record and record.spec and not record.state.terminal:
-                    self.r.xadd(keys.JOBS_STREAM, {"job_id": record.job_id,
-                                                   "job": record.spec.model_dump_json(exclude_none=True)})
+                    _deliver(self.r, record.job_id, record.spec)
 
     def _dead_letter(self, job_id: str, entry_id: str, error: str, fields: dict[str, str] | None) -> None:
         now = time.time()
@@ -372,9 +372,13 @@ def parse_message(fields: dict[str, str]) -> JobSpec:
         flat = {k: v for k, v in fields.items() if k != "job_id"}
         return JobSpec.model_validate(flat, strict=False)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "message"
-        raise ValueError(f"{where}: {first.get('msg')}") from None
+        raise ValueError(validation_problems(e)[0]) from None
+
+
+def _deliver(client, job_id: str, spec: JobSpec) -> None:
+    """Put a job on the stream for a consumer to claim (`client`: a connection or a pipeline). Every
+    delivery — the first, a retry, a hand-back, a replay — is this one entry."""
+    client.xadd(keys.JOBS_STREAM, {"job_id": job_id, "job": spec.model_dump_json(exclude_none=True)})
 
 
 def _record_fields(state: JobState, spec: JobSpec, now: float) -> dict:

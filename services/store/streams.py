@@ -21,8 +21,8 @@ import redis
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS
-from services import keys
-from services.jobs import ModelName
+from services.store import keys
+from services.store.jobs import ModelName
 
 RESULTS_KEPT = 10_000  # segments per stream (about 4.5 hours at one per 1.6 s)
 EVENTS_KEPT = 1_000

@@ -1,8 +1,8 @@
 """The job consumer: claim jobs, have a pipeline classify them, store each segment once.
 
-A pipeline turns a job into its segment results: `InProcessPipeline` runs the data plane in this
-process; `services.ray_pipeline.RayPipeline` spreads it over Ray decoder actors and Serve model
-replicas. The worker owns everything else: it takes only as many jobs as the pipeline has capacity
+A pipeline (`services.worker.pipeline.Pipeline`) turns a job into its segment results:
+`InProcessPipeline` runs the data plane in this process; the Ray backend's spreads it over decoder
+actors and Serve model replicas. The worker owns everything else: it takes only as many jobs as the pipeline has capacity
 for, renews their leases from a heartbeat thread, stores results idempotently, resumes reclaimed
 jobs after their stored segments, and sorts failures: a bad job (unreadable, not a video, unknown
 weights) fails at once into the dead-letter list, anything else is retried with backoff.
@@ -19,18 +19,15 @@ import os
 import socket
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Iterator
 
-from pipelines.errors import ReelflowError
-from pipelines.sources import SourcePolicy
+from pipelines.errors import one_line
 from services import telemetry
-from services.jobs import JobSpec, JobState
-from services.queue import Claim, JobQueue
+from services.store.jobs import JobState
+from services.store.queue import Claim, JobQueue
+from services.worker.pipeline import Pipeline
 
 log = logging.getLogger("reelflow.worker")
 
-MAX_LOADED_MODELS = 2  # (model, weights) pairs an in-process pipeline keeps in memory
 STOP_GRACE_S = 20.0  # how long a stopping worker waits for its jobs to hand themselves back
 
 
@@ -38,77 +35,11 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class InProcessPipeline:
-    """The data plane in this process, one job at a time."""
-
-    capacity = 1
-
-    def __init__(self, device: str = "cpu", sources: SourcePolicy | None = None):
-        self.device = device
-        self.sources = sources or SourcePolicy()
-        self._classifiers: OrderedDict = OrderedDict()
-
-    def prepare(self, model: str, weights: str) -> None:
-        self._classifier(model, weights)
-
-    def segments(self, spec: JobSpec, skip: set[int]) -> Iterator[int | dict]:
-        """The job's number of segments, then a result dict per segment not in `skip`."""
-        from pipelines.sources import open_checked
-
-        clf = self._classifier(spec.model, spec.weights)
-        clf.topk = min(spec.topk, len(clf.labels))
-        source, options, total = open_checked(spec.source, self.sources, clf.spec.clip_seconds, spec.stride_s)
-        yield total
-        for seg in clf.iter_video(source, spec.stride_s, skip=skip, open_options=options, limits=self.sources):
-            yield seg.to_dict(embedding="base64" if spec.embeddings else None)
-
-    def is_permanent(self, error: BaseException) -> bool:
-        return isinstance(error, ReelflowError)
-
-    def start_stream(self, spec, redis_url: str, owner: str):
-        """Run a live stream on a thread of this process, with this process's model."""
-        import redis
-
-        from pipelines.transforms import preprocess_clip
-        from services.stream_registry import StreamRegistry
-        from services.stream_runner import Done, StreamRunner, ThreadHandle
-
-        policy = self.sources.for_streams()
-        url = policy.check(spec.url)
-        clf = self._classifier(spec.model, spec.weights)
-
-        def classify(clip):
-            probs, features = clf.clip_model.predict(clip[None])
-            return Done((probs[0].numpy(), features[0].numpy()))
-
-        runner = StreamRunner(spec, StreamRegistry(redis.Redis.from_url(redis_url)), owner, clf.labels,
-                              clf.clip_model.weights_id, prepare=lambda frames: preprocess_clip(frames, clf.spec),
-                              classify=classify, open_options=policy.ffmpeg_options(url))
-        return ThreadHandle(runner)
-
-    def describe(self) -> list[dict]:
-        """The models loaded here: one replica each, in this process."""
-        return [{"model": m, "weights": w, "replicas": 1, "serving": f"in-process:{os.getpid()}"}
-                for m, w in list(self._classifiers)]
-
-    def _classifier(self, model: str, weights: str):
-        from pipelines.classifier import ActionClassifier
-
-        key = (model, weights)
-        if key not in self._classifiers:
-            self.sources.check_model(model)
-            self._classifiers[key] = ActionClassifier(model, weights=weights, device=self.device)
-            while len(self._classifiers) > MAX_LOADED_MODELS:
-                self._classifiers.popitem(last=False)
-        self._classifiers.move_to_end(key)
-        return self._classifiers[key]
-
-
 class Worker:
-    def __init__(self, queue: JobQueue, pipeline=None, consumer: str | None = None):
+    def __init__(self, queue: JobQueue, pipeline: Pipeline, consumer: str | None = None):
         telemetry.setup("reelflow-worker")
         self.queue = queue
-        self.pipeline = pipeline or InProcessPipeline()
+        self.pipeline = pipeline
         self.consumer = consumer or default_consumer_name()
         self.stop = threading.Event()  # set: hand the jobs in hand back and take no more
         self._job_ended = threading.Event()
@@ -188,20 +119,14 @@ class Worker:
                 self.queue.retry(claim, "not every segment was stored")
         except Exception as e:
             if self.pipeline.is_permanent(e):
-                log.warning("job %s failed: %s", job_id, _one_line(e))
-                self.queue.fail(claim, _one_line(e))
+                log.warning("job %s failed: %s", job_id, one_line(e))
+                self.queue.fail(claim, one_line(e))
             else:  # transient until proven otherwise: retried with backoff, then dead-lettered
                 log.exception("job %s: transient error", job_id)
-                self.queue.retry(claim, f"{type(e).__name__}: {_one_line(e)}")
+                self.queue.retry(claim, f"{type(e).__name__}: {one_line(e)}")
         finally:
             results.close()
             heartbeat.stop()
-
-
-def _one_line(error: BaseException) -> str:
-    cause = getattr(error, "cause", None)  # Ray wraps an actor's exception; report the original
-    text = str(cause if isinstance(cause, BaseException) else error).strip()
-    return text.splitlines()[0][:500] if text else type(error).__name__
 
 
 class _Heartbeat:
@@ -260,8 +185,7 @@ class _Presence:
 
     def _announce(self) -> None:
         try:
-            models = self.pipeline.describe() if hasattr(self.pipeline, "describe") else []
-            info = {**self.info, "capacity": self.pipeline.capacity, "models": models}
+            info = {**self.info, "capacity": self.pipeline.capacity, "models": self.pipeline.describe()}
             self.queue.announce(self.consumer, info, self.TTL_S)
         except Exception:  # Redis briefly unreachable, or Serve busy: next beat
             log.warning("presence of worker %s not announced", self.consumer, exc_info=True)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from services.stream_registry import StreamRegistry
+from services.store.streams import StreamRegistry
+from services.worker.pipeline import Pipeline, StreamHandle
 
 log = logging.getLogger("reelflow.streams")
 
@@ -21,10 +22,10 @@ class StreamManager:
     LEASE_S = 10.0
     EVERY_S = 2.0
 
-    def __init__(self, registry: StreamRegistry, owner: str, pipeline, redis_url: str, max_streams: int = 32):
+    def __init__(self, registry: StreamRegistry, owner: str, pipeline: Pipeline, redis_url: str, max_streams: int = 32):
         self.registry, self.owner, self.pipeline = registry, owner, pipeline
         self.redis_url, self.max_streams = redis_url, max_streams
-        self.running: dict[str, object] = {}  # name -> the pipeline's handle on the stream's runner
+        self.running: dict[str, StreamHandle] = {}  # name -> the pipeline's handle on the stream's runner
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="reelflow-streams")
 

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipelines.errors import one_line
+from pipelines.labels import top_labels
 from pipelines.live import LiveSource, live_windows
 from pipelines.models import get_spec
 from pipelines.smoothing import LabelEvents, Smoother
-from services.stream_registry import StreamRegistry, StreamSpec
+from services.store.streams import StreamRegistry, StreamSpec
 
 log = logging.getLogger("reelflow.streams")
 
@@ -113,7 +115,7 @@ class StreamRunner:
                 sent.popleft()
                 self.failed += 1
                 log.warning("stream %s: segment %d not classified: %s", self.spec.name, clip.index,
-                            str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+                            one_line(e, limit=200))
                 continue
             sent.popleft()
             self._publish(clip, np.asarray(probs))
@@ -123,14 +125,12 @@ class StreamRunner:
         smoothed = self.smoother.add(probs)
         events = [{**e, "label": self.labels[e["label"]], "stream": self.spec.name, "at": time.time()}
                   for e in self.events.update(smoothed, clip.index)]
-        top = np.argsort(-probs)[:topk]
-        top_smoothed = np.argsort(-smoothed)[:topk]
+        labels, scores = top_labels(probs, self.labels, topk, decimals=6)
+        smoothed_labels, smoothed_scores = top_labels(smoothed, self.labels, topk, decimals=6)
         result = {
             "stream": self.spec.name, "index": clip.index, "start_s": clip.start_s, "end_s": clip.end_s,
-            "frames": clip.frame_count, "labels": [self.labels[i] for i in top],
-            "scores": [round(float(probs[i]), 6) for i in top],
-            "smoothed": {"labels": [self.labels[i] for i in top_smoothed],
-                         "scores": [round(float(smoothed[i]), 6) for i in top_smoothed]},
+            "frames": clip.frame_count, "labels": labels, "scores": scores,
+            "smoothed": {"labels": smoothed_labels, "scores": smoothed_scores},
             "model": self.spec.model, "weights": self.weights_id, "captured_at": clip.captured_at,
         }
         result["published_at"] = time.time()

@@ -1,0 +1,53 @@
+"""Read-only overviews of a running stack, the same for the CLI (`reelflow status`, `streams list`),
+the HTTP API (`/v1/status`, `/v1/streams`) and the dashboard.
+
+    >>> stack_overview(queue)["queue"]          # doctest: +SKIP
+    {'waiting': 0, 'pending': 1, 'retrying': 0}
+"""
+
+from __future__ import annotations
+
+from services.store.queue import JobQueue
+from services.store.streams import StreamRegistry
+
+JOBS_COUNTED = 1000  # the latest jobs `stack_overview` counts by state
+
+
+def stack_overview(queue: JobQueue) -> dict:
+    """Queue depth, jobs by state (the latest 1000), models and their replicas, workers, dead letters."""
+    states: dict[str, int] = {}
+    for job_id in queue.job_ids(limit=JOBS_COUNTED):
+        state = queue.state(job_id)
+        if state is not None:
+            states[state.value] = states.get(state.value, 0) + 1
+    workers = queue.workers()
+    return {"queue": queue.depth(), "jobs": states, "models": models_served(workers), "workers": workers,
+            "dead_letters": len(queue.dead_letters())}
+
+
+def models_served(workers: list[dict]) -> list[dict]:
+    """Replicas per (model, weights) over all live workers; workers sharing a Ray cluster count once."""
+    seen: set[str] = set()
+    models: dict[tuple[str, str], dict] = {}
+    for worker in workers:
+        for m in worker.get("models", []):
+            if m["serving"] in seen:
+                continue
+            seen.add(m["serving"])
+            entry = models.setdefault((m["model"], m["weights"]),
+                                      {"name": m["model"], "weights": m["weights"], "replicas": 0, "workers": []})
+            entry["replicas"] += m["replicas"]
+            entry["workers"].append(worker["name"])
+    return list(models.values())
+
+
+def stream_rows(registry: StreamRegistry) -> list[dict]:
+    """One row per watched stream: who reads it, its state, counters and latency."""
+    rows = []
+    for name, spec in sorted(registry.specs().items()):
+        status = registry.status(name)
+        rows.append({"name": name, "url": spec.url, "model": spec.model, "owner": registry.owner(name),
+                     "state": status.get("state", "waiting for a worker") if registry.owner(name) else "unowned",
+                     **{k: status.get(k) for k in ("reconnects", "gaps", "dropped", "failed", "segments", "last_index",
+                                                   "latency_p50_s", "latency_p95_s", "last_error")}})
+    return rows
