@@ -133,7 +133,7 @@ class Stack:
                 self.proc.wait()
 
     def _stop_redis(self) -> None:
-        from services.embedded_redis import EmbeddedRedis
+        from services.store.embedded import EmbeddedRedis
 
         with contextlib.suppress(Exception):
             EmbeddedRedis(self.home).stop()  # a no-op when `up` stopped it

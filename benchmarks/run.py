@@ -235,7 +235,7 @@ def stack_settings() -> dict:
 
 def machine() -> dict:
     """What the numbers were measured on."""
-    from services.batch_rates import cpu_name
+    from services.ray_backend.batch_rates import cpu_name
 
     cpu = cpu_name()
     return {
@@ -281,7 +281,7 @@ def stack_lines(rows: list[dict], stacks: dict, settings: dict) -> list[str]:
         lines += ["", "Stack start-up, from launching `reelflow up --weights none --model M` to its ready line "
                   "(Redis, Ray, the model's Serve replica — which decodes the jobs too, in the default fused pipeline — are up by then); "
                   "a model's first start on the machine includes timing its batch sizes (kept for later starts, "
-                  "services/batch_rates.py; the bench starts from an empty cache): "
+                  "services/ray_backend/batch_rates.py; the bench starts from an empty cache): "
                   + "; ".join(startup) + "."]
     failed = [f"{m}: {s['error']}" for m, s in stacks.items() if s.get("error")]
     if failed:

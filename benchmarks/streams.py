@@ -1,6 +1,6 @@
 """Live streams in `make bench`: how many real-time 360p cameras one stack keeps up with.
 
-Cameras are real RTSP servers (tests/rtsp_server.py, GStreamer) each looping a 360p video at its
+Cameras are real RTSP servers (tests/support/rtsp_server.py, GStreamer) each looping a 360p video at its
 own frame rate. On one `reelflow up` stack, 4, 8, 12, 16... streams are watched at once; after a
 warm-up, each step counts over `seconds`: segments per stream per second (real time is one per clip
 length), clips dropped because the model fell behind, and the latency `published_at - captured_at`
@@ -16,8 +16,8 @@ import redis
 
 from bulk import Stack
 from pipelines.models import get_spec
-from rtsp_helpers import Camera
-from services.stream_registry import StreamRegistry, StreamSpec
+from support.rtsp_camera import Camera
+from services.store.streams import StreamRegistry, StreamSpec
 
 WARMUP_S = 8.0
 
@@ -43,7 +43,7 @@ def step(registry: StreamRegistry, names: list[str], seconds: float) -> dict:
 
 
 def _last_id(registry: StreamRegistry, name: str) -> str:
-    from services import keys
+    from services.store import keys
 
     last = registry.r.xrevrange(keys.stream_results(name), count=1)
     return last[0][0].decode() if last else "0-0"

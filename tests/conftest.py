@@ -37,7 +37,7 @@ def clip_10s(video_dir) -> Path:
 @pytest.fixture(scope="session")
 def peaked_checkpoint(tmp_path_factory):
     """checkpoint(model_name) -> (path, nn.Module): random weights with a scaled-up projection."""
-    from checkpoints import peaked_model, write_checkpoint
+    from support.checkpoint_files import peaked_model, write_checkpoint
 
     from pipelines.inference import ClipModel
 

@@ -10,12 +10,12 @@ import pytest
 import ray
 import redis
 
-from services.embedded_redis import EmbeddedRedis
-from services.jobs import JobSpec, JobState
-from services.queue import JobQueue
-from services.ray_pipeline import RayPipeline
-from stack_helpers import fast_settings
-from services.worker import Worker
+from services.store.embedded import EmbeddedRedis
+from services.store.jobs import JobSpec, JobState
+from services.store.queue import JobQueue
+from services.ray_backend.pipeline import RayPipeline
+from support.stack_process import fast_settings
+from services.worker.consumer import Worker
 
 
 @pytest.mark.slow

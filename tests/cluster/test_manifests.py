@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 SERVE_CONFIG = K8S / "serve-config.yaml"
 NOT_OBJECTS = {"serve-config.yaml", "kustomization.yaml"}  # YAML files that are no Kubernetes object

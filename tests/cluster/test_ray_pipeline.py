@@ -15,12 +15,12 @@ import redis
 from ray import serve
 
 from pipelines.synthetic import make_video
-from services.embedded_redis import EmbeddedRedis
-from services.jobs import JobSpec, JobState
-from services.queue import JobQueue
-from services.ray_pipeline import REPLICA, RayPipeline, app_name
-from stack_helpers import fast_settings
-from services.worker import Worker
+from services.store.embedded import EmbeddedRedis
+from services.store.jobs import JobSpec, JobState
+from services.store.queue import JobQueue
+from services.ray_backend.pipeline import REPLICA, RayPipeline, app_name
+from support.stack_process import fast_settings
+from services.worker.consumer import Worker
 
 
 @pytest.fixture(scope="module")
@@ -144,9 +144,9 @@ def test_missing_weights_fail_the_job_before_any_deploy(queue, pipeline, clip_10
 
 
 def test_replicas_that_cannot_load_fail_the_job_instead_of_hanging(queue, pipeline, clip_10s, tmp_path):
-    from checkpoints import write_checkpoint
+    from support.checkpoint_files import write_checkpoint
     from pipelines.models import get_spec
-    from pipelines.weights import build_model
+    from pipelines.models.weights import build_model
 
     other, _ = build_model(get_spec("x3d_l"), "none")
     wrong = write_checkpoint(other, tmp_path / "x3d_l.pyth")

@@ -18,10 +18,10 @@ import pytest
 import requests
 import yaml
 
-from services.embedded_redis import EmbeddedRedis
-from stack_helpers import free_port
+from services.store.embedded import EmbeddedRedis
+from support.stack_process import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SERVE = str(Path(sys.executable).parent / "serve")
 TOKEN = "serve-run-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -102,7 +102,7 @@ def test_gpu_replicas_request_their_share_of_a_gpu():
     """REELFLOW_REPLICA_GPUS reaches the replica's Ray resources; fractions let replicas share a device."""
     import dataclasses
 
-    from services.ray_pipeline import replica_deployment
+    from services.ray_backend.pipeline import replica_deployment
     from services.settings import Settings
 
     cpu_only = Settings.from_env()

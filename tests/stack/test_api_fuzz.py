@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from services.embedded_redis import EmbeddedRedis
-from stack_helpers import fast_settings, free_port
+from services.store.embedded import EmbeddedRedis
+from support.stack_process import fast_settings, free_port
 
 TOKEN = "fuzz-token"
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
@@ -28,7 +28,7 @@ def api_url(tmp_path, monkeypatch):
     import uvicorn
 
     from services.api import api, configure
-    from services.queue import JobQueue
+    from services.store.queue import JobQueue
     import redis as redis_lib
 
     monkeypatch.chdir(tmp_path)

@@ -15,8 +15,8 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from browser import blank_share, chromium_page, distinct_colours
-from stack_helpers import http_stack, run
+from support.browser import blank_share, chromium_page, distinct_colours
+from support.stack_process import http_stack, run
 
 TOKEN = "dashboard-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

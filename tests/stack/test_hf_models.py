@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from hf_models import CLASSES, save_tiny_videomae
-from stack_helpers import reelflow
+from support.tiny_videomae import CLASSES, save_tiny_videomae
+from support.stack_process import reelflow
 
 @pytest.fixture(scope="module")
 def videomae(tmp_path_factory) -> Path:
@@ -134,8 +134,8 @@ def test_a_directory_without_weights_is_refused_before_loading(videomae, tmp_pat
 
 
 def test_linear_probe_then_classify_and_a_stack_answer_with_the_dataset_classes(videomae, tmp_path):
-    from datasets import CLASSES as DATASET_CLASSES
-    from datasets import make_dataset
+    from support.dataset_folders import CLASSES as DATASET_CLASSES
+    from support.dataset_folders import make_dataset
 
     data = make_dataset(tmp_path / "shapes", train=4, val=2)
     ckpt = tmp_path / "probe.pyth"
@@ -161,7 +161,7 @@ def test_linear_probe_then_classify_and_a_stack_answer_with_the_dataset_classes(
 def test_a_job_names_a_model_directory_only_under_the_allowed_roots(videomae, tmp_path):
     from pipelines.errors import SourceNotAllowed
     from pipelines.sources import SourcePolicy
-    from services.jobs import JobSpec
+    from services.store.jobs import JobSpec
 
     inside = SourcePolicy(allowed_roots=(videomae.parent.resolve(),))
     inside.check_model(f"hf:{videomae.resolve()}")
@@ -174,7 +174,7 @@ def test_a_job_names_a_model_directory_only_under_the_allowed_roots(videomae, tm
 
 
 def test_fine_tuning_a_hugging_face_model_lowers_the_training_loss(videomae, tmp_path):
-    from datasets import make_dataset
+    from support.dataset_folders import make_dataset
 
     from pipelines.datasets import VideoFolder, augment_clip, random_clip
     from pipelines.models import get_spec

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from hostile import hostile_sources, mutated_copies
-from stack_helpers import REELFLOW, UpProcess, run, stack_env
+from support.hostile_files import hostile_sources, mutated_copies
+from support.stack_process import REELFLOW, UpProcess, run, stack_env
 
 # what each refusal must say (a word or two of its one line)
 EXPECTED = {
@@ -141,7 +141,8 @@ def test_a_crashed_decoder_is_one_line_and_exit_status_1(tmp_path, good_video):
 
 @pytest.mark.slow  # about a minute or more: `make test-slow`
 def test_a_stack_ends_every_hostile_job_done_or_failed_and_still_serves(tmp_path, cases, good_video):
-    from services.stack import connect, settings_for
+    from services.settings import settings_for
+    from services.store.connection import connect
 
     home = tmp_path / "home"
     env = stack_env(home)

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from pipelines.synthetic import make_video
-from stack_helpers import http_stack, run
+from support.stack_process import http_stack, run
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

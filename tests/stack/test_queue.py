@@ -10,10 +10,10 @@ import time
 import pytest
 import redis
 
-from services import keys
-from services.embedded_redis import EmbeddedRedis, redis_server_binary
-from services.jobs import JobSpec, JobState
-from services.queue import JobQueue
+from services.store import keys
+from services.store.embedded import EmbeddedRedis, redis_server_binary
+from services.store.jobs import JobSpec, JobState
+from services.store.queue import JobQueue
 from services.settings import Settings
 
 
@@ -35,8 +35,8 @@ def client(server):
 
 
 def make_queue(client, **overrides) -> JobQueue:
-    settings = Settings(redis_url=None, home=None, lease_s=0.5, max_attempts=3, retry_base_s=0.05, result_ttl_s=3600)
-    return JobQueue(client, settings.__class__(**{**settings.__dict__, **overrides}))
+    settings = Settings(lease_s=0.5, max_attempts=3, retry_base_s=0.05, result_ttl_s=3600)
+    return JobQueue(client, settings.replace(**overrides))
 
 
 def spec(**kw) -> JobSpec:

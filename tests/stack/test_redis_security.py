@@ -20,14 +20,15 @@ import pytest
 import redis
 
 from pipelines.errors import ReelflowError
-from services.embedded_redis import EmbeddedRedis
-from services.jobs import JobSpec, JobState
-from services.stack import connect
-from services.worker import InProcessPipeline, Worker
-from stack_helpers import fast_settings, free_port, run, stack_env
+from services.store.embedded import EmbeddedRedis
+from services.store.jobs import JobSpec, JobState
+from services.store.connection import connect
+from services.worker.consumer import Worker
+from services.worker.in_process import InProcessPipeline
+from support.stack_process import fast_settings, free_port, run, stack_env
 
 SYSTEM_REDIS = "/usr/bin/redis-server" if Path("/usr/bin/redis-server").is_file() else shutil.which("redis-server")
-SHARED_CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "sk_carphone_pristine.mp4"
+SHARED_CLIP = Path(__file__).resolve().parents[3] / "shared" / "data" / "videos" / "sk_carphone_pristine.mp4"
 
 
 
@@ -198,7 +199,7 @@ def test_tls_to_a_plain_port_times_out_in_seconds(password_server, tmp_path):
     ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
 ])
 def test_redact_hides_the_password(url, shown):
-    from services.stack import redact
+    from services.store.connection import redact
 
     assert redact(url) == shown
 
@@ -236,7 +237,7 @@ def test_a_restarted_embedded_server_keeps_its_password_and_data(tmp_path):
 
 
 def test_up_prints_the_embedded_url_without_the_password(tmp_path):
-    from stack_helpers import UpProcess
+    from support.stack_process import UpProcess
 
     env = stack_env(tmp_path)
     up = UpProcess(tmp_path, env, "--no-ray", "--weights", "none")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser import blank_share, chromium_page, distinct_colours
+from support.browser import blank_share, chromium_page, distinct_colours
 
 REELFLOW = str(Path(sys.executable).parent / "reelflow")
 
@@ -114,7 +114,7 @@ def test_without_embeddings_the_report_says_how_to_get_the_similarity_map(tmp_pa
 @pytest.fixture(scope="module")
 def redis_home(tmp_path_factory):
     """A running embedded Redis (a stack with no jobs) for looking up job ids."""
-    from services.embedded_redis import EmbeddedRedis
+    from services.store.embedded import EmbeddedRedis
 
     home = tmp_path_factory.mktemp("home")
     server = EmbeddedRedis(home)

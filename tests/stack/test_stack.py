@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from stack_helpers import UpProcess, run, stack_env
+from support.stack_process import UpProcess, run, stack_env
 
 
 @pytest.fixture
@@ -179,3 +179,38 @@ def test_process_offline_kinetics_fails_in_one_line_before_starting(home, clip_1
     result = run(env, "process", clip_10s, "--out", tmp_path / "out", check=False)
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert "http://127.0.0.1:9/zoo/X3D_XS.pyth" in result.stderr
+
+
+def test_process_keeps_every_video_of_a_shared_name_and_never_replaces_an_earlier_run(home, video_dir, tmp_path):
+    """Videos that share a stem (clip.mp4, clip.avi) or a whole name in other folders (a/clip.mp4,
+    b/clip.mp4) each get a results file; a second run into the same --out refuses before any work,
+    changing nothing, and --overwrite replaces."""
+    from pipelines.synthetic import make_video
+
+    videos = [tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4", tmp_path / "b" / "clip.avi"]
+    for seconds, video in zip((2, 3, 4), videos):
+        video.parent.mkdir(exist_ok=True)
+        make_video(video, seconds=seconds, fps=15, size=(160, 120))
+    out = tmp_path / "out"
+    env = stack_env(home)
+    args = ["process", *videos, "--no-ray", "--weights", "none", "--no-embeddings", "--out", out]
+    run(env, *args)
+    files = {"a_clip.mp4.jsonl": videos[0], "b_clip.mp4.jsonl": videos[1], "clip.avi.jsonl": videos[2]}
+    assert sorted(p.name for p in out.iterdir()) == sorted(files)
+    ends = {name: json.loads((out / name).read_text().splitlines()[-1])["end_s"] for name in files}
+    assert ends == pytest.approx({"a_clip.mp4.jsonl": 2.0, "b_clip.mp4.jsonl": 3.0, "clip.avi.jsonl": 4.0}, abs=0.1)
+
+    before = {name: (out / name).read_bytes() for name in files}
+    again = run(env, *args, check=False)
+    assert again.returncode == 1 and again.stderr.count("\n") == 1, again.stderr
+    assert "exists already" in again.stderr and "--overwrite" in again.stderr
+    assert {name: (out / name).read_bytes() for name in files} == before
+
+    (out / "clip.avi.jsonl").write_text("edited\n")
+    run(env, *args, "--overwrite")
+
+    def labels(raw: bytes) -> list:
+        return [(s["index"], s["labels"]) for s in map(json.loads, raw.decode().splitlines())]
+
+    assert labels((out / "clip.avi.jsonl").read_bytes()) == labels(before["clip.avi.jsonl"])
+    assert not list(out.glob("*.part"))

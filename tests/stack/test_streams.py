@@ -14,9 +14,9 @@ import pytest
 import redis
 
 from pipelines.synthetic import make_video
-from services.embedded_redis import EmbeddedRedis
-from services.stream_registry import StreamRegistry, StreamSpec
-from stack_helpers import UpProcess, run, stack_env
+from services.store.embedded import EmbeddedRedis
+from services.store.streams import StreamRegistry, StreamSpec
+from support.stack_process import UpProcess, run, stack_env
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_ray_streams_survive_a_killed_host_and_a_restarted_stack(home, camera):
 @pytest.mark.slow  # about a minute or more: `make test-slow`
 def test_rtsp_cameras_live_latency_outage_and_stop(home, camera):
     """The issue's check, with two cameras: real RTSP servers, a camera gone for 8 s and back."""
-    from rtsp_helpers import Camera
+    from support.rtsp_camera import Camera
 
     cameras = {name: Camera(camera).start() for name in ("door", "yard")}
     env = stack_env(home)

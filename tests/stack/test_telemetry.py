@@ -12,11 +12,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.client_commands import submit_sources
-from services.embedded_redis import EmbeddedRedis
-from services.queue import JobQueue
+from services.cli.jobs import submit_sources
+from services.store.embedded import EmbeddedRedis
+from services.store.queue import JobQueue
 from services.settings import Settings
-from services.worker import Worker
+from services.worker.consumer import Worker
+from services.worker.in_process import InProcessPipeline
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +39,9 @@ def test_the_job_and_its_segments_join_the_submitters_trace(spans, tmp_path, cli
         queue = JobQueue(redis.Redis.from_url(url), settings)
         args = argparse.Namespace(sources=[str(clip_10s)], model="x3d_xs", weights="none", topk=5, stride=None,
                                   no_embeddings=True, idempotency_key=None, json=True)
-        [(job_id, _)], refused = submit_sources(queue, args)
+        [(job_id, _, _)], refused = submit_sources(queue, args)
         assert refused == 0 and queue.record(job_id).spec.trace["traceparent"]
-        Worker(queue, consumer="traced").run_until_idle()
+        Worker(queue, InProcessPipeline(), consumer="traced").run_until_idle()
     finally:
         embedded.stop()
     finished = spans.get_finished_spans()

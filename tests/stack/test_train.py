@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from datasets import CLASSES, make_dataset
-from stack_helpers import reelflow
+from support.dataset_folders import CLASSES, make_dataset
+from support.stack_process import reelflow
 
 MODEL = "x3d_xs"  # the fastest model
 

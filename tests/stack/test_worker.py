@@ -12,11 +12,12 @@ import redis
 
 from pipelines import ActionClassifier
 from pipelines.synthetic import make_video
-from services.embedded_redis import EmbeddedRedis
-from services.jobs import JobSpec, JobState
-from services.queue import JobQueue
+from services.store.embedded import EmbeddedRedis
+from services.store.jobs import JobSpec, JobState
+from services.store.queue import JobQueue
 from services.settings import Settings
-from services.worker import Worker
+from services.worker.consumer import Worker
+from services.worker.in_process import InProcessPipeline
 
 
 def minute_video(video_dir):
@@ -37,14 +38,14 @@ def redis_url(tmp_path_factory):
 def queue(redis_url):
     client = redis.Redis.from_url(redis_url)
     client.flushall()
-    settings = Settings(redis_url=redis_url, home=None, lease_s=1.0, max_attempts=3, retry_base_s=0.05,
+    settings = Settings(redis_url=redis_url, lease_s=1.0, max_attempts=3, retry_base_s=0.05,
                         result_ttl_s=3600)
     return JobQueue(client, settings)
 
 
 def test_a_job_gives_the_same_segments_as_classify(queue, clip_10s):
     job_id, _ = queue.submit(JobSpec(source=str(clip_10s), weights="none", topk=3))
-    assert Worker(queue, consumer="w1").run_until_idle() == 1
+    assert Worker(queue, InProcessPipeline(), consumer="w1").run_until_idle() == 1
     record = queue.record(job_id)
     assert (record.state, record.segments_done, record.segments_total) == (JobState.DONE, 7, 7)
     stored = queue.segments(job_id)
@@ -70,7 +71,7 @@ def test_bad_jobs_fail_into_the_dead_letter_list_and_the_worker_carries_on(queue
     make(bad)
     bad_id, _ = queue.submit(JobSpec(source=str(bad), weights="none"))
     good_id, _ = queue.submit(JobSpec(source=str(clip_10s), weights="none"))
-    Worker(queue, consumer="w1").run_until_idle()
+    Worker(queue, InProcessPipeline(), consumer="w1").run_until_idle()
     assert queue.state(bad_id) == JobState.FAILED and error in queue.record(bad_id).error
     assert [d["job_id"] for d in queue.dead_letters()] == [bad_id]
     assert queue.state(good_id) == JobState.DONE
@@ -80,7 +81,7 @@ def test_truncated_video_fails_with_a_clear_error(queue, tmp_path, clip_10s):
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(clip_10s.read_bytes()[:20000])
     job_id, _ = queue.submit(JobSpec(source=str(truncated), weights="none"))
-    Worker(queue, consumer="w1").run_until_idle()
+    Worker(queue, InProcessPipeline(), consumer="w1").run_until_idle()
     record = queue.record(job_id)
     assert record.state == JobState.FAILED and "\n" not in record.error and record.error
 
@@ -91,7 +92,7 @@ def test_a_reclaimed_job_resumes_after_its_stored_segments(queue, clip_10s):
     for index in (0, 1):
         queue.store_segment(job_id, index, json.dumps({"index": index, "stored_by": "died"}))
     time.sleep(1.1)  # its lease runs out
-    Worker(queue, consumer="w2").run_until_idle()
+    Worker(queue, InProcessPipeline(), consumer="w2").run_until_idle()
     stored = queue.segments(job_id)
     assert queue.state(job_id) == JobState.DONE
     assert [s["index"] for s in stored] == list(range(7))
@@ -103,7 +104,7 @@ def test_a_reclaimed_job_resumes_after_its_stored_segments(queue, clip_10s):
 def test_cancel_stops_a_running_job(queue, video_dir):
     long_video = minute_video(video_dir)
     job_id, _ = queue.submit(JobSpec(source=str(long_video), weights="none"))
-    worker = Worker(queue, consumer="w1")
+    worker = Worker(queue, InProcessPipeline(), consumer="w1")
     thread = threading.Thread(target=worker.run_until_idle)
     thread.start()
     while queue.record(job_id).segments_done < 2:
@@ -118,7 +119,7 @@ def test_cancel_stops_a_running_job(queue, video_dir):
 def test_a_stopping_worker_hands_its_job_back(queue, video_dir):
     long_video = minute_video(video_dir)
     job_id, _ = queue.submit(JobSpec(source=str(long_video), weights="none"))
-    worker = Worker(queue, consumer="w1")
+    worker = Worker(queue, InProcessPipeline(), consumer="w1")
     thread = threading.Thread(target=worker.run, kwargs={"block_ms": 100})
     thread.start()
     while queue.record(job_id).segments_done < 1:
@@ -127,14 +128,14 @@ def test_a_stopping_worker_hands_its_job_back(queue, video_dir):
     thread.join(timeout=60)
     record = queue.record(job_id)
     assert record.state == JobState.QUEUED and record.attempts == 0
-    Worker(queue, consumer="w2").run_until_idle()
+    Worker(queue, InProcessPipeline(), consumer="w2").run_until_idle()
     assert queue.state(job_id) == JobState.DONE
     assert [s["index"] for s in queue.segments(job_id)] == list(range(record.segments_total))
 
 
 def test_a_source_outside_the_allowed_roots_fails(queue, clip_10s, tmp_path):
     from pipelines.sources import SourcePolicy
-    from services.worker import InProcessPipeline
+
 
     pipeline = InProcessPipeline(sources=SourcePolicy(allowed_roots=(tmp_path.resolve(),)))
     job_id, _ = queue.submit(JobSpec(source=str(clip_10s), weights="none"))

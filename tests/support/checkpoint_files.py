@@ -9,7 +9,7 @@ import torch
 
 from pipelines.inference import projection_layer
 from pipelines.models import get_spec
-from pipelines.weights import build_model
+from pipelines.models.weights import build_model
 
 LOGIT_SPREAD = 6.0  # std of the logits on typical input: top-1 well above the rest
 

@@ -1,4 +1,4 @@
-"""Real RTSP cameras for tests: tests/rtsp_server.py (GStreamer's RTSP server) on loopback."""
+"""Real RTSP cameras for tests: tests/support/rtsp_server.py (GStreamer's RTSP server) on loopback."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stack_helpers import free_port
+from support.stack_process import free_port
 
 SERVER = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -5,7 +5,7 @@ as a live camera, looped forever, to any number of clients (TCP or UDP transport
 Runs under Debian's /usr/bin/python3 (`make system-deps` installs python3-gi,
 gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-good and -bad), not the project's venv.
 
-    /usr/bin/python3 tests/rtsp_server.py FILE [--host 127.0.0.1] [--port 8554|0] [--mount /cam1]
+    /usr/bin/python3 tests/support/rtsp_server.py FILE [--host 127.0.0.1] [--port 8554|0] [--mount /cam1]
 
 Prints "READY rtsp://HOST:PORT/MOUNT" once the port is bound; SIGTERM or SIGINT stop it. No
 re-encoding: demux -> h264parse -> rtph264pay (a few % of a core).

@@ -21,7 +21,7 @@ def reelflow(*args: str, cwd: Path | None = None, env: dict | None = None, check
     """One `reelflow` command in a fresh process (this checkout's code, from any working directory);
     with `check`, it must exit 0."""
     result = subprocess.run([sys.executable, "-m", "services", *args], capture_output=True, text=True, cwd=cwd,
-                            timeout=600, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+                            timeout=600, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
                                               **(env or {})})
     if check:
         assert result.returncode == 0, result.stderr
@@ -33,7 +33,7 @@ def fast_settings(redis_url: str | None = None, home: Path | None = None, **over
     from services.settings import Settings
 
     base = dict(redis_url=redis_url, home=home, lease_s=1.0, max_attempts=3, retry_base_s=0.05, result_ttl_s=3600)
-    return Settings(**{**base, **overrides})
+    return Settings(**{k: v for k, v in {**base, **overrides}.items() if v is not None})
 
 
 def stack_env(home: Path, **extra: str) -> dict:

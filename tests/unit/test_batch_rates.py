@@ -1,4 +1,4 @@
-"""The replica's batch-size measurement, kept per machine (services/batch_rates.py)."""
+"""The replica's batch-size measurement, kept per machine (services/ray_backend/batch_rates.py)."""
 
 import json
 import time
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipelines.inference import ClipModel
-from services.batch_rates import MAX_AGE_S, batch_rates, machine_key
+from services.ray_backend.batch_rates import MAX_AGE_S, batch_rates, machine_key
 
 
 @pytest.fixture(scope="module")

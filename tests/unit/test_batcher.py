@@ -1,4 +1,4 @@
-"""The replica's continuous batcher (services/batcher.py), with plain functions as the forward pass."""
+"""The replica's continuous batcher (services/ray_backend/batcher.py), with plain functions as the forward pass."""
 
 import asyncio
 import threading
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from services.batcher import Batcher
+from services.ray_backend.batcher import Batcher
 
 
 def run(coro):

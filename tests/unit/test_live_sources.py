@@ -19,8 +19,8 @@ from pipelines.live import LiveSource, live_windows
 from pipelines.sources import STREAM_PROTOCOLS, SourcePolicy
 from pipelines.synthetic import make_video
 from services.settings import Settings
-from live_servers import FPS, SIZE, HttpCameras, UdpCamera
-from rtsp_helpers import Camera
+from support.live_servers import FPS, SIZE, HttpCameras, UdpCamera
+from support.rtsp_camera import Camera
 
 CLIP_S = 0.8
 STREAMS = SourcePolicy().for_streams()
@@ -136,7 +136,7 @@ def test_mpegts_over_udp_and_rtp(scheme):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
 def test_rtsp_under_the_stream_whitelist(tmp_path, transport):
-    # tests/test_rtsp.py opens RTSP without the worker's options; this is what a worker opens.
+    # tests/unit/test_rtsp.py opens RTSP without the worker's options; this is what a worker opens.
     make_video(tmp_path / "camera.mp4", seconds=3.0, fps=FPS, size=SIZE)
     camera = Camera(tmp_path / "camera.mp4").start()
     try:

@@ -5,7 +5,7 @@ Weights are random with the projection scaled up, so probabilities are far from 
 import pytest
 import torch
 
-from reference import reference_outputs
+from support.tutorial_reference import reference_outputs
 from pipelines import ActionClassifier
 from pipelines.synthetic import make_video
 

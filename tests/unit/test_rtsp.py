@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.live import LiveSource, live_windows
 from pipelines.synthetic import make_video
-from rtsp_helpers import Camera
+from support.rtsp_camera import Camera
 
 
 @pytest.fixture(scope="module")

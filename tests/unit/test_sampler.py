@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import reference  # noqa: F401  (aliases the torchvision module pytorchvideo needs)
+import support.tutorial_reference  # noqa: F401  (aliases the torchvision module pytorchvideo needs)
 from pytorchvideo.data.encoded_video import EncodedVideo
 from pipelines.decode import open_video
 from pipelines.errors import VideoError

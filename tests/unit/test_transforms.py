@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from reference import PackPathway, tutorial_transform
+from support.tutorial_reference import PackPathway, tutorial_transform
 from pipelines.models import MODELS, get_spec
 from pipelines.transforms import center_crop_offset, pack_pathways, preprocess_clip, short_side_size
 

@@ -8,15 +8,15 @@ import sys
 import pytest
 import torch
 
-from checkpoints import write_checkpoint
+from support.checkpoint_files import write_checkpoint
 from pipelines.errors import WeightsError
 from pipelines.models import RANDOM_WEIGHTS_ID, get_spec
-from pipelines.weights import build_model, checkpoint_cache_path
+from pipelines.models.weights import build_model, checkpoint_cache_path
 
 XS = get_spec("x3d_xs")
 
 FINGERPRINT = (
-    "import torch; from pipelines.models import get_spec; from pipelines.weights import build_model; "
+    "import torch; from pipelines.models import get_spec; from pipelines.models.weights import build_model; "
     "m, _ = build_model(get_spec('x3d_xs'), 'none'); "
     "print(sum(float(p.double().sum()) * (i + 1) for i, p in enumerate(m.state_dict().values())))"
 )
