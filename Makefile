@@ -45,15 +45,17 @@ system-deps:
 	  exit 1; \
 	fi
 
-# `make test`: everything but the tests marked slow (about 15 minutes on a 2-core machine);
+# `make test`: the import contract (pyproject's [tool.importlinter]), then everything but the tests marked slow (about 15 minutes on a 2-core machine);
 # `make test-slow`: only those (about 15 more); `make test-all`: both in one run. CI runs test, then test-slow.
 test: venv system-deps
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: venv system-deps
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 test-all: venv system-deps
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv
