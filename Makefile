@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 # beside the checkout) or, on a bare clone, videos it generates, then a summary table. It tries the
 # official Kinetics weights and, offline, says so loudly and falls back to random ones.
 DEMO_VIDEOS ?= $(or $(wildcard ../shared/data/videos/mm_demo.mp4 ../shared/data/videos/sk_bikes.mp4 ../shared/data/videos/mm_test.avi),demo/synthetic_a.mp4 demo/synthetic_b.mp4)
-DEMO_RUN = $(VENV)/bin/reelflow process $(DEMO_VIDEOS) --home demo/home --out demo/results
+DEMO_RUN = $(VENV)/bin/reelflow process $(DEMO_VIDEOS) --home demo/home --out demo/results --overwrite
 
 demo: venv
 	@for v in $(DEMO_VIDEOS); do [ -f "$$v" ] || $(PY) -m pipelines.synthetic "$$v" --seconds 8; done

@@ -229,7 +229,7 @@ def stack_settings() -> dict:
 
     overrides = {k: v for k, v in os.environ.items()
                  if k.startswith("REELFLOW_") and k not in ("REELFLOW_HOME", "REELFLOW_REDIS_URL")}
-    effective = {k: v for k, v in vars(Settings.from_env()).items() if isinstance(v, (int, float))}
+    effective = {k: v for k, v in Settings.from_env().model_dump().items() if isinstance(v, (int, float))}
     return {"overrides": overrides, "effective": effective}
 
 

@@ -58,14 +58,14 @@ def one_line(error: BaseException, limit: int = 500) -> str:
     return text[:limit] if text else type(error).__name__
 
 
-def validation_problems(error: BaseException) -> list[str]:
-    """A pydantic ValidationError's problems as `field: message` (or just the message); [] for any
-    other exception."""
+def validation_problems(error: BaseException, whole: str = "") -> list[str]:
+    """A pydantic ValidationError's problems as `field: message` (`whole`: the name for a problem of
+    the whole value, say `body`); [] for any other exception."""
     if not type(error).__name__.endswith("ValidationError") or not callable(getattr(error, "errors", None)):
         return []
     problems = []
     for err in error.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or whole
         message = str(err.get("msg", "")).removeprefix("Value error, ")
         problems.append(f"{where}: {message}" if where else message)
     return problems

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pipelines.errors import SourceNotAllowed, VideoError
+from pipelines.errors import SourceNotAllowed, VideoError, one_line
 
 URL_SCHEMES = frozenset({"http", "https"})
 STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https", "udp", "rtp"})
@@ -89,8 +89,7 @@ class SourcePolicy:
         except FileNotFoundError:
             raise VideoError(f"cannot read {source!r}: no such file; check the path") from None
         except (OSError, RuntimeError, ValueError) as e:  # a name too long, a link loop, a NUL byte...
-            reason = getattr(e, "strerror", None) or str(e)
-            raise VideoError(f"cannot read {source[:100]!r}: {reason}; check the path") from None
+            raise VideoError(f"cannot read {source[:100]!r}: {one_line(e)}; check the path") from None
         if size > self.max_bytes:
             raise SourceNotAllowed(f"{source!r} is {size / 2**30:.1f} GiB, over the {self.max_bytes / 2**30:.0f} GiB "
                                    "limit (REELFLOW_MAX_BYTES)")

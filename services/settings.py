@@ -143,7 +143,10 @@ class Settings(BaseSettings):
 
     def replace(self, **changes) -> Settings:
         """A copy with some fields changed (validated like the environment's)."""
-        return type(self).model_validate({**self.model_dump(), **changes})
+        try:
+            return type(self).model_validate({**self.model_dump(), **changes})
+        except ValidationError as e:
+            raise SettingsError(_env_problem(e)) from None
 
     @property
     def batch_limit(self) -> int:

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import warnings
 from dataclasses import dataclass

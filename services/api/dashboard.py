@@ -20,12 +20,11 @@ import json
 import time
 from importlib import resources
 
-import redis
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response, StreamingResponse
 
 from services.api.deps import STACK
-from services.store import keys
+from services.store.connection import StoreUnavailable
 from services.store.overview import models_served, stream_rows
 from services.store.streams import StreamRegistry
 
@@ -106,7 +105,7 @@ def dashboard_state() -> dict:
     """What the dashboard shows, once: jobs, cameras (with their current smoothed label), queue, workers."""
     try:
         return snapshot(*_stack())
-    except redis.RedisError as e:  # Redis away: say so in one line, the page retries
+    except StoreUnavailable as e:  # Redis away: say so in one line, the page retries
         raise HTTPException(503, f"Redis is not reachable ({type(e).__name__})") from None
 
 
@@ -143,7 +142,7 @@ async def dashboard_events() -> StreamingResponse:
                 await asyncio.sleep(STATE_EVERY_S)
             else:
                 # a short block, off the event loop, so a closed connection is noticed within a second
-                fresh = await off_loop(_newer, registry, dict(after), int(STATE_EVERY_S * 1000))
+                fresh = await off_loop(registry.newer_results, dict(after), int(STATE_EVERY_S * 1000))
                 for camera, entries in fresh.items():
                     after[camera] = entries[-1][0]
                     quiet_since = time.monotonic()
@@ -159,14 +158,6 @@ async def dashboard_events() -> StreamingResponse:
 def _recent(registry: StreamRegistry, camera: str) -> tuple[list[dict], str]:
     entries = registry.recent(camera, TIMELINE_KEPT)
     return [compact(result) for _, result in entries], entries[-1][0] if entries else "0-0"
-
-
-def _newer(registry: StreamRegistry, after: dict[str, str], block_ms: int) -> dict[str, list[tuple[str, dict]]]:
-    """New results of every camera in one XREAD, waiting up to `block_ms` for the first."""
-    reply = registry.r.xread({keys.stream_results(c): i for c, i in after.items()}, count=100, block=block_ms)
-    by_key = {keys.stream_results(c): c for c in after}
-    return {by_key[key.decode()]: [(i.decode(), json.loads(f[b"result"])) for i, f in entries]
-            for key, entries in reply or []}
 
 
 def _segments(camera: str, results: list[dict]) -> str:

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 from fastapi import HTTPException, Query, Request
 
-from services.store.streams import StreamRegistry
 
 # What the routes work on, set by configure(). Not on `api.state`: Serve pickles the app when an
 # application is built, and a live Redis connection does not pickle.
@@ -19,7 +18,7 @@ STACK = SimpleNamespace(queue=None, settings=None, streams=None)
 def configure(queue, settings) -> None:
     """Give the app its Redis queue and settings (once per process, before serving)."""
     STACK.queue, STACK.settings = queue, settings
-    STACK.streams = StreamRegistry(queue.r)
+    STACK.streams = queue.stream_registry()
 
 
 def authorized(request: Request) -> None:

@@ -70,7 +70,7 @@ async def limit_body(request: Request, call_next):
 
 @api.exception_handler(RequestValidationError)
 async def readable_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-    return JSONResponse({"detail": "; ".join(validation_problems(error)), "errors": [{"loc": e["loc"], "msg": e["msg"]}
+    return JSONResponse({"detail": "; ".join(validation_problems(error, whole="body")), "errors": [{"loc": e["loc"], "msg": e["msg"]}
                                                                    for e in error.errors()]}, status_code=422)
 
 
@@ -86,7 +86,7 @@ async def reelflow_error(request: Request, error: ReelflowError) -> JSONResponse
 def health() -> dict:
     """Liveness and Redis reachability; needs no token."""
     try:
-        STACK.queue.r.ping()
+        STACK.queue.ping()
     except Exception:
         raise HTTPException(503, "Redis is not reachable") from None
     return {"status": "ok"}

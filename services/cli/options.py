@@ -63,6 +63,10 @@ def add_device_option(parser: argparse.ArgumentParser, what: str = "the models")
     parser.add_argument("--device", default="cpu", help=f"torch device for {what}, e.g. cpu or cuda:0 (default cpu)")
 
 
+def add_no_ray_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-ray", action="store_true", help="run the data plane in this process instead of on Ray")
+
+
 def add_json_option(parser: argparse.ArgumentParser, help: str = "machine-readable output") -> None:
     parser.add_argument("--json", action="store_true", help=help)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
-from pipelines.errors import ReelflowError
+from pipelines.errors import ReelflowError, one_line
 
 CSV_COLUMNS = ["job_id", "index", "start_s", "end_s", "frames", "model", "weights", "labels", "scores"]
 
@@ -50,14 +50,14 @@ class SegmentWriter:
 
 def refuse_existing(paths: list[Path], overwrite: bool, option: str = "-o") -> None:
     """A one-line error if any output file exists already, unless `overwrite`; checked before any work."""
+    for path in paths:
+        if path.is_dir():
+            raise ReelflowError(f"{path} is a directory; give a file name")
     existing = [p for p in paths if p.exists()]
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise ReelflowError(f"{existing[0]} exists already{more}, from an earlier run?; pass --overwrite to "
                             f"replace it, or choose another {option}")
-    for path in existing:
-        if path.is_dir():
-            raise ReelflowError(f"{path} is a directory; give a file name")
 
 
 def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
@@ -81,7 +81,7 @@ def output_file(path: str | os.PathLike, overwrite: bool = False, binary: bool =
         os.replace(part, target)
     except OSError as e:
         part.unlink(missing_ok=True)
-        raise ReelflowError(f"cannot write {str(target)!r} ({e.strerror or e})") from None
+        raise ReelflowError(f"cannot write {str(target)!r} ({one_line(e)})") from None
     except BaseException:
         part.unlink(missing_ok=True)
         raise

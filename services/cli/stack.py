@@ -16,24 +16,24 @@ table, and exits 0 only if every job is done.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from pipelines.errors import ReelflowError
 from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS, get_spec
 from pipelines.models.weight_files import check_weights
 from services.cli.jobs import submit_sources, wait_for
-from services.cli.options import (add_device_option, add_model_options, add_overwrite_option, add_segment_options,
-                                  model_arg)
+from services.cli.options import (add_device_option, add_model_options, add_no_ray_option, add_overwrite_option,
+                                  add_segment_options, model_arg)
 from services.cli.output import SegmentWriter, output_file, refuse_existing, result_names
 from services.settings import Settings, default_allowed_roots, settings_for
-from services.store.connection import StackRedis, redact
+from services.store.connection import redact
 from services.worker.in_process import InProcessPipeline
 from services.worker.pipeline import Pipeline
-from services.worker.runtime import Runtime
+from services.worker.runtime import LocalStack
 
 
 def add_commands(commands, home) -> None:
@@ -45,7 +45,7 @@ def add_commands(commands, home) -> None:
     up.add_argument("--weights", default=DEFAULT_WEIGHTS, help="weights of the --model models (default kinetics)")
     add_device_option(up)
     up.add_argument("--keep-redis", action="store_true", help="leave the embedded Redis running on exit")
-    up.add_argument("--no-ray", action="store_true", help="run the data plane in this process instead of on Ray")
+    add_no_ray_option(up)
     up.add_argument("--http-port", type=int, metavar="P",
                     help="serve the HTTP API (/v1, OpenAPI at /openapi.json) on port P; bearer-token auth when "
                          "REELFLOW_API_TOKEN is set")
@@ -67,95 +67,95 @@ def add_commands(commands, home) -> None:
     add_overwrite_option(process)
     add_segment_options(process)
     add_device_option(process)
-    process.add_argument("--no-ray", action="store_true", help="run the data plane in this process instead of on Ray")
+    add_no_ray_option(process)
     process.set_defaults(run=run_process)
 
 
-def start_pipeline(settings: Settings, no_ray: bool, device: str, http: tuple[str, int] | None = None,
-                   redis_url: str | None = None) -> Pipeline:
-    """The data plane in this process (`--no-ray`), or on Ray: the Ray backend's one factory."""
-    if no_ray:
-        return InProcessPipeline(device=device, sources=settings.sources)
-    from services.ray_backend import start_pipeline as start_on_ray  # Ray loads only for the commands that use it
+def pipeline_factory(settings: Settings, no_ray: bool, device: str,
+                     http: tuple[str, int] | None = None) -> Callable[[str], Pipeline]:
+    """How the stack gets its pipeline: the data plane in this process (`--no-ray`), or the Ray
+    backend's one factory (which also serves the HTTP API on Serve's proxy when `http` is given)."""
+    def make(redis_url: str) -> Pipeline:
+        if no_ray:
+            return InProcessPipeline(device=device, sources=settings.sources)
+        from services.ray_backend import start_pipeline  # Ray loads only for the commands that use it
 
-    return start_on_ray(settings, device=device, http=http, redis_url=redis_url)
+        return start_pipeline(settings, device=device, http=http, redis_url=redis_url)
+
+    return make
 
 
 def run_up(args) -> int:
     roots = default_allowed_roots(models=args.model or [])
     settings = settings_for(args.home)
-    redis = StackRedis.open(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    pipeline = None
+    http = (args.http_host or settings.api_host, args.http_port) if args.http_port else None
+    stack = LocalStack(settings, pipeline_factory(settings, args.no_ray, args.device, None if args.no_ray else http))
     try:
-        # Ray processes started from here (Serve's controller: the backlog autoscaler; the API) find Redis too
-        os.environ["REELFLOW_REDIS_URL"] = redis.url
-        http = (args.http_host or settings.api_host, args.http_port) if args.http_port else None
-        pipeline = start_pipeline(settings, args.no_ray, args.device, http if not args.no_ray else None, redis.url)
-        runtime = Runtime(redis.queue, pipeline, redis.url, settings)
-        for model in args.model or [DEFAULT_MODEL]:
-            try:  # load now, so the first job does not wait for it
-                pipeline.prepare(model, args.weights)
-            except ReelflowError as e:
-                print(f"reelflow up: warning: {e}", file=sys.stderr, flush=True)
+        for problem in stack.prepare(args.model or [DEFAULT_MODEL], args.weights):
+            print(f"reelflow up: warning: {problem}", file=sys.stderr, flush=True)
         if http and args.no_ray:
             from services.api.server import serve_in_thread  # FastAPI and uvicorn load only with --http-port
 
-            serve_in_thread(redis.queue, settings, *http)
+            serve_in_thread(stack.queue, settings, *http)
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: runtime.stop())
-        where = (f"embedded Redis {redact(redis.url)} (home {settings.home})" if redis.embedded
-                 else f"Redis {redact(redis.url)}")
-        mode = ("in-process pipeline" if args.no_ray
-                else f"Ray pipeline ({settings.decoders} decoder(s) x {settings.jobs_per_decoder} jobs)")
-        api = (f"; HTTP API on http://{http[0]}:{http[1]}/v1" + (" (bearer token)" if settings.api_token else "")
-               if http else "")
-        print(f"reelflow up: {where}; {mode}{api}; local videos under {roots} (REELFLOW_ALLOWED_ROOTS); "
-              f"worker {runtime.consumer} ready. Submit with "
+            signal.signal(sig, lambda *_: stack.runtime.stop())
+        print(f"reelflow up: {_where(stack)}; {_mode(args.no_ray, settings)}{_api(http, settings)}; local videos "
+              f"under {roots} (REELFLOW_ALLOWED_ROOTS); worker {stack.runtime.consumer} ready. Submit with "
               "`reelflow submit VIDEO`; Ctrl-C stops.", file=sys.stderr, flush=True)
-        runtime.run()
+        stack.runtime.run()
     finally:
-        if pipeline is not None:
-            pipeline.shutdown()
-        redis.close(keep=args.keep_redis)
+        stack.close(keep_redis=args.keep_redis)
     return 0
+
+
+def _where(stack: LocalStack) -> str:
+    url = redact(stack.store.url)
+    return f"embedded Redis {url} (home {stack.settings.home})" if stack.store.embedded else f"Redis {url}"
+
+
+def _mode(no_ray: bool, settings: Settings) -> str:
+    if no_ray:
+        return "in-process pipeline"
+    return f"Ray pipeline ({settings.decoders} decoder(s) x {settings.jobs_per_decoder} jobs)"
+
+
+def _api(http: tuple[str, int] | None, settings: Settings) -> str:
+    if not http:
+        return ""
+    return f"; HTTP API on http://{http[0]}:{http[1]}/v1" + (" (bearer token)" if settings.api_token else "")
 
 
 def run_process(args) -> int:
     check_weights(get_spec(args.model), args.weights)  # before starting anything: fail in a second
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ReelflowError(f"--out {args.out!r} is a file; give a directory (it is made if missing)")
     targets = [out / name for name in result_names(args.sources)]
     refuse_existing(targets, args.overwrite, option="--out")  # before any work, too
     default_allowed_roots(args.sources, [args.model])  # the working directory and the files named here
     settings = settings_for(args.home)
-    redis = StackRedis.open(settings)
-    pipeline = runtime = None
+    stack = LocalStack(settings, pipeline_factory(settings, args.no_ray, args.device), streams=False)
     try:
-        pipeline = start_pipeline(settings, args.no_ray, args.device)
-        runtime = Runtime(redis.queue, pipeline, redis.url, settings, streams=False).start()
-        submitted, refused = submit_sources(redis.queue, args)
-        all_done = wait_for(redis.queue, [s.job_id for s in submitted]) if submitted else True
+        stack.runtime.start()
+        submitted, refused = submit_sources(stack.queue, args)
+        all_done = wait_for(stack.queue, [s.job_id for s in submitted]) if submitted else True
         out.mkdir(parents=True, exist_ok=True)
         rows = []
         for job_id, source, index in submitted:
-            record = redis.queue.record(job_id)
-            segments = redis.queue.segments(job_id)
-            target = targets[index]
-            with output_file(target, overwrite=args.overwrite) as f:
+            record = stack.queue.record(job_id)
+            segments = stack.queue.segments(job_id)
+            with output_file(targets[index], overwrite=args.overwrite) as f:
                 SegmentWriter(f).write_all(segments)
             tops = Counter(s["labels"][0] for s in segments if s["labels"])
             top = tops.most_common(1)[0][0] if tops else ""
             state = record.state.value if record else "expired"
-            note = str(target) if state == "done" else (record.error or "") if record else ""
+            note = str(targets[index]) if state == "done" else (record.error or "") if record else ""
             rows.append((Path(source).name, state, len(segments), top, note))
         print_summary(rows)
         return 0 if all_done and not refused else 1
     finally:
-        if runtime is not None:
-            runtime.close()
-        if pipeline is not None:
-            pipeline.shutdown()
-        redis.close(keep=not redis.started_here)  # a server `up` runs stays up
+        stack.close(keep_redis=not stack.store.started_here)  # a server `up` runs stays up
 
 
 def print_summary(rows: list[tuple[str, str, int, str, str]]) -> None:

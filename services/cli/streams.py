@@ -40,8 +40,7 @@ def add_commands(commands, home) -> None:
 
     tail = commands.add_parser("tail", parents=[home], help="follow a stream's results as they come")
     tail.add_argument("name", metavar="NAME")
-    tail.add_argument("--json", action="store_true", help="JSON lines: index, start_s, end_s, labels, scores, "
-                                                          "captured_at, published_at, smoothed")
+    add_json_option(tail, "JSON lines: index, start_s, end_s, labels, scores, captured_at, published_at, smoothed")
     tail.add_argument("--from-start", action="store_true", help="print the kept results first, then follow")
     tail.add_argument("--count", type=positive_int, default=None, metavar="N", help="stop after N results")
     tail.add_argument("--events", action="store_true",
@@ -59,7 +58,7 @@ def add_commands(commands, home) -> None:
 
 def _registry(args) -> tuple[StreamRegistry, object]:
     settings = settings_for(args.home)
-    return StreamRegistry(connect(settings).r), settings
+    return connect(settings).stream_registry(), settings
 
 
 def run_watch(args) -> int:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from services.cli.options import add_device_option, add_json_option, add_model_options, positive_int
+from services.cli.options import (add_device_option, add_json_option, add_model_options, add_overwrite_option,
+                                  positive_int)
+from services.cli.output import check_output, output_file
 
 
 def add_commands(commands) -> None:
@@ -35,6 +36,7 @@ def add_commands(commands) -> None:
     add_device_option(train, "training (cuda adds mixed precision)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_overwrite_option(train)
     train.set_defaults(run=run_train)
 
     evaluate = commands.add_parser(
@@ -47,12 +49,14 @@ def add_commands(commands) -> None:
     add_json_option(evaluate, "print the report as JSON")
     evaluate.add_argument("-o", "--output", metavar="FILE",
                           help="also write the JSON report to FILE and the confusion matrix to FILE's name + .png")
+    add_overwrite_option(evaluate)
     evaluate.set_defaults(run=run_evaluate)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from pipelines.datasets import VideoFolder  # PyAV and torch load with the command
 
+    check_output(args.output, args.overwrite)  # before hours of training
     VideoFolder.open(args.dataset)  # a bad layout fails in a moment, before torch loads
 
     from pipelines.training import TrainConfig, train  # torch loads here
@@ -75,11 +79,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"{'ok ' if true == predicted else 'BAD'}  {true:<20} -> {predicted:<20} {path}", flush=True)
 
+    if args.output:  # before any work
+        out = check_output(args.output, args.overwrite)
+        report_png = check_output(out.with_suffix(".png") if out.suffix else out.with_name(out.name + ".png"),
+                                  args.overwrite)
     report = evaluate_folder(args.dataset, args.model, args.weights, on_video)
     if args.output:
-        out = Path(args.output)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        report_png = out.with_suffix(".png") if out.suffix else out.with_name(out.name + ".png")
+        with output_file(out, overwrite=args.overwrite) as f:
+            f.write(json.dumps(report, indent=2) + "\n")
         confusion_png(report, report_png)
     if args.json:
         print(json.dumps(report))

@@ -22,7 +22,11 @@ def start_pipeline(settings: Settings, device: str = "cpu", http: tuple[str, int
     from services.ray_backend.pipeline import RayPipeline  # Ray loads here, and only here
 
     pipeline = RayPipeline(settings, device=device)
-    pipeline.start(http=http)
-    if http:
-        pipeline.serve_api(redis_url, http)
+    try:
+        pipeline.start(http=http)
+        if http:
+            pipeline.serve_api(redis_url, http)
+    except BaseException:
+        pipeline.shutdown()
+        raise
     return pipeline

@@ -53,8 +53,8 @@ class JobConsumer:
             raise RuntimeError("the job consumer thread has stopped")
 
     def __del__(self):
-        if getattr(self, "runtime", None) is not None:
-            self.runtime.stop()
+        if getattr(self, "runtime", None) is not None:  # hand the jobs and streams back now
+            self.runtime.close()
 
 
 def build(args: dict | None = None):

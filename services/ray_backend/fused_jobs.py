@@ -10,6 +10,7 @@ clips to replicas) suits replicas on GPUs fed by CPU nodes.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 
 from pipelines.sources import SourcePolicy
@@ -39,7 +40,7 @@ async def job_results(replica, spec_json: str, skip: list[int], sources: SourceP
         while not stop.is_set():
             try:
                 return future.result(timeout=1)
-            except TimeoutError:
+            except concurrent.futures.TimeoutError:  # the job is slow to read its results: wait on
                 continue
         future.cancel()
 

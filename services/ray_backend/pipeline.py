@@ -31,7 +31,6 @@ from pipelines.errors import ReelflowError, WeightsError, one_line
 from pipelines.models import get_spec, model_slug
 from pipelines.models.weight_files import check_weights
 from pipelines.sources import SourcePolicy
-from services.ray_backend.http import Api
 from services.ray_backend.in_flight import in_order
 from services.ray_backend.job_plan import JobPlan
 from services.ray_backend.replica import REPLICA, ModelReplica, payload_for
@@ -197,7 +196,9 @@ class RayPipeline:
             results.cancel()
 
     def serve_api(self, redis_url: str, http: tuple[str, int]) -> None:
-        """Run the HTTP API (services.app's `Api`) on Serve's proxy, at /; returns once it answers."""
+        """Run the HTTP API (`services.ray_backend.http.Api`) on Serve's proxy, at /; returns once it answers."""
+        from services.ray_backend.http import Api  # FastAPI: only in a stack that serves HTTP, not in every Ray worker
+
         error = _run_app(Api.bind(redis_url=redis_url), "reelflow-api", "/", self.settings.deploy_timeout_s, "the HTTP API")
         if error is not None:
             raise ReelflowError(f"cannot start the HTTP API: {one_line(error, limit=300)}") from None

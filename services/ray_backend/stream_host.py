@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 
 import ray
-import redis
 
 from pipelines.labels import labels_for
 from pipelines.models import get_spec
@@ -36,7 +35,7 @@ class StreamHost:
         info = handle.describe.remote().result()
         policy = sources.for_streams()
         url = policy.check(spec.url)
-        runner = StreamRunner(spec, StreamRegistry(redis.Redis.from_url(redis_url)), owner,
+        runner = StreamRunner(spec, StreamRegistry.at(redis_url), owner,
                               labels_for(info["num_classes"], classes=info.get("classes")), info["weights_id"],
                               prepare=lambda frames: payload_for(frames, model, info["clip_format"]),
                               classify=handle.remote, open_options=policy.ffmpeg_options(url))

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.errors import ReelflowError
+from pipelines.errors import ReelflowError, one_line
 from pipelines.results import SegmentResult
 from services.settings import settings_for
 from services.store.connection import connect
@@ -53,7 +53,7 @@ def _from_file(path: Path) -> list[SegmentResult]:
         raise ReelflowError(f"{str(path)!r} is not text; give the JSON-lines results (video first, results "
                             "second for `reelflow annotate`)") from None
     except OSError as e:
-        raise ReelflowError(f"cannot read {str(path)!r} ({e.strerror or e})") from None
+        raise ReelflowError(f"cannot read {str(path)!r} ({one_line(e)})") from None
     segments = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -20,6 +20,8 @@ from services.settings import Settings
 from services.store.embedded import EmbeddedRedis
 from services.store.queue import JobQueue
 
+StoreUnavailable = redis.RedisError  # what a reader of the store catches when Redis is away
+
 
 def connect(settings: Settings) -> JobQueue:
     """The queue of a running stack, or a one-line error saying how to start one."""

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from pipelines.errors import validation_problems
 from services.store import keys
 from services.store.jobs import JobRecord, JobSpec, JobState
+from services.store.streams import StreamRegistry
 from services.settings import Settings
 
 MAX_RETRY_DELAY_S = 300.0
@@ -249,6 +250,16 @@ class JobQueue:
             p.execute()
         return bool(entry)
 
+    # -- the connection --
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable (redis.RedisError) if Redis does not answer."""
+        self.r.ping()
+
+    def stream_registry(self) -> StreamRegistry:
+        """The live-stream registry on this queue's connection."""
+        return StreamRegistry(self.r)
+
     # -- reading --
 
     def record(self, job_id: str) -> JobRecord | None:
@@ -372,7 +383,7 @@ def parse_message(fields: dict[str, str]) -> JobSpec:
         flat = {k: v for k, v in fields.items() if k != "job_id"}
         return JobSpec.model_validate(flat, strict=False)
     except ValidationError as e:
-        raise ValueError(validation_problems(e)[0]) from None
+        raise ValueError(validation_problems(e, whole="message")[0]) from None
 
 
 def _deliver(client, job_id: str, spec: JobSpec) -> None:

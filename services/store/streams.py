@@ -71,6 +71,11 @@ class StreamRegistry:
         self._renew = client.register_script(RENEW_IF_OWNER)
         self._release = client.register_script(RELEASE_IF_OWNER)
 
+    @classmethod
+    def at(cls, redis_url: str) -> StreamRegistry:
+        """The registry of the Redis at `redis_url` (a stream's runner, in whatever process it runs)."""
+        return cls(redis.Redis.from_url(redis_url))
+
     # -- what to watch --
 
     def register(self, spec: StreamSpec) -> bool:
@@ -124,6 +129,14 @@ class StreamRegistry:
         reply = self.r.xread({keys.stream_results(name): after}, count=count, block=block_ms)
         return [(entry_id.decode(), json.loads(fields[b"result"])) for _, entries in reply or []
                 for entry_id, fields in entries]
+
+    def newer_results(self, after: dict[str, str], block_ms: int) -> dict[str, list[tuple[str, dict]]]:
+        """New results of several streams ({name: entry id}) in one XREAD, waiting up to `block_ms`
+        for the first: {name: [(entry id, result)]} for the streams that have some."""
+        reply = self.r.xread({keys.stream_results(s): i for s, i in after.items()}, count=100, block=block_ms)
+        by_key = {keys.stream_results(s): s for s in after}
+        return {by_key[key.decode()]: [(i.decode(), json.loads(f[b"result"])) for i, f in entries]
+                for key, entries in reply or []}
 
     def recent(self, name: str, count: int) -> list[tuple[str, dict]]:
         """The stream's latest `count` results as (entry id, result), oldest first."""

@@ -8,8 +8,6 @@ import os
 from collections import OrderedDict
 from collections.abc import Iterator
 
-import redis
-
 from pipelines.errors import ReelflowError
 from pipelines.sources import SourcePolicy, open_checked
 from services.store.jobs import JobSpec
@@ -57,7 +55,7 @@ class InProcessPipeline:
             probs, features = clf.clip_model.predict(clip[None])
             return Done((probs[0].numpy(), features[0].numpy()))
 
-        runner = StreamRunner(spec, StreamRegistry(redis.Redis.from_url(redis_url)), owner, clf.labels,
+        runner = StreamRunner(spec, StreamRegistry.at(redis_url), owner, clf.labels,
                               clf.clip_model.weights_id, prepare=lambda frames: preprocess_clip(frames, clf.spec),
                               classify=classify, open_options=policy.ffmpeg_options(url))
         return ThreadHandle(runner)

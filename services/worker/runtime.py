@@ -1,20 +1,25 @@
-"""A worker as one thing with a lifetime: the job consumer and the live-stream manager around one
-pipeline. The one place a worker is wired — `reelflow up` runs it in the foreground, `reelflow
-process` and the Serve application's `JobConsumer` on a thread.
+"""A worker as one thing with a lifetime, and the stack around it: the one place they are wired.
 
-    >>> runtime = Runtime(queue, pipeline, redis_url, settings)      # doctest: +SKIP
-    >>> runtime.run()                  # until runtime.stop() (a signal handler, say)
-    >>> runtime.start(); ...; runtime.close()                        # or on a thread
+`Runtime` is the job consumer and the live-stream manager around one pipeline: `reelflow up` runs it
+in the foreground, `reelflow process` and the Serve application's `JobConsumer` on a thread.
+`LocalStack` is what `up` and `process` add around it: the stack's Redis, the pipeline's lifetime.
+
+    >>> stack = LocalStack(settings, make_pipeline)                  # doctest: +SKIP
+    >>> stack.runtime.run()            # until stack.runtime.stop() (a signal handler, say)
+    >>> stack.close()
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections.abc import Callable
 
+from pipelines.errors import ReelflowError, one_line
 from services.settings import Settings
+from services.store.connection import StackRedis
 from services.store.queue import JobQueue
-from services.store.streams import StreamRegistry
 from services.worker.consumer import Worker
 from services.worker.pipeline import Pipeline
 from services.worker.stream_manager import StreamManager
@@ -30,7 +35,7 @@ class Runtime:
         """`streams`: also take live streams (`reelflow process`, a one-shot bulk run, does not)."""
         self.pipeline = pipeline
         self.worker = Worker(queue, pipeline, consumer)
-        self.streams = StreamManager(StreamRegistry(queue.r), self.worker.consumer, pipeline, redis_url,
+        self.streams = StreamManager(queue.stream_registry(), self.worker.consumer, pipeline, redis_url,
                                      settings.max_streams) if streams else None
         self._thread: threading.Thread | None = None
 
@@ -69,3 +74,51 @@ class Runtime:
             self._thread.join(timeout=JOIN_S)
             if self._thread.is_alive():
                 log.warning("the consumer thread did not stop within %.0f s", JOIN_S)
+
+
+class LocalStack:
+    """What `reelflow up` and `reelflow process` run in their process: the stack's Redis (REELFLOW_REDIS_URL's,
+    or the embedded server under the home, started if need be), a pipeline, and a worker `Runtime` on
+    them; `close` takes them down in reverse.
+
+    `make_pipeline(redis_url)` builds the pipeline: the in-process one, or the Ray backend's (its one
+    factory, which the caller chooses: this layer knows nothing of Ray).
+    """
+
+    def __init__(self, settings: Settings, make_pipeline: Callable[[str], Pipeline], streams: bool = True):
+        self.settings = settings
+        self.store = StackRedis.open(settings)
+        self.pipeline: Pipeline | None = None
+        self.runtime: Runtime | None = None
+        try:
+            # Ray processes started from here (Serve's controller: the backlog autoscaler; the API) find Redis too
+            os.environ["REELFLOW_REDIS_URL"] = self.store.url
+            self.pipeline = make_pipeline(self.store.url)
+            self.runtime = Runtime(self.store.queue, self.pipeline, self.store.url, settings, streams=streams)
+        except BaseException:
+            self.close(keep_redis=not self.store.started_here)
+            raise
+
+    @property
+    def queue(self) -> JobQueue:
+        return self.store.queue
+
+    def prepare(self, models: list[str], weights: str) -> list[str]:
+        """Load (deploy) the models now, so their first jobs do not wait; the problems, one line each."""
+        problems = []
+        for model in models:
+            try:
+                self.pipeline.prepare(model, weights)
+            except ReelflowError as e:
+                problems.append(one_line(e))
+        return problems
+
+    def close(self, keep_redis: bool = False) -> None:
+        """Stop the worker (its jobs handed back), the pipeline, and the embedded Redis unless `keep_redis`."""
+        try:
+            if self.runtime is not None:
+                self.runtime.close()
+            if self.pipeline is not None:
+                self.pipeline.shutdown()
+        finally:
+            self.store.close(keep=keep_redis)

@@ -192,9 +192,12 @@ def test_ray_pods_read_the_settings():
             assert {"configMapRef": {"name": config_map["metadata"]["name"]}} in sources, name
             assert {"secretRef": {"name": "reelflow-secrets"}} in sources, name
     # every setting is one reelflow reads (a misspelt name would be ignored without a word)
+    from services.settings import ENV_PREFIX, Settings
+
     code = "".join(p.read_text() for d in ("services", "pipelines") for p in (ROOT / d).rglob("*.py"))
     for key, value in config_map["data"].items():
-        assert key.startswith("REELFLOW_") and key in code, f"ConfigMap: reelflow reads no {key}"
+        known = key.removeprefix(ENV_PREFIX).lower() in Settings.model_fields or key in code
+        assert key.startswith(ENV_PREFIX) and known, f"ConfigMap: reelflow reads no {key}"
         assert isinstance(value, str), f"ConfigMap: {key} must be a string (quote it)"
 
 

@@ -3,7 +3,6 @@ nothing and duplicates nothing; a model that cannot load fails its jobs with a c
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import threading
@@ -120,7 +119,7 @@ def test_uint8_clips_finished_on_the_replica_give_the_same_results(queue, pipeli
     float_job, _ = queue.submit(JobSpec(source=str(clip_10s), weights="none"))
     Worker(queue, pipeline, consumer="ray-test").run_until_idle()
     float32 = pipeline.settings
-    pipeline.settings = dataclasses.replace(float32, clip_format="uint8")
+    pipeline.settings = float32.replace(clip_format="uint8")
     try:
         target = pipeline.prepare("x3d_xs", "none")
         assert target.handle().describe.remote().result()["clip_format"] == "uint8"

@@ -100,12 +100,11 @@ def test_serve_run_on_the_shipped_config_takes_jobs_over_http(tmp_path, clip_10s
 
 def test_gpu_replicas_request_their_share_of_a_gpu():
     """REELFLOW_REPLICA_GPUS reaches the replica's Ray resources; fractions let replicas share a device."""
-    import dataclasses
-
+    
     from services.ray_backend.pipeline import replica_deployment
     from services.settings import Settings
 
     cpu_only = Settings.from_env()
     assert "num_gpus" not in replica_deployment(cpu_only).ray_actor_options
-    half = replica_deployment(dataclasses.replace(cpu_only, replica_gpus=0.5), name="ModelReplica-x3d_xs")
+    half = replica_deployment(cpu_only.replace(replica_gpus=0.5), name="ModelReplica-x3d_xs")
     assert half.ray_actor_options["num_gpus"] == 0.5 and half.name == "ModelReplica-x3d_xs"

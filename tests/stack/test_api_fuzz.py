@@ -34,10 +34,7 @@ def api_url(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     embedded = EmbeddedRedis(tmp_path / "home")
     url = embedded.start()
-    settings = fast_settings(url, tmp_path / "home", api_token=TOKEN)
-    from dataclasses import replace
-
-    settings = replace(settings, sources=replace(settings.sources, allowed_roots=(tmp_path,)))
+    settings = fast_settings(url, tmp_path / "home", api_token=TOKEN, allowed_roots=str(tmp_path))
     configure(JobQueue(redis_lib.Redis.from_url(url), settings), settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))

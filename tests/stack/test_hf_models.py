@@ -1,6 +1,6 @@
 """Hugging Face video classifiers as a model backend: `--model hf:DIR`.
 
-A tiny VideoMAE (one layer, 32x32, 4 frames; tests/hf_models.py) is built from a config and saved
+A tiny VideoMAE (one layer, 32x32, 4 frames; tests/support/tiny_videomae.py) is built from a config and saved
 with `save_pretrained`, with its own id2label and an ImageNet-normalizing processor. It must
 classify a real video with its own class names, preprocess exactly as its Hugging Face processor
 does, give the Hugging Face model's own probabilities, and train (linear probe) into a checkpoint

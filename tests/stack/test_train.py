@@ -1,7 +1,7 @@
 """Training on the user's own classes: `reelflow train`, then `classify`, `process` and `evaluate`
 with the checkpoint answer with the dataset's class names.
 
-The dataset is generated (tests/datasets.py): three classes that differ by appearance and motion,
+The dataset is generated (tests/support/dataset_folders.py): three classes that differ by appearance and motion,
 8 training and 4 validation videos each. From random weights (`--weights none`) a linear probe on
 x3d_xs separates them; full fine-tuning is checked to lower the training loss over a few steps.
 """

@@ -33,7 +33,8 @@ def fast_settings(redis_url: str | None = None, home: Path | None = None, **over
     from services.settings import Settings
 
     base = dict(redis_url=redis_url, home=home, lease_s=1.0, max_attempts=3, retry_base_s=0.05, result_ttl_s=3600)
-    return Settings(**{k: v for k, v in {**base, **overrides}.items() if v is not None})
+    # model_validate, not Settings(...): the test's settings, whatever REELFLOW_* this shell has
+    return Settings.model_validate({k: v for k, v in {**base, **overrides}.items() if v is not None})
 
 
 def stack_env(home: Path, **extra: str) -> dict:

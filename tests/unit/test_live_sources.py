@@ -1,4 +1,4 @@
-"""Live sources against real servers on loopback (tests/live_servers.py): HLS, MPEG-TS and MJPEG
+"""Live sources against real servers on loopback (tests/support/live_servers.py): HLS, MPEG-TS and MJPEG
 over HTTP, MPEG-TS over UDP and RTP, RTSP; and capture devices, off unless allowed.
 
 Each stream is opened as a worker opens it: checked by the stream policy, with its FFmpeg options
