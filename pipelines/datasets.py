@@ -93,7 +93,7 @@ def _videos_in(folder: Path) -> list[Path]:
 
 def random_clip(path: str, spec: ModelSpec, rng: random.Random) -> np.ndarray:
     """T frames (uint8 RGB) of one clip-length window at a random position of the video."""
-    from pipelines.decode import open_video
+    from pipelines.decode import open_video  # PyAV: `reelflow train` checks a dataset's layout without it
     from pipelines.sampler import subsample_indices
 
     with open_video(path) as video:
@@ -116,7 +116,7 @@ def random_clip(path: str, spec: ModelSpec, rng: random.Random) -> np.ndarray:
 def augment_clip(frames: np.ndarray, spec: ModelSpec, rng: random.Random):
     """(T, H, W, 3) uint8 -> (3, T, crop, crop) float32: random short-side scale, random crop,
     horizontal flip (half the time), then the model's normalization."""
-    import torch
+    import torch  # `reelflow train` checks a dataset's layout before torch loads
 
     from pipelines.transforms import normalize_, short_side_size
 

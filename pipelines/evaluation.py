@@ -18,6 +18,9 @@ import torch
 from pipelines.datasets import SPLITS, LabelledVideo, class_folders, videos_of
 from pipelines.errors import InputError
 from pipelines.inference import ClipModel
+from pipelines.labels import labels_for
+from pipelines.sampler import sample_clips
+from pipelines.transforms import preprocess_clip
 
 TOP5_MIN_CLASSES = 5
 
@@ -26,8 +29,6 @@ def segment_outputs(clip_model: ClipModel, path: str, stride_s: float | None = N
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(probabilities (S, C), embeddings (S, D)) of a video's segments that hold frames. `clip_model`:
     a ClipModel, or anything with its `spec` and `predict(batch) -> (probs, embeddings)` (a FineTuner)."""
-    from pipelines.sampler import sample_clips
-    from pipelines.transforms import preprocess_clip
 
     spec = clip_model.spec
     probs, features, pending = [], [], []
@@ -117,7 +118,6 @@ def labelled_videos(directory: str | Path) -> tuple[str, list[tuple[str, str]]]:
 
 
 def evaluate_folder(directory: str | Path, model: str, weights: str, on_video=None) -> dict:
-    from pipelines.labels import labels_for
 
     split, videos = labelled_videos(directory)
     clip_model = ClipModel.load(model, weights)
@@ -136,7 +136,7 @@ def evaluate_folder(directory: str | Path, model: str, weights: str, on_video=No
 
 def confusion_png(report: dict, path: str | Path, cell: int = 36) -> Path:
     """The confusion matrix as a PNG heat map with counts, drawn with Pillow."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw, ImageFont  # Pillow: only when a confusion matrix is drawn
 
     classes, matrix = report["classes"], np.asarray(report["confusion"])
     font = ImageFont.load_default()

@@ -190,7 +190,7 @@ def _refuse_lists(source: str, path: Path) -> None:
 def open_checked(source: str, policy: SourcePolicy, clip_s: float, stride_s: float | None) -> tuple[str, dict, int]:
     """Check a job's source against the policy, open it once to check its bounds and count its
     segments; returns (source to open, FFmpeg options, number of segments)."""
-    from pipelines.decode import open_video
+    from pipelines.decode import open_video  # PyAV: the CLI and the settings import this module without it
     from pipelines.sampler import plan_video
 
     source = policy.check(source)

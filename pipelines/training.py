@@ -30,8 +30,12 @@ from torch import nn
 
 from pipelines.datasets import VideoFolder, augment_clip, random_clip
 from pipelines.errors import InputError
+from pipelines.evaluation import segment_outputs
+from pipelines.inference import ClipModel
 from pipelines.models import DEFAULT_MODEL, ModelSpec, get_spec
+from pipelines.models.weights import head_module, load_model, projection_layer, replace_head
 from pipelines.progress import Bar
+from pipelines.transforms import pack_pathways
 
 CHECKPOINT_VERSION = 1
 PROBE_EPOCHS = 100  # epochs over the cached embeddings: a few hundred steps, seconds on a CPU
@@ -98,10 +102,6 @@ def save_checkpoint(path: Path, model: nn.Module, classes: list[str], spec: Mode
 # -- linear probe --------------------------------------------------------------------------------
 
 def _probe(spec: ModelSpec, data: VideoFolder, config: TrainConfig, progress: Progress):
-    from pipelines.evaluation import segment_outputs
-    from pipelines.inference import ClipModel
-    from pipelines.models.weights import projection_layer, replace_head
-
     clip_model = ClipModel.load(spec.name, config.weights, config.device)
     train_videos, val_videos = data.split("train"), data.split("val")
     features, labels = [], []
@@ -187,8 +187,6 @@ class FineTuner:
 
     def __init__(self, spec: ModelSpec, weights: str, num_classes: int, total_steps: int, *, lr: float | None = None,
                  weight_decay: float | None = None, device: str = "cpu"):
-        from pipelines.models.weights import head_module, load_model, replace_head
-
         self.spec = spec
         self.device = torch.device(device)
         self.model = load_model(spec, weights).model
@@ -210,7 +208,6 @@ class FineTuner:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        from pipelines.transforms import pack_pathways
 
         self._head.activation = None
         try:
@@ -238,7 +235,6 @@ class FineTuner:
 
     def video_probs(self, path: str) -> torch.Tensor:
         """(S, C) probabilities of the video's segments, inference transform, eval mode."""
-        from pipelines.evaluation import segment_outputs
 
         return segment_outputs(self, path)[0]
 
