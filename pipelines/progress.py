@@ -57,7 +57,7 @@ class Bar:
         elif not self.quiet:
             stats = "".join(f", {k} {v:.3f}" for k, v in self.stats.items())
             total = f"/{self.total}" if self.total else ""
-            print(f"{PREFIX}: {self.desc}: {self.done}{total} {self.unit}{stats}", file=sys.stderr, flush=True)
+            print(f"{PREFIX}: {self.desc}: {self.done}{total} {self.unit}s{stats}", file=sys.stderr, flush=True)
 
     def __enter__(self) -> Bar:
         return self

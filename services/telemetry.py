@@ -26,7 +26,7 @@ def setup(service_name: str = "reelflow") -> None:
     exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
     if _configured or exporter_name in ("", "none"):
         return
-    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.resources import Resource  # the SDK loads only when traces are exported
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 

@@ -114,7 +114,7 @@ def wait_for(queue: JobQueue, job_ids: list[str], json_output: bool = False) -> 
     Polls the jobs not ended yet in one round trip, every 0.1 s (slower for thousands of jobs)."""
     reported: set[str] = set()
     records: dict = {}
-    with Bar("segments", unit="segment", quiet=json_output) as bar:
+    with Bar("waiting", unit="segment", quiet=json_output) as bar:
         while True:
             records.update(queue.records([j for j in job_ids if j not in reported]))
             ended = {j for j, r in records.items() if r is None or r.state.terminal}

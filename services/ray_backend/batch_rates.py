@@ -36,7 +36,7 @@ def cache_path() -> Path:
 def machine_key(clip_model) -> str:
     """What the rates depend on: the model's shape, the device and precision, torch's threads and
     version, and the CPU."""
-    import torch
+    import torch  # loaded by the replica already, after it set OMP_WAIT_POLICY (services/ray_backend/replica.py)
 
     spec = clip_model.spec
     device = clip_model.device

