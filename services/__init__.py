@@ -1,2 +1,6 @@
-"""reelflow's control plane: settings, the Redis job queue, the job worker, the Ray pipeline
-(decoder actors, Serve model replicas), telemetry and the `reelflow` CLI."""
+"""reelflow's control plane, in layers that import only downwards (README, "Architecture"):
+
+    cli/  ->  ray_backend/  ->  api/ | report/  ->  worker/  ->  store/  ->  settings, telemetry  ->  pipelines
+
+`services.cli:main` is the `reelflow` command; `services.app:build` the Ray Serve application.
+"""
