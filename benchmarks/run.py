@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from bulk import StackError, Stack, bulk_rate, memory_by_length  # noqa: E402
 from streams import markdown as streams_markdown, measure_streams  # noqa: E402
 from corpus import generated_videos, long_video, real_videos, short_corpus, warmup_video  # noqa: E402
-from reference import tutorial_transform  # noqa: E402  (the tutorial's own transforms)
+from support.tutorial_reference import tutorial_transform  # noqa: E402  (the tutorial's own transforms)
 
 from pipelines import ActionClassifier  # noqa: E402
 from pipelines.models import DEFAULT_MODEL, get_spec  # noqa: E402
