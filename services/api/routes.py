@@ -23,6 +23,7 @@ from pipelines.errors import ReelflowError, SourceNotAllowed, validation_problem
 from services.api.dashboard import data as dashboard_data, events as dashboard_events, pages as dashboard_pages
 from services.api.deps import STACK, authorized, authorized_header_or_query
 from services.store.jobs import JobSpec, check_job_source
+from services.store.outage import StoreUnavailable
 from services.store.overview import stack_overview, stream_rows
 from services.store.streams import StreamSpec
 
@@ -72,6 +73,14 @@ async def limit_body(request: Request, call_next):
 async def readable_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
     return JSONResponse({"detail": "; ".join(validation_problems(error, whole="body")), "errors": [{"loc": e["loc"], "msg": e["msg"]}
                                                                    for e in error.errors()]}, status_code=422)
+
+
+async def store_unavailable(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": "Redis is not reachable; try again shortly"}, status_code=503)
+
+
+for _unavailable in StoreUnavailable:  # Redis away (a restart, a failover): 503, never a 500
+    api.add_exception_handler(_unavailable, store_unavailable)
 
 
 @api.exception_handler(ReelflowError)

@@ -164,9 +164,16 @@ def run_status(args) -> int:
     print(f"models   {len(overview['models'])}" + "".join(
         f"\n  {m['name']} (weights {m['weights']}): {m['replicas']} replica(s)" for m in overview["models"]))
     print(f"workers  {len(workers)}" + "".join(
-        f"\n  {w['name']} ({w['pipeline']}, {w['pending']} job(s) held)" for w in workers))
+        f"\n  {w['name']} ({w['pipeline']}, {w['pending']} job(s) held{_outages(w)})" for w in workers))
     print(f"dlq      {overview['dead_letters']}")
     return 0
+
+
+def _outages(worker: dict) -> str:
+    count = worker.get("redis_outages") or 0
+    if not count:
+        return ""
+    return f", lost Redis {count} time(s), the last for {worker.get('last_redis_outage_s')} s"
 
 
 def run_results(args) -> int:

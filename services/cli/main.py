@@ -17,6 +17,7 @@ from pipelines.errors import ReelflowError, one_line
 from pipelines.models import MODELS
 from services.cli import classify, jobs, stack, streams, train, view
 from services.cli.options import add_json_option, home_parent
+from services.store.outage import StoreUnavailable
 
 EXAMPLES = """\
 examples:
@@ -47,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except ReelflowError as e:
         print(f"reelflow: error: {one_line(e, limit=2000)}", file=sys.stderr)
+        return 1
+    except StoreUnavailable as e:  # Redis went away after the command had connected
+        print(f"reelflow: error: lost Redis ({one_line(e, limit=300)}); is the stack up? run the command again "
+              "once it is", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("reelflow: interrupted", file=sys.stderr)

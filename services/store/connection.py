@@ -17,10 +17,10 @@ from redis.connection import parse_url
 
 from pipelines.errors import ReelflowError, one_line
 from services.settings import Settings
+from services.store.client import redis_client
 from services.store.embedded import EmbeddedRedis
+from services.store.outage import StoreUnavailable  # noqa: F401  (re-exported: what callers catch)
 from services.store.queue import JobQueue
-
-StoreUnavailable = redis.RedisError  # what a reader of the store catches when Redis is away
 
 
 def connect(settings: Settings) -> JobQueue:
@@ -46,7 +46,7 @@ def connect(settings: Settings) -> JobQueue:
         hint = ("give a private CA as ?ssl_ca_certs=/path/ca.crt" if "CERTIFICATE_VERIFY_FAILED" in str(e)
                 else "is the stack up?")
         raise ReelflowError(f"cannot reach Redis at {redact(url)} ({one_line(e)}); {hint}") from None
-    return JobQueue(redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30), settings)
+    return JobQueue(redis_client(url), settings)
 
 
 def _auth_error(url: str, error: Exception) -> str:

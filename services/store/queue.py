@@ -59,6 +59,9 @@ class JobQueue:
         self.r = client
         self.settings = settings
         self._renew_script = client.register_script(RENEW_IF_OWNED)
+        self._create_group()
+
+    def _create_group(self) -> None:
         try:  # from id 0: entries added with redis-cli before any worker ran are delivered too
             self.r.xgroup_create(keys.JOBS_STREAM, keys.CONSUMER_GROUP, id="0", mkstream=True)
         except redis.ResponseError as e:
@@ -87,6 +90,17 @@ class JobQueue:
 
     def claim(self, count: int, block_ms: int, consumer: str) -> list[Claim]:
         """Up to `count` jobs: first those of workers that died, then those whose lease ran out, then new ones."""
+        try:
+            return self._claim(count, block_ms, consumer)
+        except redis.ResponseError as e:
+            if "NOGROUP" not in str(e):
+                raise
+            # Redis came back without the stream (a restart that lost its last writes, or none kept):
+            # make the group again; the job records are the truth, and retries re-deliver from them
+            self._create_group()
+            return self._claim(count, block_ms, consumer)
+
+    def _claim(self, count: int, block_ms: int, consumer: str) -> list[Claim]:
         self._promote_due_retries()
         lease_ms = int(self.settings.lease_s * 1000)
         entries = self._from_dead_workers(consumer, count)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS
 from services.store import keys
+from services.store.client import redis_client
 from services.store.jobs import ModelName
 
 RESULTS_KEPT = 10_000  # segments per stream (about 4.5 hours at one per 1.6 s)
@@ -74,7 +75,7 @@ class StreamRegistry:
     @classmethod
     def at(cls, redis_url: str) -> StreamRegistry:
         """The registry of the Redis at `redis_url` (a stream's runner, in whatever process it runs)."""
-        return cls(redis.Redis.from_url(redis_url))
+        return cls(redis_client(redis_url))
 
     # -- what to watch --
 

@@ -23,6 +23,7 @@ import time
 from pipelines.errors import one_line
 from services import telemetry
 from services.store.jobs import JobState
+from services.store.outage import Outage, StoreUnavailable
 from services.store.queue import Claim, JobQueue
 from services.worker.pipeline import Pipeline
 
@@ -42,6 +43,7 @@ class Worker:
         self.pipeline = pipeline
         self.consumer = consumer or default_consumer_name()
         self.stop = threading.Event()  # set: hand the jobs in hand back and take no more
+        self.outage = Outage.of_process()
         self._job_ended = threading.Event()
 
     def run(self, block_ms: int = 1000, until_idle: bool = False) -> int:
@@ -53,7 +55,7 @@ class Worker:
         other workers take its job at once."""
         taken = 0
         running: set[threading.Thread] = set()
-        with _Presence(self.queue, self.consumer, self.pipeline):
+        with _Presence(self.queue, self.consumer, self.pipeline, self.outage):
             while not self.stop.is_set():
                 running = {t for t in running if t.is_alive()}
                 capacity = self.pipeline.capacity  # grows and shrinks with the model replicas
@@ -61,8 +63,15 @@ class Worker:
                     self._job_ended.wait(block_ms / 1000)
                     self._job_ended.clear()
                     continue
-                claims = self.queue.claim(count=capacity - len(running), block_ms=block_ms, consumer=self.consumer)
-                if until_idle and not claims and not running and not any(self.queue.depth().values()):
+                try:
+                    claims = self.queue.claim(count=capacity - len(running), block_ms=block_ms,
+                                              consumer=self.consumer)
+                    idle = until_idle and not claims and not running and not any(self.queue.depth().values())
+                except StoreUnavailable as e:  # wait for Redis; the jobs in hand wait for it too
+                    self.stop.wait(self.outage.failed(e))
+                    continue
+                self.outage.recovered()
+                if idle:
                     break
                 for claim in claims:
                     thread = threading.Thread(target=self._run_job, args=(claim,), daemon=True,
@@ -99,23 +108,23 @@ class Worker:
     def _process(self, claim: Claim) -> None:
         job_id, spec = claim.job_id, claim.spec
         log.info("job %s: %s with %s (attempt %d)", job_id, spec.source, spec.model, claim.attempt)
-        heartbeat = _Heartbeat(self.queue, claim)
-        results = self.pipeline.segments(spec, self.queue.stored_indices(job_id))
+        heartbeat = _Heartbeat(self.queue, claim, self.outage)
+        results = self.pipeline.segments(spec, self._through_outage(self.queue.stored_indices, job_id))
         try:
-            self.queue.set_total(job_id, next(results))
+            self._through_outage(self.queue.set_total, job_id, next(results))
             for result in results:
                 if self.stop.is_set():
                     log.info("job %s: worker stopping; handing the job back", job_id)
                     self.queue.release(claim)
                     return
-                if heartbeat.lost.is_set() or self.queue.state(job_id) != JobState.RUNNING:
+                if heartbeat.lost.is_set() or self._through_outage(self.queue.state, job_id) != JobState.RUNNING:
                     log.info("job %s: cancelled or reclaimed elsewhere; stopping", job_id)
                     return
                 result["job_id"] = job_id
                 with telemetry.tracer().start_as_current_span("reelflow.publish",
                                                               attributes={"reelflow.segment": result["index"]}):
-                    self.queue.store_segment(job_id, result["index"], json.dumps(result))
-            if not self.queue.complete(claim):
+                    self._through_outage(self.queue.store_segment, job_id, result["index"], json.dumps(result))
+            if not self._through_outage(self.queue.complete, claim):
                 self.queue.retry(claim, "not every segment was stored")
         except Exception as e:
             if self.pipeline.is_permanent(e):
@@ -129,11 +138,26 @@ class Worker:
             heartbeat.stop()
 
 
+    def _through_outage(self, call, *args):
+        """`call(*args)`, tried again while Redis is away (its lease may run out meanwhile: then the
+        heartbeat says so when Redis is back, and the job stops; what was stored stays, once)."""
+        while True:
+            try:
+                value = call(*args)
+            except StoreUnavailable as e:
+                if self.stop.wait(self.outage.failed(e)):
+                    raise
+                continue
+            self.outage.recovered()
+            return value
+
+
 class _Heartbeat:
     """Renews a claim's lease every third of the lease; sets `lost` when renewal is refused."""
 
-    def __init__(self, queue: JobQueue, claim: Claim):
+    def __init__(self, queue: JobQueue, claim: Claim, outage: Outage):
         self.lost = threading.Event()
+        self.outage = outage
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, args=(queue, claim), daemon=True, name="reelflow-lease")
         self._thread.start()
@@ -144,8 +168,8 @@ class _Heartbeat:
                 if not queue.renew(claim):
                     self.lost.set()
                     return
-            except Exception:  # Redis briefly unreachable: try again next beat
-                log.warning("lease renewal of job %s failed; retrying", claim.job_id, exc_info=True)
+            except StoreUnavailable as e:  # Redis away: the worker's outage says so once; try again next beat
+                self.outage.failed(e)
 
     def stop(self) -> None:
         self._stop.set()
@@ -159,8 +183,8 @@ class _Presence:
     EVERY_S = 2.0
     TTL_S = 10.0
 
-    def __init__(self, queue: JobQueue, consumer: str, pipeline):
-        self.queue, self.consumer, self.pipeline = queue, consumer, pipeline
+    def __init__(self, queue: JobQueue, consumer: str, pipeline: Pipeline, outage: Outage):
+        self.queue, self.consumer, self.pipeline, self.outage = queue, consumer, pipeline, outage
         self.info = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time(),
                      "pipeline": type(pipeline).__name__}
         self._stop = threading.Event()
@@ -185,7 +209,10 @@ class _Presence:
 
     def _announce(self) -> None:
         try:
-            info = {**self.info, "capacity": self.pipeline.capacity, "models": self.pipeline.describe()}
+            info = {**self.info, "capacity": self.pipeline.capacity, "models": self.pipeline.describe(),
+                    **self.outage.summary()}
             self.queue.announce(self.consumer, info, self.TTL_S)
-        except Exception:  # Redis briefly unreachable, or Serve busy: next beat
+        except StoreUnavailable as e:  # Redis away: the worker's outage says so once; next beat
+            self.outage.failed(e)
+        except Exception:  # Serve busy: next beat
             log.warning("presence of worker %s not announced", self.consumer, exc_info=True)

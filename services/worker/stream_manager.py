@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from services.store.outage import Outage, StoreUnavailable
 from services.store.streams import StreamRegistry
 from services.worker.pipeline import Pipeline, StreamHandle
 
@@ -27,6 +28,7 @@ class StreamManager:
         self.redis_url, self.max_streams = redis_url, max_streams
         self.running: dict[str, StreamHandle] = {}  # name -> the pipeline's handle on the stream's runner
         self._stop = threading.Event()
+        self.outage = Outage.of_process()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="reelflow-streams")
 
     def start(self) -> StreamManager:
@@ -43,7 +45,10 @@ class StreamManager:
         while not self._stop.is_set():
             try:
                 self.sync()
-            except Exception:  # Redis or Ray briefly away: next round
+                self.outage.recovered()
+            except StoreUnavailable as e:  # Redis away: said once; the leases of other workers' streams
+                self.outage.failed(e)      # run out meanwhile as ours do, so nobody takes ours unseen
+            except Exception:  # Ray briefly away: next round
                 log.warning("stream manager: sync failed", exc_info=True)
             self._stop.wait(self.EVERY_S)
 

@@ -26,6 +26,7 @@ from pipelines.labels import top_labels
 from pipelines.live import LiveSource, live_windows
 from pipelines.models import get_spec
 from pipelines.smoothing import LabelEvents, Smoother
+from services.store.outage import Outage, StoreUnavailable
 from services.store.streams import StreamRegistry, StreamSpec
 
 log = logging.getLogger("reelflow.streams")
@@ -56,7 +57,8 @@ class StreamRunner:
         self.stop = threading.Event()
         self.ready: deque = deque()
         self.cond = threading.Condition()
-        self.dropped = self.failed = self.published = 0
+        self.dropped = self.failed = self.published = self.unpublished = 0
+        self.outage = Outage.of_process()
         self.last_index: int | None = None
         self.latencies: deque[float] = deque(maxlen=200)
         self.smoother = Smoother(spec.smoothing)
@@ -134,7 +136,13 @@ class StreamRunner:
             "model": self.spec.model, "weights": self.weights_id, "captured_at": clip.captured_at,
         }
         result["published_at"] = time.time()
-        self.registry.publish(self.spec.name, result, events)
+        try:
+            self.registry.publish(self.spec.name, result, events)
+        except StoreUnavailable as e:  # Redis away: this window is lost, counted, and the stream goes on
+            self.unpublished += 1
+            self.outage.failed(e)
+            return
+        self.outage.recovered()
         self.latencies.append(result["published_at"] - clip.captured_at)
         self.published += 1
         self.last_index = clip.index
@@ -146,15 +154,16 @@ class StreamRunner:
         stats = self.source.stats
         return {"state": "stopped" if self.stop.is_set() else stats.state, "owner": self.owner,
                 "reconnects": stats.reconnects, "gaps": stats.gaps, "last_error": stats.last_error,
-                "dropped": self.dropped, "failed": self.failed, "segments": self.published,
+                "dropped": self.dropped, "failed": self.failed, "unpublished": self.unpublished,
+                "segments": self.published,
                 "last_index": self.last_index, "last_frame_at": stats.last_frame_at,
                 "latency_p50_s": percentile(0.5), "latency_p95_s": percentile(0.95), "updated_at": time.time()}
 
     def _write_status(self) -> None:
         try:
             self.registry.set_status(self.spec.name, self.status())
-        except Exception:  # Redis briefly away: the next status write catches up
-            log.warning("stream %s: status not written", self.spec.name, exc_info=True)
+        except StoreUnavailable as e:  # Redis away: the next status write catches up
+            self.outage.failed(e)
 
 
 class ThreadHandle:

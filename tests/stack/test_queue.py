@@ -253,3 +253,15 @@ def test_a_running_embedded_server_is_reused(server):
     embedded, url = server
     again = EmbeddedRedis(embedded.dir.parent)
     assert again.start() == url
+
+
+def test_a_redis_that_came_back_without_the_stream_gets_the_group_again(client):
+    """A restart that lost its last writes (or kept none) drops the stream and its group: the
+    consumer makes them again instead of failing on NOGROUP, and retries re-deliver from the records."""
+    queue = make_queue(client)
+    job_id, _ = queue.submit(spec())
+    client.delete(keys.JOBS_STREAM)  # as after such a restart
+    assert queue.claim(count=1, block_ms=10, consumer="c1") == []
+    queue.submit(spec(source="/videos/b.mp4"))
+    [claim] = queue.claim(count=1, block_ms=100, consumer="c1")
+    assert claim.spec.source == "/videos/b.mp4" and queue.state(job_id) == JobState.QUEUED
