@@ -38,6 +38,9 @@ from pipelines.sources import DEVICE
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "rtp://", "srt://", "tcp://")
 
 
+TRANSPORTS = ("auto", "tcp", "udp")  # RTSP lower transport: auto tries TCP, then UDP
+
+
 @dataclass
 class LiveFrame:
     time_s: float  # stream time: seconds since the source was first opened, continuous over reconnects
@@ -64,22 +67,28 @@ class LiveStats:
     frames: int = 0
     last_error: str = ""
     last_frame_at: float | None = None
+    transport: str | None = None  # RTSP: the lower transport frames last came over (tcp or udp)
 
     def as_dict(self) -> dict:
         return {"state": self.state, "connects": self.connects, "reconnects": self.reconnects, "gaps": self.gaps,
-                "frames": self.frames, "last_error": self.last_error, "last_frame_at": self.last_frame_at}
+                "frames": self.frames, "last_error": self.last_error, "last_frame_at": self.last_frame_at,
+                "transport": self.transport}
 
 
 class LiveSource:
     """A video source read forever: reconnects with backoff; `frames(stop)` ends only when `stop` is set."""
 
-    def __init__(self, url: str, *, transport: str = "tcp", open_timeout_s: float = 10.0, stale_s: float = 5.0,
+    def __init__(self, url: str, *, transport: str = "auto", open_timeout_s: float = 10.0, stale_s: float = 5.0,
                  backoff_s: float = 0.5, max_backoff_s: float = 15.0, loop: bool = True,
                  options: dict[str, str] | None = None, format: str | None = None):
-        if transport not in ("tcp", "udp"):
-            raise ValueError(f"transport must be tcp or udp, got {transport!r}")
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
         self.url = url
         self.transport = transport
+        # RTSP's lower transport, in the order to try: `auto` tries TCP, then UDP (some cameras and
+        # servers speak only one), and keeps to the one that worked until it stops working
+        rtsp = url.startswith(("rtsp://", "rtsps://"))
+        self._transports = (["tcp", "udp"] if transport == "auto" else [transport]) if rtsp else []
         self.open_timeout_s, self.stale_s = open_timeout_s, stale_s
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.loop = loop  # a local file starts over at its end (as a looping camera)
@@ -107,6 +116,7 @@ class LiveSource:
                         first = t
                         offset = 0.0 if zero is None else now - zero
                         self.stats.state, failures = "live", 0
+                        self.stats.transport = self._transports[0] if self._transports else None
                     time_s = offset + (t - first)
                     zero = now - time_s if zero is None else min(zero, now - time_s)
                     self.stats.frames += 1
@@ -128,6 +138,12 @@ class LiveSource:
             self.stats.gaps += 1
             self.stats.last_error = reason
             failures += 1
+            if first is None and len(self._transports) > 1:  # no frame this way: the other transport next
+                self._transports.append(self._transports.pop(0))
+                self.stats.last_error = f"{reason} (RTSP over {self._transports[-1].upper()})"
+                if failures % len(self._transports):  # the other one not tried since frames last came: now
+                    self.stats.reconnects += 1
+                    continue
             self.stats.state = "waiting"
             if stop.wait(min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1)) * random.uniform(0.5, 1.5)):
                 break
@@ -137,8 +153,8 @@ class LiveSource:
     def _connection(self, stop: threading.Event) -> Iterator[tuple[float, av.VideoFrame]]:
         """One connection's frames as (seconds, frame); raises on failure, returns when the source ends."""
         options = dict(self.options)
-        if self.url.startswith(("rtsp://", "rtsps://")):
-            options.setdefault("rtsp_transport", self.transport)
+        if self._transports:
+            options.setdefault("rtsp_transport", self._transports[0])
         if not self.is_file:
             options.setdefault("analyzeduration", "500000")  # open in half a second, not FFmpeg's default 5
         # The read timeout is the stale detector: FFmpeg gives up on a read that got nothing for that long.

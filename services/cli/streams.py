@@ -24,14 +24,16 @@ def add_commands(commands, home) -> None:
                                 description="Register a live source; a worker of the stack reads it, reconnecting "
                                             "when it drops, and publishes a result per window. Follow it with "
                                             "`reelflow tail NAME`.",
-                                epilog="URL: rtsp:// or rtsps:// (--transport tcp|udp), http(s):// live (HLS, "
+                                epilog="URL: rtsp:// or rtsps:// (--transport auto|tcp|udp), http(s):// live (HLS, "
                                        "MPEG-TS, MJPEG), udp:// or rtp://, or a local file played in real time "
                                        "and looped (demos, tests).")
     watch.add_argument("url", metavar="URL")
     watch.add_argument("--name", required=True, help="the stream's name (letters, digits, . _ -)")
     add_model_options(watch)
     add_segment_options(watch, embeddings=False)
-    watch.add_argument("--transport", choices=["tcp", "udp"], default="tcp", help="RTSP transport (default tcp)")
+    watch.add_argument("--transport", choices=["auto", "tcp", "udp"], default="auto",
+                       help="RTSP transport: auto (default) tries TCP, then UDP, and keeps the one that works; "
+                            "`streams list` says which")
     watch.add_argument("--smoothing", type=positive_int, default=3, metavar="K",
                        help="moving average of scores over the last K segments (default 3)")
     watch.add_argument("--enter", type=float, default=0.5, help="smoothed score at which a label starts (default 0.5)")
@@ -129,6 +131,7 @@ def run_streams(args) -> int:
         p95 = f"{row['latency_p95_s'] * 1000:.0f} ms" if row["latency_p95_s"] is not None else "-"
         print(f"{row['name']:<16} {row['state']:<10} segments {row['segments'] or 0:<6} reconnects "
               f"{row['reconnects'] or 0:<3} dropped {row['dropped'] or 0:<4} p95 {p95:<8} {row['url']}"
+              + (f" (over {row['transport'].upper()})" if row.get("transport") else "")
               + (f"  ({row['last_error']})" if row["last_error"] and row["state"] != "live" else ""))
     return 0
 

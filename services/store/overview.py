@@ -48,6 +48,6 @@ def stream_rows(registry: StreamRegistry) -> list[dict]:
         status = registry.status(name)
         rows.append({"name": name, "url": spec.url, "model": spec.model, "owner": registry.owner(name),
                      "state": status.get("state", "waiting for a worker") if registry.owner(name) else "unowned",
-                     **{k: status.get(k) for k in ("reconnects", "gaps", "dropped", "failed", "unpublished", "segments", "last_index",
+                     **{k: status.get(k) for k in ("transport", "reconnects", "gaps", "dropped", "failed", "unpublished", "segments", "last_index",
                                                    "latency_p50_s", "latency_p95_s", "last_error")}})
     return rows

@@ -49,7 +49,8 @@ class StreamSpec(BaseModel):
     model: ModelName = DEFAULT_MODEL
     weights: str = DEFAULT_WEIGHTS
     stride_s: float | None = Field(None, gt=0, description="seconds between window starts (default: the clip length)")
-    transport: str = Field("tcp", pattern="^(tcp|udp)$", description="RTSP transport")
+    transport: str = Field("auto", pattern="^(auto|tcp|udp)$",
+                           description="RTSP transport: auto tries TCP, then UDP, and keeps the one that works")
     topk: int = Field(5, ge=1, le=1000)
     smoothing: int = Field(3, ge=1, le=100, description="segments in the moving average of scores")
     enter: float = Field(0.5, ge=0, le=1, description="smoothed score at which a label becomes current")

@@ -154,6 +154,7 @@ class StreamRunner:
         stats = self.source.stats
         return {"state": "stopped" if self.stop.is_set() else stats.state, "owner": self.owner,
                 "reconnects": stats.reconnects, "gaps": stats.gaps, "last_error": stats.last_error,
+                "transport": stats.transport,
                 "dropped": self.dropped, "failed": self.failed, "unpublished": self.unpublished,
                 "segments": self.published,
                 "last_index": self.last_index, "last_frame_at": stats.last_frame_at,

@@ -16,8 +16,8 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 class Camera:
     """A looping video served at rtsp://127.0.0.1:PORT/cam; `stop()` and `start()` again make an outage."""
 
-    def __init__(self, video: Path, port: int | None = None):
-        self.video, self.port = video, port or free_port()
+    def __init__(self, video: Path, port: int | None = None, protocols: str = "both"):
+        self.video, self.port, self.protocols = video, port or free_port(), protocols
         self.url = f"rtsp://127.0.0.1:{self.port}/cam"
         self.proc: subprocess.Popen | None = None
 
@@ -27,7 +27,7 @@ class Camera:
         if check.returncode != 0:  # fail, never skip: `make test` installs it
             pytest.fail("needs GStreamer's RTSP server for Debian's python3: run `make system-deps`")
         self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), str(self.video), "--port", str(self.port),
-                                      "--mount", "/cam"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                      "--mount", "/cam", "--protocols", self.protocols], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline().strip()
         if not line.startswith("READY "):
             self.stop()

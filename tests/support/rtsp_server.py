@@ -6,6 +6,7 @@ Runs under Debian's /usr/bin/python3 (`make system-deps` installs python3-gi,
 gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-good and -bad), not the project's venv.
 
     /usr/bin/python3 tests/support/rtsp_server.py FILE [--host 127.0.0.1] [--port 8554|0] [--mount /cam1]
+                                                  [--protocols both|tcp|udp]
 
 Prints "READY rtsp://HOST:PORT/MOUNT" once the port is bound; SIGTERM or SIGINT stop it. No
 re-encoding: demux -> h264parse -> rtph264pay (a few % of a core).
@@ -17,7 +18,8 @@ import sys
 import gi
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+gi.require_version("GstRtsp", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 Gst.init(None)
 
@@ -68,6 +70,8 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8554)
     ap.add_argument("--mount", default="/cam1")
+    ap.add_argument("--protocols", choices=["both", "tcp", "udp"], default="both",
+                    help="the lower transports it accepts (a camera that speaks only one refuses the other)")
     a = ap.parse_args()
     demux = "matroskademux" if a.file.endswith((".mkv", ".webm")) else "qtdemux"
     # config-interval=1: SPS/PPS every second for late joiners (-1 makes FFmpeg split IDR frames
@@ -78,6 +82,9 @@ def main():
     f = GstRtspServer.RTSPMediaFactory()
     f.set_launch(launch)
     f.set_shared(True)  # one pipeline for all clients: they join a "live" stream
+    lower = {"tcp": GstRtsp.RTSPLowerTrans.TCP, "udp": GstRtsp.RTSPLowerTrans.UDP,
+             "both": GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP}
+    f.set_protocols(lower[a.protocols])
     f.set_media_gtype(LoopMedia.__gtype__)
     # FFmpeg's PLAY carries "Range: npt=0.000-"; on a seekable shared media gst-rtsp-server would
     # flush-seek to 0 for each new client (rewinding everyone and cancelling the loop).

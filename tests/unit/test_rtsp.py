@@ -83,3 +83,29 @@ def test_a_camera_outage_is_a_counted_reconnect_and_windows_resume(camera):
     indices = [c.index for c in clips]
     assert indices == sorted(set(indices))  # never reused; the gap's windows are skipped
     assert after[0].start_s > clips[2].end_s + 2  # stream time went on through the outage
+
+
+@pytest.mark.parametrize("speaks", ["udp", "tcp"])
+def test_auto_transport_finds_the_one_a_camera_speaks_and_says_which(camera_video, speaks):
+    """A camera (or an RTSP server) that refuses one lower transport: `auto`, the default, tries
+    TCP, then UDP, gets windows, and reports the transport it uses."""
+    cam = Camera(camera_video, protocols=speaks).start()
+    try:
+        source = LiveSource(cam.url)
+        clips = windows_until(source, lambda c: len(c) >= 3, timeout_s=40)
+        assert len(clips) >= 3, source.stats.as_dict()
+        assert source.stats.transport == speaks and source.stats.as_dict()["transport"] == speaks
+        if speaks == "udp":  # TCP was refused once, counted, then UDP at once
+            assert source.stats.gaps == 1 and "TCP" in source.stats.last_error
+    finally:
+        cam.stop()
+
+
+def test_a_fixed_transport_the_camera_refuses_is_a_counted_error_not_a_stall(camera_video):
+    cam = Camera(camera_video, protocols="udp").start()
+    try:
+        source = LiveSource(cam.url, transport="tcp", backoff_s=0.2, max_backoff_s=0.5)
+        clips = windows_until(source, lambda c: source.stats.gaps >= 2, timeout_s=30)
+        assert clips == [] and source.stats.gaps >= 2 and source.stats.last_error
+    finally:
+        cam.stop()
