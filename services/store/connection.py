@@ -9,8 +9,10 @@ under the reelflow home (`--home`, `REELFLOW_HOME`, or ~/.local/share/reelflow).
 
 from __future__ import annotations
 
+import logging
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import redis
 from redis.connection import parse_url
@@ -21,6 +23,8 @@ from services.store.client import redis_client
 from services.store.embedded import EmbeddedRedis
 from services.store.outage import StoreUnavailable  # noqa: F401  (re-exported: what callers catch)
 from services.store.queue import JobQueue
+
+log = logging.getLogger("reelflow.store")
 
 
 def connect(settings: Settings) -> JobQueue:
@@ -81,6 +85,8 @@ class StackRedis:
     url: str
     queue: JobQueue
     embedded: EmbeddedRedis | None  # None: REELFLOW_REDIS_URL's server, which reelflow never stops
+    _keeper: threading.Thread | None = None
+    _closing: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def open(cls, settings: Settings) -> StackRedis:
@@ -93,7 +99,30 @@ class StackRedis:
         """True when this process started the embedded server (not reused a running one)."""
         return self.embedded is not None and self.embedded.owns_server
 
+    def keep_alive(self, every_s: float = 2.0) -> None:
+        """Restart the embedded server whenever it stops (a crash, the OOM killer, a SHUTDOWN): its
+        append-only file brings the queue back; the worker waits out the gap (services.store.outage)."""
+        if self.embedded is None or self._keeper is not None:
+            return
+
+        def keep() -> None:
+            while not self._closing.wait(every_s):
+                if self.embedded.url() is not None or self._closing.is_set():
+                    continue
+                log.warning("the embedded redis-server under %s stopped; starting it again from its append-only "
+                            "file", self.embedded.dir)
+                try:
+                    self.embedded.start()
+                except ReelflowError as e:  # say why, and try again next round
+                    log.warning("%s", one_line(e))
+
+        self._keeper = threading.Thread(target=keep, daemon=True, name="reelflow-redis-keeper")
+        self._keeper.start()
+
     def close(self, keep: bool = False) -> None:
         """Stop the embedded server, unless `keep` (REELFLOW_REDIS_URL's server is never stopped)."""
+        self._closing.set()
+        if self._keeper is not None:
+            self._keeper.join(timeout=30)
         if self.embedded is not None and not keep:
             self.embedded.stop()

@@ -74,6 +74,8 @@ class EmbeddedRedis:
         running = self.url()
         if running:
             return running
+        if self._process is not None:
+            self._process.poll()  # one this object started and that stopped: reaped, no zombie left
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
         self.socket.unlink(missing_ok=True)

@@ -95,6 +95,8 @@ class LocalStack:
             os.environ["REELFLOW_REDIS_URL"] = self.store.url
             self.pipeline = make_pipeline(self.store.url)
             self.runtime = Runtime(self.store.queue, self.pipeline, self.store.url, settings, streams=streams)
+            if self.store.started_here:  # the embedded server is this stack's: restart it if it stops
+                self.store.keep_alive()
         except BaseException:
             self.close(keep_redis=not self.store.started_here)
             raise

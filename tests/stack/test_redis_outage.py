@@ -1,10 +1,13 @@
 """Redis goes away under a running stack and comes back (issue 17, part 1): `up` waits for it,
-says so once, and carries on; the job in hand ends with every segment stored exactly once; clients
-that find Redis gone say so in one line."""
+says so once, and carries on; the job in hand ends with every segment stored exactly once; a
+client that finds Redis gone says so in one line. The embedded server, `up`'s own, is restarted
+by `up` itself when it dies."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -23,39 +26,69 @@ def long_video(video_dir):
     return path
 
 
-def _status(env, job_id: str) -> dict:
-    return json.loads(run(env, "status", job_id, "--json").stdout)
+def _status(env, job_id: str, wait_s: float = 30.0) -> dict:
+    """The job's status, asked again while Redis is down (for at most `wait_s`)."""
+    deadline = time.monotonic() + wait_s
+    while (answer := run(env, "status", job_id, "--json", check=False)).returncode != 0:
+        assert time.monotonic() < deadline, answer.stderr
+        time.sleep(0.5)
+    return json.loads(answer.stdout)
 
 
-def test_redis_restarted_mid_job_loses_nothing_and_stores_nothing_twice(tmp_path, long_video):
+def _submit_and_wait_for_progress(env, video, up) -> str:
+    job_id = json.loads(run(env, "submit", video, "--weights", "none", "--stride", "0.25", "--no-embeddings",
+                            "--json").stdout)["job_id"]
+    deadline = time.monotonic() + 120
+    while _status(env, job_id)["segments_done"] < 3:
+        assert time.monotonic() < deadline, up.log_path.read_text()[-3000:]
+        time.sleep(0.05)
+    return job_id
+
+
+def _ends_done_with_every_segment_once(env, job_id: str, up) -> None:
+    deadline = time.monotonic() + 240
+    while (state := _status(env, job_id))["state"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, up.log_path.read_text()[-3000:]
+        time.sleep(0.2)
+    assert state["state"] == "done", state
+    segments = [json.loads(line) for line in run(env, "results", job_id).stdout.splitlines()]
+    assert [s["index"] for s in segments] == list(range(state["segments_total"]))  # each once, none missing
+    assert up.proc.poll() is None
+    log = up.log_path.read_text()
+    assert log.count("Redis is unreachable") == 1 and "Redis is back" in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_an_external_redis_restarted_mid_job_loses_nothing_and_stores_nothing_twice(tmp_path, long_video):
+    server = EmbeddedRedis(tmp_path / "redis-server")  # a Redis of one's own, as REELFLOW_REDIS_URL names it
+    url = server.start()
+    env = stack_env(tmp_path / "home", REELFLOW_REDIS_URL=url)
+    up = UpProcess(tmp_path / "home", env, "--no-ray", "--weights", "none")
+    try:
+        job_id = _submit_and_wait_for_progress(env, long_video, up)
+        server.stop()  # SHUTDOWN: the append-only file is flushed, as a managed Redis's restart does
+        time.sleep(4)  # longer than a command's own retries: the worker must wait it out
+        assert up.proc.poll() is None, f"up died with Redis:\n{up.log_path.read_text()[-3000:]}"
+        down = run(env, "status", check=False)
+        assert down.returncode == 1 and down.stderr.count("\n") == 1 and "Traceback" not in down.stderr
+        assert "***" in down.stderr and url.split("@")[0].split(":")[-1] not in down.stderr  # password redacted
+        server.start()
+        _ends_done_with_every_segment_once(env, job_id, up)
+    finally:
+        up.stop()
+        server.stop()
+
+
+@pytest.mark.slow  # about 30 s, and `make test` is near its 15 minutes: `make test-slow`
+def test_up_restarts_its_embedded_redis_when_it_is_killed(tmp_path, long_video):
     home = tmp_path / "home"
     env = stack_env(home)
     up = UpProcess(home, env, "--no-ray", "--weights", "none")
     try:
-        job_id = json.loads(run(env, "submit", long_video, "--weights", "none", "--stride", "0.25",
-                                "--no-embeddings", "--json").stdout)["job_id"]
-        deadline = time.monotonic() + 120
-        while _status(env, job_id)["segments_done"] < 3:
-            assert time.monotonic() < deadline, up.log_path.read_text()[-3000:]
-            time.sleep(0.05)
-        redis = EmbeddedRedis(home)
-        redis.stop()  # SHUTDOWN: the append-only file is flushed, as a managed Redis's restart does
-        time.sleep(4)  # longer than a client's own retries: the worker must wait it out
-        assert up.proc.poll() is None, f"up died with Redis:\n{up.log_path.read_text()[-3000:]}"
-        down = run(env, "status", check=False)
-        assert down.returncode == 1 and down.stderr.count("\n") == 1 and "Traceback" not in down.stderr
-        redis.start()
-
-        deadline = time.monotonic() + 240
-        while (state := _status(env, job_id))["state"] not in ("done", "failed"):
-            assert time.monotonic() < deadline, up.log_path.read_text()[-3000:]
-            time.sleep(0.2)
-        assert state["state"] == "done", state
-        segments = [json.loads(line) for line in run(env, "results", job_id).stdout.splitlines()]
-        assert [s["index"] for s in segments] == list(range(state["segments_total"]))  # each once, none missing
-        assert up.proc.poll() is None
-        log = up.log_path.read_text()
-        assert log.count("Redis is unreachable") == 1 and "Redis is back" in log, log[-3000:]
-        assert "Traceback" not in log, log[-3000:]
+        job_id = _submit_and_wait_for_progress(env, long_video, up)
+        os.kill(int((home / "redis" / "redis.pid").read_text()), signal.SIGKILL)  # a crash, the OOM killer
+        _ends_done_with_every_segment_once(env, job_id, up)
+        assert "starting it again from its append-only file" in up.log_path.read_text()
     finally:
         up.stop()
+    assert run(env, "status", check=False).returncode == 1  # and `up` took it down when it stopped
