@@ -55,7 +55,8 @@ def _ends_done_with_every_segment_once(env, job_id: str, up) -> None:
     assert [s["index"] for s in segments] == list(range(state["segments_total"]))  # each once, none missing
     assert up.proc.poll() is None
     log = up.log_path.read_text()
-    assert log.count("Redis is unreachable") == 1 and "Redis is back" in log, log[-3000:]
+    said = log.count("Redis is unreachable")  # none when the commands' own retries bridged the gap
+    assert said <= 1 and ("Redis is back" in log) == (said == 1), log[-3000:]
     assert "Traceback" not in log, log[-3000:]
 
 
@@ -74,6 +75,7 @@ def test_an_external_redis_restarted_mid_job_loses_nothing_and_stores_nothing_tw
         assert "***" in down.stderr and url.split("@")[0].split(":")[-1] not in down.stderr  # password redacted
         server.start()
         _ends_done_with_every_segment_once(env, job_id, up)
+        assert up.log_path.read_text().count("Redis is unreachable") == 1  # 4 s: longer than a command retries
     finally:
         up.stop()
         server.stop()
