@@ -128,8 +128,14 @@ class RayPipeline:
     def start(self, http: tuple[str, int] | None = None) -> None:
         """Join (or start) Ray and Serve; `http` (host, port) starts Serve's HTTP proxy there."""
         if not ray.is_initialized():
-            ray.init(address=os.environ.get("RAY_ADDRESS") or None, namespace=NAMESPACE,
-                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+            address = os.environ.get("RAY_ADDRESS") or None
+            try:
+                ray.init(address=address, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING)
+            except Exception as e:  # no cluster at RAY_ADDRESS, or a local Ray that did not come up in time
+                hint = ("is RAY_ADDRESS right, and its cluster up?" if address
+                        else "a busy machine can be too slow for Ray's start-up: run the command again")
+                raise ReelflowError(f"Ray did not start ({one_line(e, limit=300)}); {hint}") from None
         if self._served:  # inside a Serve application, Serve is running already
             pass
         elif http:
