@@ -24,7 +24,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response, StreamingResponse
 
 from services.api.deps import STACK
-from services.store.connection import StoreUnavailable
+from services.store.outage import StoreUnavailable
 from services.store.overview import models_served, stream_rows
 from services.store.streams import StreamRegistry
 

@@ -21,7 +21,6 @@ from pipelines.errors import ReelflowError, one_line
 from services.settings import Settings
 from services.store.client import redis_client
 from services.store.embedded import EmbeddedRedis
-from services.store.outage import StoreUnavailable  # noqa: F401  (re-exported: what callers catch)
 from services.store.queue import JobQueue
 
 log = logging.getLogger("reelflow.store")
