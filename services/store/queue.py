@@ -5,10 +5,15 @@ resuming after its last stored segment. Segment results are written once per (jo
 results are exactly once. The job record (a hash) is the source of truth; stream entries only
 deliver, and are acknowledged and deleted once their job has moved on.
 
+Every delivery writes a fresh claim token into the job record, and everything a consumer does to
+its job afterwards (store a segment, complete, retry, release, fail) happens only while the record
+still holds that token: a worker that was cut off from Redis for longer than its lease, and whose
+job another worker took meanwhile, gets `LeaseLost` when it comes back, and stops.
+
     >>> queue = JobQueue(redis.Redis.from_url(url), Settings.from_env())    # doctest: +SKIP
     >>> job_id, created = queue.submit(JobSpec(source="/videos/a.mp4"))
     >>> [claim] = queue.claim(count=1, block_ms=1000, consumer="worker-1")
-    >>> queue.store_segment(job_id, 0, '{"index": 0, ...}'); queue.complete(claim)
+    >>> queue.store_segment(claim, 0, '{"index": 0, ...}'); queue.complete(claim)
 """
 
 from __future__ import annotations
@@ -40,6 +45,22 @@ redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
 return 1
 """
 
+# Store a segment once, and only while the caller's claim is the job's current one.
+STORE_IF_CLAIMED = """
+if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then return -1 end
+if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'segments_done', redis.call('HLEN', KEYS[2]), 'updated_at', ARGV[4])
+return 1
+"""
+
+
+class LeaseLost(Exception):
+    """The job was taken by another consumer (this one's lease ran out) or handed back meanwhile."""
+
+    def __init__(self, job_id: str):
+        super().__init__(f"job {job_id}: another worker holds it now (this one's lease ran out)")
+        self.job_id = job_id
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -52,6 +73,7 @@ class Claim:
     attempt: int  # deliveries so far, this one included
     stalled: int = 1  # deliveries in a row, this one included, that began with no new segment stored
     done_at_claim: int = 0  # segments stored when this delivery began
+    token: str = ""  # this delivery's claim token, written in the job record
 
 
 class JobQueue:
@@ -59,6 +81,7 @@ class JobQueue:
         self.r = client
         self.settings = settings
         self._renew_script = client.register_script(RENEW_IF_OWNED)
+        self._store_script = client.register_script(STORE_IF_CLAIMED)
         self._create_group()
 
     def _create_group(self) -> None:
@@ -149,26 +172,29 @@ class JobQueue:
                                                 f"{last or 'worker lost'}", fields)
             return None
         attempt = self.r.hincrby(record_key, "attempts", 1)
+        token = uuid.uuid4().hex[:16]
         self.r.hset(record_key, mapping={"state": JobState.RUNNING.value, "consumer": consumer, "updated_at": time.time(),
-                                         "progress_mark": done, "stalled": stalled})
-        return Claim(job_id, entry_id, consumer, spec, attempt, stalled, done)
+                                         "progress_mark": done, "stalled": stalled, "claim": token})
+        return Claim(job_id, entry_id, consumer, spec, attempt, stalled, done, token)
 
     def renew(self, claim: Claim) -> bool:
         """Extend the lease; False when the job was reclaimed by another consumer or has ended."""
         owned = self._renew_script(keys=[keys.JOBS_STREAM], args=[keys.CONSUMER_GROUP, claim.entry_id, claim.consumer])
-        return bool(owned) and self.state(claim.job_id) == JobState.RUNNING
+        state, token = self.r.hmget(keys.job(claim.job_id), "state", "claim")
+        return bool(owned) and state == JobState.RUNNING.value.encode() and token == claim.token.encode()
 
     # -- results --
 
     def set_total(self, job_id: str, total: int) -> None:
         self.r.hset(keys.job(job_id), "segments_total", total)
 
-    def store_segment(self, job_id: str, index: int, result_json: str) -> bool:
-        """Store a segment result once; False if that index was already stored."""
-        stored = self.r.hsetnx(keys.segments(job_id), str(index), result_json)
-        if stored:
-            self.r.hset(keys.job(job_id), mapping={"segments_done": self.r.hlen(keys.segments(job_id)),
-                                                   "updated_at": time.time()})
+    def store_segment(self, claim: Claim, index: int, result_json: str) -> bool:
+        """Store a segment result once; False if that index was already stored. Raises LeaseLost
+        when the claim is no longer the job's (nothing is stored then)."""
+        stored = self._store_script(keys=[keys.job(claim.job_id), keys.segments(claim.job_id)],
+                                    args=[claim.token, str(index), result_json, time.time()])
+        if stored == -1:
+            raise LeaseLost(claim.job_id)
         return bool(stored)
 
     def stored_indices(self, job_id: str) -> set[int]:
@@ -182,50 +208,69 @@ class JobQueue:
 
     def complete(self, claim: Claim) -> bool:
         """Mark the job done if every segment is stored; False (and nothing changes) otherwise."""
-        record = self.record(claim.job_id)
-        if record is None or record.segments_total is None or record.segments_done < record.segments_total:
-            return False
-        with self.r.pipeline(transaction=True) as p:
+        def done(p, record: JobRecord) -> bool:
+            if record.segments_total is None or record.segments_done < record.segments_total:
+                return False
             p.hset(keys.job(claim.job_id), mapping={"state": JobState.DONE.value, "error": "", "updated_at": time.time()})
             self._expire(p, claim.job_id)
-            p.execute()
-        self._ack(claim.entry_id)
-        return True
+            _ack(p, claim.entry_id)
+            return True
+        return self._as_holder(claim, done)
 
     def retry(self, claim: Claim, error: str) -> JobState:
         """A transient fault: back off and deliver again, or dead-letter after `max_attempts` in a row
         without progress."""
-        record = self.record(claim.job_id)
-        progressed = record is not None and record.segments_done > claim.done_at_claim
-        if not progressed and claim.stalled >= self.settings.max_attempts:
-            self._dead_letter(claim.job_id, claim.entry_id,
-                              f"gave up after {claim.stalled} attempts without progress: {error}", None)
-            return JobState.FAILED
-        backoff = 0 if progressed else claim.stalled - 1
-        delay = min(MAX_RETRY_DELAY_S, self.settings.retry_base_s * 2 ** backoff) * random.uniform(0.5, 1.5)
-        with self.r.pipeline(transaction=True) as p:
+        def again(p, record: JobRecord) -> JobState:
+            progressed = record.segments_done > claim.done_at_claim
+            if not progressed and claim.stalled >= self.settings.max_attempts:
+                _dead_letter(p, claim.job_id, claim.entry_id,
+                             f"gave up after {claim.stalled} attempts without progress: {error}", None)
+                return JobState.FAILED
+            backoff = 0 if progressed else claim.stalled - 1
+            delay = min(MAX_RETRY_DELAY_S, self.settings.retry_base_s * 2 ** backoff) * random.uniform(0.5, 1.5)
             p.hset(keys.job(claim.job_id), mapping={"state": JobState.QUEUED.value, "error": error, "updated_at": time.time()})
             p.zadd(keys.RETRIES, {claim.job_id: time.time() + delay})
-            p.execute()
-        self._ack(claim.entry_id)
-        return JobState.QUEUED
+            _ack(p, claim.entry_id)
+            return JobState.QUEUED
+        return self._as_holder(claim, again)
 
     def release(self, claim: Claim) -> None:
         """Hand a job back untouched (the worker is stopping): queued again, the attempt not counted."""
-        if self.state(claim.job_id) != JobState.RUNNING:
-            self._ack(claim.entry_id)
-            return
-        with self.r.pipeline(transaction=True) as p:
-            p.hset(keys.job(claim.job_id), mapping={"state": JobState.QUEUED.value, "updated_at": time.time()})
-            p.hincrby(keys.job(claim.job_id), "attempts", -1)
-            p.hincrby(keys.job(claim.job_id), "stalled", -1)
-            _deliver(p, claim.job_id, claim.spec)
-            p.execute()
-        self._ack(claim.entry_id)
+        def hand_back(p, record: JobRecord) -> None:
+            if record.state == JobState.RUNNING:
+                p.hset(keys.job(claim.job_id), mapping={"state": JobState.QUEUED.value, "updated_at": time.time(),
+                                                        "claim": ""})
+                p.hincrby(keys.job(claim.job_id), "attempts", -1)
+                p.hincrby(keys.job(claim.job_id), "stalled", -1)
+                _deliver(p, claim.job_id, claim.spec)
+            _ack(p, claim.entry_id)
+        try:
+            self._as_holder(claim, hand_back)
+        except LeaseLost:  # another worker has it already: nothing to hand back
+            pass
 
     def fail(self, claim: Claim, error: str) -> None:
         """A bad job (unreadable, not a video, unknown model...): dead-letter it now."""
-        self._dead_letter(claim.job_id, claim.entry_id, error, None)
+        self._as_holder(claim, lambda p, record: _dead_letter(p, claim.job_id, claim.entry_id, error, None))
+
+    def _as_holder(self, claim: Claim, change):
+        """`change(pipeline, record)` queues writes that apply only if `claim` is still the job's
+        (raises LeaseLost otherwise), atomically with that check; returns what `change` returns."""
+        key = keys.job(claim.job_id)
+        while True:
+            with self.r.pipeline(transaction=True) as p:
+                try:
+                    p.watch(key)
+                    fields = p.hgetall(key)
+                    if fields.get(b"claim", b"").decode() != claim.token or not claim.token:
+                        raise LeaseLost(claim.job_id)
+                    record = JobRecord.from_hash(claim.job_id, {k.decode(): v.decode() for k, v in fields.items()})
+                    p.multi()
+                    outcome = change(p, record)
+                    p.execute()
+                    return outcome
+                except redis.WatchError:  # the record changed meanwhile (a segment stored, a cancel): look again
+                    continue
 
     def cancel(self, job_id: str) -> JobState | None:
         """Cancel a job that has not ended; returns its state afterwards (None: no such job)."""
@@ -366,17 +411,9 @@ class JobQueue:
                     _deliver(self.r, record.job_id, record.spec)
 
     def _dead_letter(self, job_id: str, entry_id: str, error: str, fields: dict[str, str] | None) -> None:
-        now = time.time()
-        entry = {"job_id": job_id, "error": error, "at": now}
-        if fields is not None:
-            entry["message"] = fields
         with self.r.pipeline(transaction=True) as p:
-            p.hset(keys.job(job_id), mapping={"state": JobState.FAILED.value, "error": error, "updated_at": now})
-            p.hsetnx(keys.job(job_id), "created_at", now)
-            p.zadd(keys.JOBS_INDEX, {job_id: now}, nx=True)
-            p.hset(keys.DEAD_LETTERS, job_id, json.dumps(entry))
+            _dead_letter(p, job_id, entry_id, error, fields)
             p.execute()
-        self._ack(entry_id)
 
     def _expire(self, p, job_id: str) -> None:
         p.expire(keys.job(job_id), self.settings.result_ttl_s)
@@ -384,8 +421,7 @@ class JobQueue:
 
     def _ack(self, entry_id) -> None:
         with self.r.pipeline(transaction=True) as p:
-            p.xack(keys.JOBS_STREAM, keys.CONSUMER_GROUP, entry_id)
-            p.xdel(keys.JOBS_STREAM, entry_id)
+            _ack(p, entry_id)
             p.execute()
 
 
@@ -404,6 +440,25 @@ def _deliver(client, job_id: str, spec: JobSpec) -> None:
     """Put a job on the stream for a consumer to claim (`client`: a connection or a pipeline). Every
     delivery — the first, a retry, a hand-back, a replay — is this one entry."""
     client.xadd(keys.JOBS_STREAM, {"job_id": job_id, "job": spec.model_dump_json(exclude_none=True)})
+
+
+def _ack(p, entry_id) -> None:
+    """Queue, on pipeline `p`, the end of a delivery: acknowledged and deleted from the stream."""
+    p.xack(keys.JOBS_STREAM, keys.CONSUMER_GROUP, entry_id)
+    p.xdel(keys.JOBS_STREAM, entry_id)
+
+
+def _dead_letter(p, job_id: str, entry_id: str, error: str, fields: dict[str, str] | None) -> None:
+    """Queue, on pipeline `p`, a job's move to the dead-letter list (`fields`: the message, if malformed)."""
+    now = time.time()
+    entry = {"job_id": job_id, "error": error, "at": now}
+    if fields is not None:
+        entry["message"] = fields
+    p.hset(keys.job(job_id), mapping={"state": JobState.FAILED.value, "error": error, "updated_at": now})
+    p.hsetnx(keys.job(job_id), "created_at", now)
+    p.zadd(keys.JOBS_INDEX, {job_id: now}, nx=True)
+    p.hset(keys.DEAD_LETTERS, job_id, json.dumps(entry))
+    _ack(p, entry_id)
 
 
 def _record_fields(state: JobState, spec: JobSpec, now: float) -> dict:

@@ -33,6 +33,21 @@ RENEW_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
+# Publish a window only while the caller owns the stream: a worker cut off from Redis longer than its
+# lease, whose stream another worker took meanwhile, publishes nothing when it comes back.
+PUBLISH_IF_OWNER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'result', ARGV[2])
+for i = 5, #ARGV do
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[i])
+end
+return 1
+"""
+SET_STATUS_IF_OWNER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV, 2))
+return 1
+"""
 RELEASE_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -72,6 +87,8 @@ class StreamRegistry:
         self.r = client
         self._renew = client.register_script(RENEW_IF_OWNER)
         self._release = client.register_script(RELEASE_IF_OWNER)
+        self._publish = client.register_script(PUBLISH_IF_OWNER)
+        self._set_status = client.register_script(SET_STATUS_IF_OWNER)
 
     @classmethod
     def at(cls, redis_url: str) -> StreamRegistry:
@@ -112,15 +129,24 @@ class StreamRegistry:
 
     # -- what it found --
 
-    def publish(self, name: str, result: dict, events: list[dict]) -> None:
-        with self.r.pipeline(transaction=False) as p:
-            p.xadd(keys.stream_results(name), {"result": json.dumps(result)}, maxlen=RESULTS_KEPT, approximate=True)
-            for event in events:
-                p.xadd(keys.stream_events(name), {"event": json.dumps(event)}, maxlen=EVENTS_KEPT, approximate=True)
-            p.execute()
+    def publish(self, name: str, owner: str, result: dict, events: list[dict]) -> bool:
+        """Add a window's result and its label events, atomically, if `owner` still owns the stream;
+        False (nothing added) if it does not."""
+        published = self._publish(keys=[keys.stream_owner(name), keys.stream_results(name), keys.stream_events(name)],
+                                  args=[owner, json.dumps(result), RESULTS_KEPT, EVENTS_KEPT,
+                                        *(json.dumps(e) for e in events)])
+        return bool(published)
 
-    def set_status(self, name: str, status: dict) -> None:
-        self.r.hset(keys.stream_status(name), mapping={k: json.dumps(v) for k, v in status.items()})
+    def next_index(self, name: str) -> int:
+        """The index of the stream's next window: one past the last published (by any owner), so
+        that a stream taken over numbers on, and no index is published twice."""
+        latest = self.recent(name, 1)
+        return latest[-1][1]["index"] + 1 if latest else 0
+
+    def set_status(self, name: str, owner: str, status: dict) -> bool:
+        """Write the stream's status hash if `owner` still owns the stream; False if it does not."""
+        fields = [x for k, v in status.items() for x in (k, json.dumps(v))]
+        return bool(self._set_status(keys=[keys.stream_owner(name), keys.stream_status(name)], args=[owner, *fields]))
 
     def status(self, name: str) -> dict:
         return {k.decode(): json.loads(v) for k, v in self.r.hgetall(keys.stream_status(name)).items()}

@@ -24,7 +24,7 @@ from pipelines.errors import one_line
 from services import telemetry
 from services.store.jobs import JobState
 from services.store.outage import Outage, StoreUnavailable
-from services.store.queue import Claim, JobQueue
+from services.store.queue import Claim, JobQueue, LeaseLost
 from services.worker.pipeline import Pipeline
 
 log = logging.getLogger("reelflow.worker")
@@ -123,20 +123,28 @@ class Worker:
                 result["job_id"] = job_id
                 with telemetry.tracer().start_as_current_span("reelflow.publish",
                                                               attributes={"reelflow.segment": result["index"]}):
-                    self._through_outage(self.queue.store_segment, job_id, result["index"], json.dumps(result))
+                    self._through_outage(self.queue.store_segment, claim, result["index"], json.dumps(result))
             if not self._through_outage(self.queue.complete, claim):
                 self.queue.retry(claim, "not every segment was stored")
+        except LeaseLost as e:  # cut off from Redis for longer than the lease: the job is another worker's now
+            log.warning("%s; stopping it here (what this worker stored stays, once)", e)
         except Exception as e:
-            if self.pipeline.is_permanent(e):
-                log.warning("job %s failed: %s", job_id, one_line(e))
-                self.queue.fail(claim, one_line(e))
-            else:  # transient until proven otherwise: retried with backoff, then dead-lettered
-                log.exception("job %s: transient error", job_id)
-                self.queue.retry(claim, f"{type(e).__name__}: {one_line(e)}")
+            self._give_up_or_retry(claim, e)
         finally:
             results.close()
             heartbeat.stop()
 
+
+    def _give_up_or_retry(self, claim: Claim, error: Exception) -> None:
+        try:
+            if self.pipeline.is_permanent(error):
+                log.warning("job %s failed: %s", claim.job_id, one_line(error))
+                self.queue.fail(claim, one_line(error))
+            else:  # transient until proven otherwise: retried with backoff, then dead-lettered
+                log.exception("job %s: transient error", claim.job_id)
+                self.queue.retry(claim, f"{type(error).__name__}: {one_line(error)}")
+        except LeaseLost as lost:
+            log.warning("%s; leaving it to that worker", lost)
 
     def _through_outage(self, call, *args):
         """`call(*args)`, tried again while Redis is away (its lease may run out meanwhile: then the

@@ -6,6 +6,11 @@ waiting clip is dropped and counted, so latency never grows. The sender hands cl
 model (a few at a time, so that clips of many streams batch together on the replicas), and
 publishes each result in order with its smoothed scores and label events.
 
+Only the stream's owner publishes (`StreamRegistry.publish` checks the lease in Redis): a runner
+that finds its stream taken over (its worker was cut off from Redis longer than the lease) stops.
+Window indices go on from the last one published, whoever published it: an index is never
+published twice, and a gap in them is windows that were dropped, failed or not published.
+
 `classify(payload)` returns something with `.result(timeout_s=...)` (a Ray Serve response, or an
 already computed value); `prepare(frames)` turns sampled frames into that payload.
 """
@@ -60,12 +65,15 @@ class StreamRunner:
         self.dropped = self.failed = self.published = self.unpublished = 0
         self.outage = Outage.of_process()
         self.last_index: int | None = None
+        self.first_index = 0  # this runner's window 0 is the stream's window `first_index`
+        self.lost = False  # another worker owns the stream now
         self.latencies: deque[float] = deque(maxlen=200)
         self.smoother = Smoother(spec.smoothing)
         self.events = LabelEvents(spec.enter, spec.exit)
 
     def run(self) -> None:
         """Until `stop` is set. Never raises for the stream's own troubles: they are counted."""
+        self.first_index = self._next_index()
         reader = threading.Thread(target=self._read, daemon=True, name=f"reelflow-read-{self.spec.name}")
         reader.start()
         try:
@@ -74,6 +82,16 @@ class StreamRunner:
             self.stop.set()
             reader.join(timeout=15)
             self._write_status()
+
+    def _next_index(self) -> int:
+        while not self.stop.is_set():
+            try:
+                index = self.registry.next_index(self.spec.name)
+                self.outage.recovered()
+                return index
+            except StoreUnavailable as e:
+                self.stop.wait(self.outage.failed(e))
+        return 0
 
     # -- reader thread --
 
@@ -124,28 +142,37 @@ class StreamRunner:
 
     def _publish(self, clip, probs: np.ndarray) -> None:
         topk = min(self.spec.topk, len(self.labels))
+        index = self.first_index + clip.index  # numbered on from the stream's last published window
+        shift = self.first_index * (self.spec.stride_s or self.model.clip_seconds)
         smoothed = self.smoother.add(probs)
         events = [{**e, "label": self.labels[e["label"]], "stream": self.spec.name, "at": time.time()}
-                  for e in self.events.update(smoothed, clip.index)]
+                  for e in self.events.update(smoothed, index)]
         labels, scores = top_labels(probs, self.labels, topk, decimals=6)
         smoothed_labels, smoothed_scores = top_labels(smoothed, self.labels, topk, decimals=6)
         result = {
-            "stream": self.spec.name, "index": clip.index, "start_s": clip.start_s, "end_s": clip.end_s,
+            "stream": self.spec.name, "index": index, "start_s": round(clip.start_s + shift, 6),
+            "end_s": round(clip.end_s + shift, 6), "worker": self.owner,
             "frames": clip.frame_count, "labels": labels, "scores": scores,
             "smoothed": {"labels": smoothed_labels, "scores": smoothed_scores},
             "model": self.spec.model, "weights": self.weights_id, "captured_at": clip.captured_at,
         }
         result["published_at"] = time.time()
         try:
-            self.registry.publish(self.spec.name, result, events)
+            owned = self.registry.publish(self.spec.name, self.owner, result, events)
         except StoreUnavailable as e:  # Redis away: this window is lost, counted, and the stream goes on
             self.unpublished += 1
             self.outage.failed(e)
             return
         self.outage.recovered()
+        if not owned:  # taken over while this worker could not renew its lease: stop, publish nothing more
+            log.warning("stream %s: another worker owns it now; stopping it here", self.spec.name)
+            self.unpublished += 1
+            self.lost = True
+            self.stop.set()
+            return
         self.latencies.append(result["published_at"] - clip.captured_at)
         self.published += 1
-        self.last_index = clip.index
+        self.last_index = index
 
     def status(self) -> dict:
         latencies = sorted(self.latencies)
@@ -162,7 +189,7 @@ class StreamRunner:
 
     def _write_status(self) -> None:
         try:
-            self.registry.set_status(self.spec.name, self.status())
+            self.registry.set_status(self.spec.name, self.owner, self.status())
         except StoreUnavailable as e:  # Redis away: the next status write catches up
             self.outage.failed(e)
 

@@ -13,7 +13,7 @@ import redis
 from services.store import keys
 from services.store.embedded import EmbeddedRedis, redis_server_binary
 from services.store.jobs import JobSpec, JobState
-from services.store.queue import JobQueue
+from services.store.queue import JobQueue, LeaseLost
 from services.settings import Settings
 
 
@@ -46,7 +46,7 @@ def spec(**kw) -> JobSpec:
 def finish(queue, claim, total=2):
     queue.set_total(claim.job_id, total)
     for i in range(total):
-        queue.store_segment(claim.job_id, i, json.dumps({"index": i}))
+        queue.store_segment(claim, i, json.dumps({"index": i}))
     return queue.complete(claim)
 
 
@@ -69,15 +69,16 @@ def test_complete_refuses_until_every_segment_is_stored(client):
     q.submit(spec())
     [claim] = q.claim(1, 100, "w1")
     q.set_total(claim.job_id, 3)
-    q.store_segment(claim.job_id, 0, "{}")
+    q.store_segment(claim, 0, "{}")
     assert not q.complete(claim) and q.state(claim.job_id) == JobState.RUNNING
 
 
 def test_segments_are_stored_once_per_index(client):
     q = make_queue(client)
     job_id, _ = q.submit(spec())
-    assert q.store_segment(job_id, 0, json.dumps({"index": 0, "v": 1}))
-    assert not q.store_segment(job_id, 0, json.dumps({"index": 0, "v": 2}))
+    [claim] = q.claim(1, 100, "w1")
+    assert q.store_segment(claim, 0, json.dumps({"index": 0, "v": 1}))
+    assert not q.store_segment(claim, 0, json.dumps({"index": 0, "v": 2}))
     assert q.segments(job_id) == [{"index": 0, "v": 1}]
     assert q.stored_indices(job_id) == {0} and q.record(job_id).segments_done == 1
 
@@ -94,7 +95,7 @@ def test_a_dead_consumers_job_is_reclaimed_after_its_lease(client):
     q = make_queue(client, lease_s=0.3)
     job_id, _ = q.submit(spec())
     [lost] = q.claim(1, 100, "dies")
-    q.store_segment(job_id, 0, "{}")  # it got one segment done, then died
+    q.store_segment(lost, 0, "{}")  # it got one segment done, then died
     assert q.claim(1, 50, "w2") == []  # lease still running
     time.sleep(0.4)
     [reclaimed] = q.claim(1, 50, "w2")
@@ -102,6 +103,32 @@ def test_a_dead_consumers_job_is_reclaimed_after_its_lease(client):
     assert q.stored_indices(job_id) == {0}  # resume after the stored segment
     assert not q.renew(lost)  # the old holder learns it lost the job, and cannot take it back
     assert q.renew(reclaimed)
+
+
+def test_a_worker_that_lost_its_lease_changes_nothing_when_it_comes_back(client):
+    """A worker cut off from Redis longer than its lease comes back: the job is another's now, and
+    every write it tries is refused (LeaseLost), so no segment is stored twice and the new holder's
+    delivery is neither acknowledged nor re-queued under it."""
+    q = make_queue(client, lease_s=0.3)
+    job_id, _ = q.submit(spec())
+    [old] = q.claim(1, 100, "partitioned")
+    q.set_total(job_id, 3)
+    q.store_segment(old, 0, json.dumps({"index": 0, "by": "old"}))
+    time.sleep(0.4)
+    [new] = q.claim(1, 50, "healthy")
+    assert new.token != old.token
+    for write in (lambda: q.store_segment(old, 1, json.dumps({"index": 1, "by": "old"})),
+                  lambda: q.retry(old, "Redis went away"), lambda: q.fail(old, "cannot read"),
+                  lambda: q.complete(old)):
+        with pytest.raises(LeaseLost):
+            write()
+    q.release(old)  # a stopping worker hands back only what is still its own: nothing here
+    assert q.state(job_id) == JobState.RUNNING and q.depth() == {"waiting": 0, "pending": 1, "retrying": 0}
+    assert q.stored_indices(job_id) == {0} and q.dead_letters() == []
+    for index in (1, 2):
+        assert q.store_segment(new, index, json.dumps({"index": index, "by": "new"}))
+    assert q.complete(new) and [s["by"] for s in q.segments(job_id)] == ["old", "new", "new"]
+    assert q.depth() == {"waiting": 0, "pending": 0, "retrying": 0}
 
 
 def test_a_dead_workers_jobs_are_taken_when_its_presence_expires_not_after_its_lease(client):
@@ -156,7 +183,7 @@ def test_attempts_that_make_progress_do_not_count_towards_the_limit(client):
         time.sleep(0.25)
         [claim] = q.claim(1, 100, f"w{attempt}")
         assert (claim.attempt, claim.stalled) == (attempt, 1)
-        q.store_segment(job_id, attempt - 1, "{}")
+        q.store_segment(claim, attempt - 1, "{}")
         if attempt % 2:
             assert q.retry(claim, "replica died") == JobState.QUEUED
         # even attempts: the worker dies; its lease runs out
@@ -238,12 +265,14 @@ def test_jobs_survive_a_redis_restart(tmp_path):
     client = redis.Redis.from_url(embedded.start())
     q = make_queue(client)
     job_id, _ = q.submit(spec())
-    q.store_segment(job_id, 0, "{}")
+    [before] = q.claim(1, 100, "w0")  # w0 stores a segment and dies with Redis
+    q.store_segment(before, 0, "{}")
     embedded.stop()
     assert embedded.url() is None
     client = redis.Redis.from_url(embedded.start())
     q = make_queue(client)
     assert q.stored_indices(job_id) == {0}
+    time.sleep(0.6)  # w0's lease runs out
     [claim] = q.claim(1, 100, "w1")
     assert claim.job_id == job_id
     embedded.stop()

@@ -58,6 +58,30 @@ def test_registry_ownership_is_exclusive_and_expires(tmp_path):
         server.stop()
 
 
+def test_only_the_owner_publishes_and_a_new_owner_numbers_on(tmp_path):
+    """A worker cut off longer than its lease comes back to a stream another worker took: its
+    windows and status writes are refused, and the new owner's windows go on from the last index."""
+    server = EmbeddedRedis(tmp_path)
+    registry = StreamRegistry(redis.Redis.from_url(server.start()))
+    try:
+        registry.register(StreamSpec(name="door", url="rtsp://cam/1"))
+        assert registry.next_index("door") == 0
+        registry.acquire("door", "old", lease_s=0.3)
+        enter = {"event": "enter", "label": "walking", "index": 0}
+        assert registry.publish("door", "old", {"index": 0}, [enter])
+        assert registry.publish("door", "old", {"index": 1}, [])
+        assert registry.set_status("door", "old", {"owner": "old", "segments": 2})
+        time.sleep(0.4)  # partitioned: "old" cannot renew, its lease runs out, "new" takes the stream
+        assert registry.acquire("door", "new", lease_s=5) and registry.next_index("door") == 2
+        assert not registry.publish("door", "old", {"index": 2}, [enter])  # healed: refused
+        assert not registry.set_status("door", "old", {"owner": "old", "segments": 3})
+        assert registry.publish("door", "new", {"index": 2}, [])
+        assert [r["index"] for _, r in registry.recent("door", 10)] == [0, 1, 2]
+        assert registry.events("door") == [enter] and registry.status("door") == {"owner": "old", "segments": 2}
+    finally:
+        server.stop()
+
+
 def test_watch_tail_list_stop_in_process(home, camera):
     env = stack_env(home)
     up = UpProcess(home, env, "--no-ray", "--weights", "none")

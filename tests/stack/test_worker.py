@@ -90,7 +90,7 @@ def test_a_reclaimed_job_resumes_after_its_stored_segments(queue, clip_10s):
     job_id, _ = queue.submit(JobSpec(source=str(clip_10s), weights="none"))
     [lost] = queue.claim(1, 100, "died")  # a worker took it, stored two segments, and died
     for index in (0, 1):
-        queue.store_segment(job_id, index, json.dumps({"index": index, "stored_by": "died"}))
+        queue.store_segment(lost, index, json.dumps({"index": index, "stored_by": "died"}))
     time.sleep(1.1)  # its lease runs out
     Worker(queue, InProcessPipeline(), consumer="w2").run_until_idle()
     stored = queue.segments(job_id)

@@ -47,11 +47,12 @@ def stack_env(home: Path, **extra: str) -> dict:
 class UpProcess:
     """`reelflow up` in its own process group, with its log kept for failed assertions."""
 
-    def __init__(self, home: Path, env: dict, *args: str, cwd: Path | None = None):
+    def __init__(self, home: Path, env: dict, *args: str, cwd: Path | None = None, prefix: tuple[str, ...] = ()):
+        """`prefix`: a command that runs `up` (`ip netns exec NS`, say)."""
         home.mkdir(parents=True, exist_ok=True)
         self.log_path = home / f"up-{time.monotonic_ns()}.log"
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([REELFLOW, "up", *args], env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen([*prefix, REELFLOW, "up", *args], env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True, cwd=cwd)
         deadline = time.monotonic() + 60
         while " ready. " not in self.log_path.read_text():  # up's own line, not Serve's "... is ready."
