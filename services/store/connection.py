@@ -32,10 +32,14 @@ def connect(settings: Settings) -> JobQueue:
     if not url:
         raise ReelflowError(f"no reelflow stack is running for home {settings.home}; start one with "
                             "`reelflow up` (or set REELFLOW_REDIS_URL)")
+    if "sentinel" in url.partition("://")[0].lower():
+        raise ReelflowError(f"Redis Sentinel URLs are not supported ({redact(url)}); give the URL of the primary, or an "
+                            "endpoint that follows it through failovers (a managed Redis's primary endpoint)")
     try:
         # A short timeout for this first ping: a TLS handshake with a plain port would wait it out.
         probe = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
         probe.ping()
+        mode = _server_mode(probe)
         probe.close()
     except ValueError as e:  # a malformed URL
         raise ReelflowError(f"bad Redis URL {redact(url)}: {one_line(e)}") from None
@@ -49,7 +53,19 @@ def connect(settings: Settings) -> JobQueue:
         hint = ("give a private CA as ?ssl_ca_certs=/path/ca.crt" if "CERTIFICATE_VERIFY_FAILED" in str(e)
                 else "is the stack up?")
         raise ReelflowError(f"cannot reach Redis at {redact(url)} ({one_line(e)}); {hint}") from None
+    if mode != "standalone":
+        raise ReelflowError(f"Redis at {redact(url)} runs in {mode} mode, which reelflow does not support: its queue "
+                            "and results need one standalone Redis (with replicas and failover if you like); give "
+                            "the URL of such a server or of its primary")
     return JobQueue(redis_client(url), settings)
+
+
+def _server_mode(probe: redis.Redis) -> str:
+    """'standalone', 'cluster' or 'sentinel' (a server that hides INFO counts as standalone)."""
+    try:
+        return str(probe.info("server").get("redis_mode") or "standalone")
+    except redis.ResponseError:  # INFO renamed or disabled, as some managed services do
+        return "standalone"
 
 
 def _auth_error(url: str, error: Exception) -> str:

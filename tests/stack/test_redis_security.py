@@ -138,7 +138,7 @@ def test_the_queue_works_with_a_password(password_server, tmp_path):
     [claim] = queue.claim(1, 100, "w1")
     assert created and claim.job_id == job_id
     queue.set_total(job_id, 1)
-    assert queue.store_segment(job_id, 0, json.dumps({"index": 0}))
+    assert queue.store_segment(claim, 0, json.dumps({"index": 0}))
     assert queue.complete(claim) and queue.state(job_id) == JobState.DONE
 
 
@@ -247,3 +247,40 @@ def test_up_prints_the_embedded_url_without_the_password(tmp_path):
         assert "embedded Redis unix://***@" in log and password not in log
     finally:
         up.stop()
+
+
+@needs_system_redis
+def test_cluster_mode_and_sentinel_are_refused_in_one_line(tmp_path):
+    """reelflow needs one standalone Redis: a cluster-mode node, a Sentinel and a sentinel URL are
+    each refused before any work, in one line naming the URL and what to give instead."""
+    cluster_port, sentinel_port = free_port(), free_port()
+    cluster = start_server(tmp_path / "cluster", "--port", str(cluster_port), "--cluster-enabled", "yes",
+                           "--cluster-config-file", str(tmp_path / "cluster" / "nodes.conf"))
+    sentinel_dir = tmp_path / "sentinel"
+    sentinel_dir.mkdir()
+    config = sentinel_dir / "sentinel.conf"
+    config.write_text(f"port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor main 127.0.0.1 {cluster_port} 1\n")
+    sentinel = subprocess.Popen([SYSTEM_REDIS, str(config), "--sentinel"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                redis.Redis(port=sentinel_port, socket_timeout=1).ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline and sentinel.poll() is None, "redis-server --sentinel did not start"
+                time.sleep(0.05)
+        for url, said in ((f"redis://127.0.0.1:{cluster_port}/0", "runs in cluster mode"),
+                          (f"redis://127.0.0.1:{sentinel_port}/0", "runs in sentinel mode"),
+                          (f"redis+sentinel://:pw@127.0.0.1:{sentinel_port}/main", "Sentinel URLs are not supported")):
+            with pytest.raises(ReelflowError) as caught:
+                connect(fast_settings(redis_url=url, home=tmp_path))
+            assert said in str(caught.value) and "\n" not in str(caught.value) and ":pw@" not in str(caught.value)
+        answer = run(stack_env(tmp_path / "home", REELFLOW_REDIS_URL=f"redis://127.0.0.1:{cluster_port}/0"), "status",
+                     check=False)
+        assert answer.returncode == 1 and answer.stderr.count("\n") == 1 and "cluster mode" in answer.stderr
+    finally:
+        sentinel.kill()
+        sentinel.wait(timeout=10)
+        stop_server(cluster)
