@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps demo test test-slow test-all bench clean
+.PHONY: venv system-deps demo test test-slow test-all bench soak clean
 
 venv: $(VENV)/.installed
 
@@ -60,6 +60,13 @@ test-all: venv system-deps
 
 bench: venv
 	$(PY) benchmarks/run.py
+
+# A day of load, compressed: 2,000 short jobs and 8 live cameras for 30 minutes on a stack whose Redis
+# is restarted and one of whose model replicas is killed; RSS, fds, threads and Redis memory sampled.
+# Report: benchmarks/soak.md. Shorter: make soak SOAK_ARGS="--jobs 200 --cameras 4 --minutes 5"
+SOAK_ARGS ?=
+soak: venv
+	$(PY) benchmarks/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) demo benchmarks/corpus

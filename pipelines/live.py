@@ -212,7 +212,9 @@ def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, st
         if not inside:
             return None
         picks = [inside[k] for k in subsample_indices(len(inside), num_frames)]
-        rgb = {id(f): f.frame.to_ndarray(format="rgb24") for f in picks}
+        # a camera can change resolution mid-stream (a new SPS): a window's frames take its last one's
+        width, height = picks[-1].frame.width, picks[-1].frame.height
+        rgb = {id(f): f.frame.reformat(width=width, height=height, format="rgb24").to_ndarray() for f in picks}
         return LiveClip(index - 1, round(start, 6), round(end, 6), np.stack([rgb[id(f)] for f in picks]),
                         len(inside), inside[-1].arrived_at)
 
@@ -234,4 +236,7 @@ def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, st
 
 
 def _reason(error: BaseException) -> str:
+    """FFmpeg's reason without its error number and the URL again (streams list shows the URL)."""
+    if isinstance(error, av.FFmpegError) and error.strerror:
+        return one_line(error.strerror, limit=200)
     return one_line(error, limit=200)

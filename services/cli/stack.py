@@ -16,13 +16,14 @@ table, and exits 0 only if every job is done.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from pipelines.errors import ReelflowError
+from pipelines.errors import ReelflowError, one_line
 from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS, get_spec
 from pipelines.models.weight_files import check_weights
 from services.cli.jobs import submit_sources, wait_for
@@ -33,7 +34,7 @@ from services.settings import Settings, default_allowed_roots, settings_for
 from services.store.connection import redact
 from services.worker.in_process import InProcessPipeline
 from services.worker.pipeline import Pipeline
-from services.worker.runtime import LocalStack
+from services.worker.runtime import LocalStack, PipelineLost
 
 
 def add_commands(commands, home) -> None:
@@ -99,11 +100,15 @@ def run_up(args) -> int:
 
             serve_in_thread(stack.queue, settings, *http)
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stack.runtime.stop())
+            signal.signal(sig, lambda *_: stack.stop())
         print(f"reelflow up: {_where(stack)}; {_mode(args.no_ray, settings)}{_api(http, settings)}; local videos "
               f"under {roots} (REELFLOW_ALLOWED_ROOTS); worker {stack.runtime.consumer} ready. Submit with "
               "`reelflow submit VIDEO`; Ctrl-C stops.", file=sys.stderr, flush=True)
-        stack.runtime.run()
+        stack.run()
+    except PipelineLost as e:  # its supervisor restarts it; threads stuck in calls to the dead node cannot be joined
+        print(f"reelflow: error: {one_line(e, limit=2000)}", file=sys.stderr, flush=True)
+        stack.store.close(keep=args.keep_redis)  # the embedded Redis, if this stack started it
+        os._exit(1)
     finally:
         stack.close(keep_redis=args.keep_redis)
     return 0

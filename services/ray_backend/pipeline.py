@@ -110,6 +110,7 @@ class RayPipeline:
         self._deploy_lock = threading.Lock()
         self._stream_host = None
         self._replicas, self._replicas_read_at = 1, 0.0
+        self.started_ray = False  # this process started the local Ray (and can start it again)
 
     @property
     def capacity(self) -> int:
@@ -127,6 +128,9 @@ class RayPipeline:
 
     def start(self, http: tuple[str, int] | None = None) -> None:
         """Join (or start) Ray and Serve; `http` (host, port) starts Serve's HTTP proxy there."""
+        # Ray's auto-init off in this process: a Serve thread left over from a Ray that died or was shut
+        # down must not start a new local Ray (whose processes would outlive `up`) by calling into it
+        ray._private.auto_init_hook.enable_auto_connect = False
         if not ray.is_initialized():
             address = os.environ.get("RAY_ADDRESS") or None
             try:
@@ -136,6 +140,8 @@ class RayPipeline:
                 hint = ("is RAY_ADDRESS right, and its cluster up?" if address
                         else "a busy machine can be too slow for Ray's start-up: run the command again")
                 raise ReelflowError(f"Ray did not start ({one_line(e, limit=300)}); {hint}") from None
+            node = ray._private.worker._global_node  # a node whose processes we started, or one we joined
+            self.started_ray = bool(node is not None and node.all_processes)
         if self._served:  # inside a Serve application, Serve is running already
             pass
         elif http:
@@ -250,9 +256,41 @@ class RayPipeline:
     def batch_size_counts(self, model: str, weights: str) -> dict[int, int]:
         return self.prepare(model, weights).handle().batch_size_counts.remote().result()
 
+    def lost(self) -> str | None:
+        """Why this pipeline can serve nothing any more, or None. A Ray this process started: its
+        raylet or GCS process exited (OOM-killed, say; the raylet also exits with its agents). A
+        cluster it joined: the GCS says this machine's node is dead, or does not answer."""
+        if self.started_ray:
+            node = ray._private.worker._global_node
+            dead = [(name, proc.pid) for name, proc in (node.dead_processes() if node else [])
+                    if name in ("raylet", "gcs_server")]
+            return ("Ray's " + " and ".join(f"{name} (pid {pid})" for name, pid in dead) + " exited") if dead else None
+        answer = _try_within(5.0, _own_node_alive)
+        if isinstance(answer, BaseException):
+            return f"Ray's GCS does not answer ({one_line(answer, limit=200)})"
+        return None if answer else "this machine's Ray node is dead"
+
+    @property
+    def restartable(self) -> bool:
+        return self.started_ray
+
     def shutdown(self) -> None:
         """Leave Ray: a local cluster goes down with it; a shared one (RAY_ADDRESS) keeps its apps."""
         ray.shutdown()
+
+
+def _own_node_alive() -> bool:
+    node_id = ray.get_runtime_context().get_node_id()
+    return any(n["NodeID"] == node_id and n["Alive"] for n in ray.nodes())
+
+
+def _try_within(timeout_s: float, fn):
+    """fn()'s value, or the exception it raised, or TimeoutError if it took longer than `timeout_s`."""
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.append(_try(fn)), daemon=True, name="reelflow-probe")
+    thread.start()
+    thread.join(timeout_s)
+    return outcome[0] if outcome else TimeoutError(f"no answer within {timeout_s:.0f} s")
 
 
 def replica_deployment(settings: Settings, name: str = REPLICA, autoscaling: dict | None = None):

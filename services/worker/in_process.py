@@ -77,5 +77,10 @@ class InProcessPipeline:
         self._classifiers.move_to_end(key)
         return self._classifiers[key]
 
+    def lost(self) -> str | None:
+        return None  # it is this process: if it is gone, so is the question
+
+    restartable = True
+
     def shutdown(self) -> None:
         """Nothing to stop: the models go with this process."""

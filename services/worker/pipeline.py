@@ -43,5 +43,14 @@ class Pipeline(Protocol):
     def describe(self) -> list[dict]:
         """The models it serves: [{model, weights, replicas, serving}], for the worker's presence."""
 
+    def lost(self) -> str | None:
+        """Why the pipeline can serve nothing any more (its Ray node died, say), or None: asked every
+        couple of seconds by `reelflow up`, which then restarts it (or exits, if it cannot)."""
+
+    @property
+    def restartable(self) -> bool:
+        """Whether a lost pipeline can be made again from this process (a Ray it started: yes; a
+        cluster it joined: no, its supervisor must restart it)."""
+
     def shutdown(self) -> None:
         """Release what it started (Ray, replicas of a local cluster)."""

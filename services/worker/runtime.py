@@ -2,10 +2,12 @@
 
 `Runtime` is the job consumer and the live-stream manager around one pipeline: `reelflow up` runs it
 in the foreground, `reelflow process` and the Serve application's `JobConsumer` on a thread.
-`LocalStack` is what `up` and `process` add around it: the stack's Redis, the pipeline's lifetime.
+`LocalStack` is what `up` and `process` add around it: the stack's Redis, the pipeline's lifetime
+(`up` runs it under `LocalStack.run`, which makes the pipeline again when it is lost: a Ray node
+that died under it).
 
     >>> stack = LocalStack(settings, make_pipeline)                  # doctest: +SKIP
-    >>> stack.runtime.run()            # until stack.runtime.stop() (a signal handler, say)
+    >>> stack.run()                    # until stack.stop() (a signal handler, say)
     >>> stack.close()
 """
 
@@ -20,13 +22,15 @@ from pipelines.errors import ReelflowError, one_line
 from services.settings import Settings
 from services.store.connection import StackRedis
 from services.store.queue import JobQueue
-from services.worker.consumer import Worker
+from services.worker.consumer import STOP_GRACE_S, Worker, default_consumer_name
 from services.worker.pipeline import Pipeline
 from services.worker.stream_manager import StreamManager
 
 log = logging.getLogger("reelflow.worker")
 
 JOIN_S = 60.0  # how long `close` waits for the consumer thread (it hands its jobs back first)
+SHUTDOWN_S = 30.0  # how long `close` waits for the pipeline to shut down
+WATCH_EVERY_S = 2.0  # how often `LocalStack.run` asks whether the pipeline is lost
 
 
 class Runtime:
@@ -67,13 +71,17 @@ class Runtime:
         """Take no more jobs; the running ones hand themselves back (safe from a signal handler)."""
         self.worker.stop.set()
 
+    def join(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the consumer thread (from `start`); True if it ended."""
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)
+        return not self.alive()
+
     def close(self) -> None:
         """Stop, and wait for the consumer thread (from `start`) to have handed its jobs back."""
         self.stop()
-        if self._thread is not None:
-            self._thread.join(timeout=JOIN_S)
-            if self._thread.is_alive():
-                log.warning("the consumer thread did not stop within %.0f s", JOIN_S)
+        if not self.join(JOIN_S):
+            log.warning("the consumer thread did not stop within %.0f s", JOIN_S)
 
 
 class LocalStack:
@@ -90,6 +98,10 @@ class LocalStack:
         self.store = StackRedis.open(settings)
         self.pipeline: Pipeline | None = None
         self.runtime: Runtime | None = None
+        self._make_pipeline, self._streams = make_pipeline, streams
+        self._prepared: tuple[list[str], str] = ([], "")
+        self._stopping = threading.Event()
+        self.restarts = 0  # pipelines made again after one was lost
         try:
             # Ray processes started from here (Serve's controller: the backlog autoscaler; the API) find Redis too
             os.environ["REELFLOW_REDIS_URL"] = self.store.url
@@ -105,8 +117,58 @@ class LocalStack:
     def queue(self) -> JobQueue:
         return self.store.queue
 
+    def run(self) -> None:
+        """Run the worker until `stop()`. When the pipeline is lost (the Ray node it started died),
+        the worker stops (its jobs go back to the queue, its streams are released; a job stuck in a
+        call to the dead node is left, and taken over by the next worker), the pipeline is made
+        again, its models redeployed, and a new worker carries on. A pipeline that cannot be made
+        again here (a Ray cluster joined, not started) raises PipelineLost."""
+        while True:
+            watch = _Watch(self.pipeline)
+            self.runtime.start(block_ms=1000)
+            while self.runtime.alive() and watch.reason is None and not self._stopping.is_set():
+                self._stopping.wait(0.5)
+            watch.stop()
+            if watch.reason is None:  # stopped (a signal), or the worker ended by itself
+                self.runtime.close()
+                return
+            log.warning("%s; stopping the worker", watch.reason)
+            self.runtime.stop()
+            self.runtime.join(STOP_GRACE_S + 5)
+            if self._stopping.is_set():
+                return
+            if not self.pipeline.restartable:
+                raise PipelineLost(f"{watch.reason}; this worker joined a Ray cluster it did not start, so it stops "
+                                   "here: restart it once the cluster is healthy (a supervisor does so by itself)")
+            log.warning("%s; restarting Ray and redeploying (the jobs in hand went back to the queue)", watch.reason)
+            self._restart()
+            log.warning("the pipeline is back (restart %d); worker %s carries on", self.restarts,
+                        self.runtime.consumer)
+
+    def stop(self) -> None:
+        """End `run` (safe from a signal handler): the jobs in hand go back to the queue."""
+        self._stopping.set()
+        if self.runtime is not None:
+            self.runtime.stop()
+
+    def _restart(self) -> None:
+        try:
+            self.pipeline.shutdown()
+        except Exception:  # half of it is dead already
+            log.warning("the lost pipeline did not shut down cleanly", exc_info=True)
+        self.restarts += 1
+        self.pipeline = self._make_pipeline(self.store.url)
+        # a new consumer name: the old one's claims (a job stuck in a call to the dead node) are
+        # taken over at once, as a dead worker's are, and any write from them is refused
+        consumer = f"{default_consumer_name()}-r{self.restarts}"
+        self.runtime = Runtime(self.store.queue, self.pipeline, self.store.url, self.settings, consumer=consumer,
+                               streams=self._streams)
+        for problem in self.prepare(*self._prepared):
+            log.warning("after the restart: %s", problem)
+
     def prepare(self, models: list[str], weights: str) -> list[str]:
         """Load (deploy) the models now, so their first jobs do not wait; the problems, one line each."""
+        self._prepared = (models, weights)
         problems = []
         for model in models:
             try:
@@ -116,11 +178,44 @@ class LocalStack:
         return problems
 
     def close(self, keep_redis: bool = False) -> None:
-        """Stop the worker (its jobs handed back), the pipeline, and the embedded Redis unless `keep_redis`."""
+        """Stop the worker (its jobs handed back), the pipeline, and the embedded Redis unless `keep_redis`.
+        Neither waits for long: a pipeline whose node died can hang any call into it."""
         try:
             if self.runtime is not None:
                 self.runtime.close()
             if self.pipeline is not None:
-                self.pipeline.shutdown()
+                done = threading.Thread(target=self.pipeline.shutdown, daemon=True, name="reelflow-shutdown")
+                done.start()
+                done.join(timeout=SHUTDOWN_S)
+                if done.is_alive():
+                    log.warning("the pipeline did not shut down within %.0f s; leaving it", SHUTDOWN_S)
         finally:
             self.store.close(keep=keep_redis)
+
+
+class PipelineLost(ReelflowError):
+    """The pipeline died under the worker and cannot be made again from this process."""
+
+
+class _Watch:
+    """Asks the pipeline every WATCH_EVERY_S whether it is lost; keeps the first reason given."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.reason: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(pipeline,), daemon=True, name="reelflow-watch")
+        self._thread.start()
+
+    def _watch(self, pipeline: Pipeline) -> None:
+        while not self._stop.wait(WATCH_EVERY_S):
+            try:
+                reason = pipeline.lost()
+            except Exception as e:  # asking failed: that is an answer too
+                reason = f"the pipeline cannot be asked whether it is alive ({one_line(e, limit=200)})"
+            if reason:
+                self.reason = reason
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
