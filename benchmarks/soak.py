@@ -193,6 +193,9 @@ def render(args, warm, last, events, states, incomplete, cameras, submit_retries
         growth = f"{(b['rss'] - a['rss']) / a['rss']:+.1%}" if a["rss"] else "new"
         lines.append(f"| {kind} | {b['n']} | {a['rss'] / MB:.0f} | {b['rss'] / MB:.0f} | {growth} | "
                      f"{a['fds']}/{b['fds']} | {a['threads']}/{b['threads']} |")
+    if "Traceback" in log:  # say which, so that it can be looked into
+        at = log.index("Traceback")
+        lines += ["", "The first traceback in `up`'s log:", "", "```", *log[at:].splitlines()[:25], "```"]
     memory = [m for m in (warm["redis_memory"], last["redis_memory"]) if m is not None]
     if len(memory) == 2:
         lines += ["", f"Redis used memory: {memory[0] / MB:.1f} MB after warm-up, {memory[1] / MB:.1f} MB at the end."]

@@ -233,7 +233,8 @@ class RayPipeline:
         self.settings.sources.for_streams().check(spec.url)  # refuse before deploying anything
         target = self.prepare(spec.model, spec.weights)
         if self._stream_host is None:  # restarted by Ray if its process dies; the manager restarts its streams
-            self._stream_host = StreamHost.options(max_restarts=-1, max_concurrency=1000,
+            # a thread per stream (and a few for stop calls): Ray starts them all up front
+            self._stream_host = StreamHost.options(max_restarts=-1, max_concurrency=self.settings.max_streams + 8,
                                                    num_cpus=self.settings.stream_cpus).remote()
         ref = self._stream_host.run.remote(target, spec.model_dump_json(), redis_url, owner, self.settings.sources)
         return RayStreamHandle(self._stream_host, spec.name, ref)
