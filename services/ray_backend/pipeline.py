@@ -44,7 +44,8 @@ log = logging.getLogger("reelflow.ray")
 NAMESPACE = "reelflow"
 # Model replicas scale on the job backlog in Redis as well as on their ongoing requests.
 BACKLOG_POLICY = {"policy_function": "services.ray_backend.autoscale:backlog_policy"}
-CAPACITY_REFRESH_S = 2.0  # how often the consumer re-reads the running replica count
+CAPACITY_REFRESH_S = 2.0
+GCS_TRIES = 6  # probes of a joined cluster's GCS (one per 2 s, 5 s each) that may go unanswered  # how often the consumer re-reads the running replica count
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class RayPipeline:
         self._stream_host = None
         self._replicas, self._replicas_read_at = 1, 0.0
         self.started_ray = False  # this process started the local Ray (and can start it again)
+        self._unanswered = 0  # GCS probes in a row that got no answer (a joined cluster)
 
     @property
     def capacity(self) -> int:
@@ -267,9 +269,13 @@ class RayPipeline:
                     if name in ("raylet", "gcs_server")]
             return ("Ray's " + " and ".join(f"{name} (pid {pid})" for name, pid in dead) + " exited") if dead else None
         answer = _try_within(5.0, _own_node_alive)
-        if isinstance(answer, BaseException):
-            return f"Ray's GCS does not answer ({one_line(answer, limit=200)})"
-        return None if answer else "this machine's Ray node is dead"
+        if not isinstance(answer, BaseException):
+            self._unanswered = 0
+            return None if answer else "this machine's Ray node is dead"
+        self._unanswered += 1  # a GCS restarting (fault-tolerant) or a busy head: a few tries first
+        if self._unanswered < GCS_TRIES:
+            return None
+        return f"Ray's GCS did not answer {GCS_TRIES} times in a row ({one_line(answer, limit=200)})"
 
     @property
     def restartable(self) -> bool:

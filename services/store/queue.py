@@ -47,7 +47,9 @@ return 1
 
 # Store a segment once, and only while the caller's claim is the job's current one.
 STORE_IF_CLAIMED = """
-if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then return -1 end
+if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'running' then
+  return -1
+end
 if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'segments_done', redis.call('HLEN', KEYS[2]), 'updated_at', ARGV[4])
 return 1
@@ -55,10 +57,12 @@ return 1
 
 
 class LeaseLost(Exception):
-    """The job was taken by another consumer (this one's lease ran out) or handed back meanwhile."""
+    """The job is no longer this claim's: another consumer took it (this one's lease ran out), or it
+    was cancelled or dead-lettered meanwhile."""
 
     def __init__(self, job_id: str):
-        super().__init__(f"job {job_id}: another worker holds it now (this one's lease ran out)")
+        super().__init__(f"job {job_id}: no longer this worker's (another worker holds it now, its lease having "
+                         "run out, or it was cancelled)")
         self.job_id = job_id
 
 
@@ -237,12 +241,11 @@ class JobQueue:
     def release(self, claim: Claim) -> None:
         """Hand a job back untouched (the worker is stopping): queued again, the attempt not counted."""
         def hand_back(p, record: JobRecord) -> None:
-            if record.state == JobState.RUNNING:
-                p.hset(keys.job(claim.job_id), mapping={"state": JobState.QUEUED.value, "updated_at": time.time(),
-                                                        "claim": ""})
-                p.hincrby(keys.job(claim.job_id), "attempts", -1)
-                p.hincrby(keys.job(claim.job_id), "stalled", -1)
-                _deliver(p, claim.job_id, claim.spec)
+            p.hset(keys.job(claim.job_id), mapping={"state": JobState.QUEUED.value, "updated_at": time.time(),
+                                                    "claim": ""})
+            p.hincrby(keys.job(claim.job_id), "attempts", -1)
+            p.hincrby(keys.job(claim.job_id), "stalled", -1)
+            _deliver(p, claim.job_id, claim.spec)
             _ack(p, claim.entry_id)
         try:
             self._as_holder(claim, hand_back)
@@ -262,7 +265,8 @@ class JobQueue:
                 try:
                     p.watch(key)
                     fields = p.hgetall(key)
-                    if fields.get(b"claim", b"").decode() != claim.token or not claim.token:
+                    held = fields.get(b"claim", b"").decode() == claim.token and claim.token
+                    if not held or fields.get(b"state") != JobState.RUNNING.value.encode():
                         raise LeaseLost(claim.job_id)
                     record = JobRecord.from_hash(claim.job_id, {k.decode(): v.decode() for k, v in fields.items()})
                     p.multi()
@@ -278,7 +282,7 @@ class JobQueue:
         if state is None or state.terminal:
             return state
         with self.r.pipeline(transaction=True) as p:
-            p.hset(keys.job(job_id), mapping={"state": JobState.CANCELLED.value, "updated_at": time.time()})
+            p.hset(keys.job(job_id), mapping={"state": JobState.CANCELLED.value, "updated_at": time.time(), "claim": ""})
             p.zrem(keys.RETRIES, job_id)
             self._expire(p, job_id)
             p.execute()
@@ -303,7 +307,8 @@ class JobQueue:
             p.hdel(keys.DEAD_LETTERS, job_id)
             p.persist(keys.job(job_id))
             p.persist(keys.segments(job_id))
-            p.hset(keys.job(job_id), mapping={"state": JobState.QUEUED.value, "attempts": 0, "error": "",
+            p.hset(keys.job(job_id), mapping={"state": JobState.QUEUED.value, "attempts": 0, "error": "", "claim": "",
+                                              "stalled": 0, "progress_mark": -1,
                                               "updated_at": time.time()})
             _deliver(p, job_id, record.spec)
             p.execute()
@@ -454,7 +459,7 @@ def _dead_letter(p, job_id: str, entry_id: str, error: str, fields: dict[str, st
     entry = {"job_id": job_id, "error": error, "at": now}
     if fields is not None:
         entry["message"] = fields
-    p.hset(keys.job(job_id), mapping={"state": JobState.FAILED.value, "error": error, "updated_at": now})
+    p.hset(keys.job(job_id), mapping={"state": JobState.FAILED.value, "error": error, "updated_at": now, "claim": ""})
     p.hsetnx(keys.job(job_id), "created_at", now)
     p.zadd(keys.JOBS_INDEX, {job_id: now}, nx=True)
     p.hset(keys.DEAD_LETTERS, job_id, json.dumps(entry))

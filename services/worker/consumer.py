@@ -45,6 +45,7 @@ class Worker:
         self.stop = threading.Event()  # set: hand the jobs in hand back and take no more
         self.outage = Outage.of_process()
         self._job_ended = threading.Event()
+        self._abandoned = threading.Event()  # set: job threads still running are left behind
 
     def run(self, block_ms: int = 1000, until_idle: bool = False) -> int:
         """Take jobs, at most the pipeline's (current) capacity at once, until `stop` is set (or, with
@@ -83,6 +84,7 @@ class Worker:
             for thread in running:
                 thread.join(max(0.0, deadline - time.monotonic()))
             if stuck := [t.name for t in running if t.is_alive()]:
+                self._abandoned.set()  # their heartbeats stop: their leases run out, and others take the jobs
                 log.warning("%s did not stop within %.0f s; leaving them to other workers", ", ".join(stuck),
                             STOP_GRACE_S)
         return taken
@@ -108,7 +110,7 @@ class Worker:
     def _process(self, claim: Claim) -> None:
         job_id, spec = claim.job_id, claim.spec
         log.info("job %s: %s with %s (attempt %d)", job_id, spec.source, spec.model, claim.attempt)
-        heartbeat = _Heartbeat(self.queue, claim, self.outage)
+        heartbeat = _Heartbeat(self.queue, claim, self.outage, self._abandoned)
         results = self.pipeline.segments(spec, self._through_outage(self.queue.stored_indices, job_id))
         try:
             self._through_outage(self.queue.set_total, job_id, next(results))
@@ -163,15 +165,15 @@ class Worker:
 class _Heartbeat:
     """Renews a claim's lease every third of the lease; sets `lost` when renewal is refused."""
 
-    def __init__(self, queue: JobQueue, claim: Claim, outage: Outage):
+    def __init__(self, queue: JobQueue, claim: Claim, outage: Outage, abandoned: threading.Event):
         self.lost = threading.Event()
-        self.outage = outage
+        self.outage, self.abandoned = outage, abandoned
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, args=(queue, claim), daemon=True, name="reelflow-lease")
         self._thread.start()
 
     def _beat(self, queue: JobQueue, claim: Claim) -> None:
-        while not self._stop.wait(queue.settings.lease_s / 3):
+        while not self._stop.wait(queue.settings.lease_s / 3) and not self.abandoned.is_set():
             try:
                 if not queue.renew(claim):
                     self.lost.set()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable
 
@@ -42,6 +43,7 @@ class Runtime:
         self.streams = StreamManager(queue.stream_registry(), self.worker.consumer, pipeline, redis_url,
                                      settings.max_streams) if streams else None
         self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None  # what ended `run`, if it did not end cleanly
 
     @property
     def consumer(self) -> str:
@@ -53,6 +55,9 @@ class Runtime:
             self.streams.start()
         try:
             self.worker.run(block_ms=block_ms)
+        except BaseException as e:  # kept for whoever started this thread (`LocalStack.run` raises it)
+            self.error = e
+            raise
         finally:
             if self.streams is not None:
                 self.streams.close()
@@ -129,8 +134,10 @@ class LocalStack:
             while self.runtime.alive() and watch.reason is None and not self._stopping.is_set():
                 self._stopping.wait(0.5)
             watch.stop()
-            if watch.reason is None:  # stopped (a signal), or the worker ended by itself
+            if watch.reason is None:  # stopped (a signal), or the worker ended by itself (an error: raised here)
                 self.runtime.close()
+                if self.runtime.error is not None:
+                    raise self.runtime.error
                 return
             log.warning("%s; stopping the worker", watch.reason)
             self.runtime.stop()
@@ -152,12 +159,13 @@ class LocalStack:
             self.runtime.stop()
 
     def _restart(self) -> None:
-        try:
-            self.pipeline.shutdown()
-        except Exception:  # half of it is dead already
-            log.warning("the lost pipeline did not shut down cleanly", exc_info=True)
+        self._shut_down_pipeline()
         self.restarts += 1
-        self.pipeline = self._make_pipeline(self.store.url)
+        handlers = _signal_handlers()  # ray.init installs its own SIGTERM handler: keep `up`'s
+        try:
+            self.pipeline = self._make_pipeline(self.store.url)
+        finally:
+            _restore(handlers)
         # a new consumer name: the old one's claims (a job stuck in a call to the dead node) are
         # taken over at once, as a dead worker's are, and any write from them is refused
         consumer = f"{default_consumer_name()}-r{self.restarts}"
@@ -184,13 +192,33 @@ class LocalStack:
             if self.runtime is not None:
                 self.runtime.close()
             if self.pipeline is not None:
-                done = threading.Thread(target=self.pipeline.shutdown, daemon=True, name="reelflow-shutdown")
-                done.start()
-                done.join(timeout=SHUTDOWN_S)
-                if done.is_alive():
-                    log.warning("the pipeline did not shut down within %.0f s; leaving it", SHUTDOWN_S)
+                self._shut_down_pipeline()
         finally:
             self.store.close(keep=keep_redis)
+
+    def _shut_down_pipeline(self) -> None:
+        """`pipeline.shutdown()`, waited for SHUTDOWN_S at most (a dead node can hang it)."""
+        def shut_down():
+            try:
+                self.pipeline.shutdown()
+            except Exception:  # half of it is dead already
+                log.warning("the pipeline did not shut down cleanly", exc_info=True)
+        done = threading.Thread(target=shut_down, daemon=True, name="reelflow-shutdown")
+        done.start()
+        done.join(timeout=SHUTDOWN_S)
+        if done.is_alive():
+            log.warning("the pipeline did not shut down within %.0f s; leaving it", SHUTDOWN_S)
+
+
+def _signal_handlers() -> dict:
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore(handlers: dict) -> None:
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set them
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 class PipelineLost(ReelflowError):

@@ -260,6 +260,21 @@ def test_cancel_a_queued_and_a_running_job(client):
     assert q.cancel("no-such-job") is None
 
 
+def test_a_cancelled_job_takes_no_more_writes_from_its_worker(client):
+    """A cancel ends the claim: the worker's writes are refused and the job stays cancelled (a retry
+    does not bring it back, a complete or a failure does not overwrite it)."""
+    q = make_queue(client)
+    job_id, _ = q.submit(spec())
+    [claim] = q.claim(1, 100, "w1")
+    q.set_total(job_id, 1)
+    assert q.cancel(job_id) == JobState.CANCELLED
+    for write in (lambda: q.store_segment(claim, 0, "{}"), lambda: q.complete(claim),
+                  lambda: q.retry(claim, "replica died"), lambda: q.fail(claim, "bad")):
+        with pytest.raises(LeaseLost):
+            write()
+    assert q.state(job_id) == JobState.CANCELLED and q.stored_indices(job_id) == set() and q.dead_letters() == []
+
+
 def test_jobs_survive_a_redis_restart(tmp_path):
     embedded = EmbeddedRedis(tmp_path)
     client = redis.Redis.from_url(embedded.start())

@@ -94,3 +94,46 @@ def test_up_restarts_its_embedded_redis_when_it_is_killed(tmp_path, long_video):
     finally:
         up.stop()
     assert run(env, "status", check=False).returncode == 1  # and `up` took it down when it stopped
+
+
+@pytest.mark.slow  # a Ray stack and a minute without Redis: `make test-slow`
+def test_a_ray_stack_with_a_camera_waits_out_a_minute_without_redis(tmp_path, long_video, video_dir):
+    """Under Ray, with a camera playing: Redis away for 60 s. The job ends done with every segment
+    once, the camera publishes again with no index twice (the windows of the outage are lost and
+    counted), and the stack said so once."""
+    from pipelines.synthetic import make_video
+    from services.store.streams import StreamRegistry
+    import redis
+
+    camera = video_dir / "outage_camera.mp4"
+    make_video(camera, seconds=3.0, fps=25, size=(160, 120))
+    server = EmbeddedRedis(tmp_path / "redis-server")
+    url = server.start()
+    env = stack_env(tmp_path / "home", REELFLOW_REDIS_URL=url)
+    up = UpProcess(tmp_path / "home", env, "--weights", "none")
+    try:
+        registry = StreamRegistry(redis.Redis.from_url(url))
+        run(env, "watch", camera, "--name", "cam", "--weights", "none")
+        job_id = _submit_and_wait_for_progress(env, long_video, up)
+        deadline = time.monotonic() + 60
+        while len(registry.recent("cam", 5)) < 2:
+            assert time.monotonic() < deadline, up.log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        server.stop()
+        time.sleep(60)
+        assert up.proc.poll() is None, f"up died without Redis:\n{up.log_path.read_text()[-3000:]}"
+        server.start()
+        registry = StreamRegistry(redis.Redis.from_url(url))
+        before = {i for i, _ in registry.recent("cam", 10_000)}
+        _ends_done_with_every_segment_once(env, job_id, up)
+        deadline = time.monotonic() + 120
+        while not {i for i, _ in registry.recent("cam", 10_000)} - before:
+            assert time.monotonic() < deadline, f"the camera published nothing after Redis came back:\n" \
+                                                f"{up.log_path.read_text()[-3000:]}"
+            time.sleep(0.5)
+        indices = [r["index"] for _, r in registry.recent("cam", 10_000)]
+        assert indices == sorted(set(indices)), indices
+        assert up.log_path.read_text().count("Redis is unreachable") == 1
+    finally:
+        up.stop()
+        server.stop()
