@@ -137,3 +137,35 @@ def test_a_ray_stack_with_a_camera_waits_out_a_minute_without_redis(tmp_path, lo
     finally:
         up.stop()
         server.stop()
+
+
+@pytest.mark.slow  # about 40 s: `make test-slow`
+def test_a_redis_restart_that_lost_its_last_writes_loses_no_job(tmp_path, long_video):
+    """Redis crashes and comes back from an append-only file two seconds old (an fsync that did not
+    happen, a failover to a replica that lagged): the segments stored since are gone. The worker
+    stores on, finds at the end that not every segment is stored, and the job is delivered again to
+    fill the gaps: it ends done with every segment once. (Had the claim token been lost too, the
+    worker's writes would be refused and the job taken again after its lease: test_queue.py.)"""
+    import shutil
+
+    server = EmbeddedRedis(tmp_path / "redis-server")
+    url = server.start()
+    env = stack_env(tmp_path / "home", REELFLOW_REDIS_URL=url, REELFLOW_LEASE_S="4")
+    up = UpProcess(tmp_path / "home", env, "--no-ray", "--weights", "none")
+    try:
+        job_id = _submit_and_wait_for_progress(env, long_video, up)
+        aof = server.dir / "appendonly.aof"
+        time.sleep(1.5)  # the append-only file is written every second
+        shutil.copy(aof, tmp_path / "older.aof")
+        done_then = _status(env, job_id)["segments_done"]
+        deadline = time.monotonic() + 60
+        while _status(env, job_id)["segments_done"] < done_then + 3:
+            assert time.monotonic() < deadline, up.log_path.read_text()[-3000:]
+            time.sleep(0.05)
+        os.kill(int((server.dir / "redis.pid").read_text()), signal.SIGKILL)
+        shutil.copy(tmp_path / "older.aof", aof)  # the restart lost what came after the copy
+        server.start()
+        _ends_done_with_every_segment_once(env, job_id, up)
+    finally:
+        up.stop()
+        server.stop()
