@@ -165,6 +165,11 @@ class JobQueue:
         if state.terminal:
             self._ack(entry_id)
             return None
+        if state == JobState.RUNNING and self._held_elsewhere(record_key, entry_id):
+            # a second entry of a job another delivery runs (a submit sent again after its reply was
+            # lost, say): dropped, so that it does not take the job from its holder
+            self._ack(entry_id)
+            return None
         # The delivery limit counts attempts that got nowhere: a long job whose workers keep dying
         # still finishes, one segment further each time; a job that crashes at once does not.
         done, mark, stalled = self.r.hmget(record_key, "segments_done", "progress_mark", "stalled")
@@ -178,8 +183,15 @@ class JobQueue:
         attempt = self.r.hincrby(record_key, "attempts", 1)
         token = uuid.uuid4().hex[:16]
         self.r.hset(record_key, mapping={"state": JobState.RUNNING.value, "consumer": consumer, "updated_at": time.time(),
-                                         "progress_mark": done, "stalled": stalled, "claim": token})
+                                         "progress_mark": done, "stalled": stalled, "claim": token,
+                                         "entry": entry_id})
         return Claim(job_id, entry_id, consumer, spec, attempt, stalled, done, token)
+
+    def _held_elsewhere(self, record_key: str, entry_id: str) -> bool:
+        """Whether the job's running delivery is another stream entry, still pending in the group."""
+        holder = (self.r.hget(record_key, "entry") or b"").decode()
+        return bool(holder) and holder != entry_id and bool(
+            self.r.xpending_range(keys.JOBS_STREAM, keys.CONSUMER_GROUP, holder, holder, 1))
 
     def renew(self, claim: Claim) -> bool:
         """Extend the lease; False when the job was reclaimed by another consumer or has ended."""

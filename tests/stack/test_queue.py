@@ -13,7 +13,7 @@ import redis
 from services.store import keys
 from services.store.embedded import EmbeddedRedis, redis_server_binary
 from services.store.jobs import JobSpec, JobState
-from services.store.queue import JobQueue, LeaseLost
+from services.store.queue import JobQueue, LeaseLost, _deliver
 from services.settings import Settings
 
 
@@ -258,6 +258,21 @@ def test_cancel_a_queued_and_a_running_job(client):
     assert not q.renew(claim)  # the worker learns it should stop
     assert q.claim(5, 50, "w1") == []  # the cancelled queued job is never delivered
     assert q.cancel("no-such-job") is None
+
+
+def test_a_second_entry_of_a_running_job_does_not_take_it_from_its_holder(client):
+    """A job's message delivered twice (a submit sent again after its reply was lost): while the first
+    delivery runs, the second is dropped; once the first has ended, a later one runs as usual."""
+    q = make_queue(client)
+    job_id, _ = q.submit(spec())
+    [holder] = q.claim(1, 100, "w1")
+    _deliver(client, job_id, spec())
+    assert q.claim(1, 50, "w2") == []
+    assert q.renew(holder) and q.depth() == {"waiting": 0, "pending": 1, "retrying": 0}
+    assert q.retry(holder, "replica died") == JobState.QUEUED
+    time.sleep(0.1)
+    [again] = q.claim(1, 100, "w2")
+    assert again.job_id == job_id and again.attempt == 2
 
 
 def test_a_cancelled_job_takes_no_more_writes_from_its_worker(client):
