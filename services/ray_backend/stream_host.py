@@ -42,8 +42,9 @@ class StreamHost:
         self.runners[spec.name] = runner
         try:
             runner.run()
-        finally:
-            self.runners.pop(spec.name, None)
+        finally:  # a runner of a later hold on the stream may be there already: leave it
+            if self.runners.get(spec.name) is runner:
+                del self.runners[spec.name]
 
     def stop(self, name: str) -> None:
         runner = self.runners.get(name)

@@ -38,7 +38,8 @@ class Pipeline(Protocol):
         """True for the job's own fault (unreadable, not a video, bad weights): no retry helps."""
 
     def start_stream(self, spec: StreamSpec, redis_url: str, owner: str) -> StreamHandle:
-        """Start reading and classifying a live stream; its results go to Redis at `redis_url`."""
+        """Start reading and classifying a live stream; its results go to Redis at `redis_url`, published
+        only while the stream's lease is still held under `owner` (the worker's value for this hold)."""
 
     def describe(self) -> list[dict]:
         """The models it serves: [{model, weights, replicas, serving}], for the worker's presence."""

@@ -5,12 +5,17 @@ stopped (or taken over), restarts any whose runner died (a Ray actor killed, say
 streams that nobody owns — up to `max_streams`. When the worker stops, it stops its streams and
 releases them, so another worker takes them over at once; when it dies, their leases expire
 within `LEASE_S` and another worker takes them over then.
+
+Each time the manager takes a stream it holds the lease under a fresh value (`<worker>/<random>`),
+which its runner publishes under: a runner of an earlier hold (one whose stop took too long, say)
+can publish nothing once the stream is held again, even by the same worker.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import uuid
 
 from services.store.outage import Outage, StoreUnavailable
 from services.store.streams import StreamRegistry
@@ -27,6 +32,7 @@ class StreamManager:
         self.registry, self.owner, self.pipeline = registry, owner, pipeline
         self.redis_url, self.max_streams = redis_url, max_streams
         self.running: dict[str, StreamHandle] = {}  # name -> the pipeline's handle on the stream's runner
+        self.leases: dict[str, str] = {}  # name -> the value this worker holds its lease under
         self._stop = threading.Event()
         self.outage = Outage.of_process()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="reelflow-streams")
@@ -55,26 +61,29 @@ class StreamManager:
     def sync(self) -> None:
         specs = self.registry.specs()
         for name, handle in list(self.running.items()):
-            if name not in specs or not self.registry.renew(name, self.owner, self.LEASE_S):
+            if name not in specs or not self.registry.renew(name, self.leases[name], self.LEASE_S):
                 log.info("stream %s: stopped or taken over; stopping it here", name)
                 self._drop(name)
             elif not handle.alive():
                 log.warning("stream %s: its runner died; restarting it", name)
-                self.running[name] = self.pipeline.start_stream(specs[name], self.redis_url, self.owner)
+                self.running[name] = self.pipeline.start_stream(specs[name], self.redis_url, self.leases[name])
         for name, spec in specs.items():
             if name in self.running or len(self.running) >= self.max_streams:
                 continue
-            if self.registry.acquire(name, self.owner, self.LEASE_S):
+            lease = f"{self.owner}/{uuid.uuid4().hex[:6]}"
+            if self.registry.acquire(name, lease, self.LEASE_S):
                 log.info("stream %s: watching %s", name, spec.url)
                 try:
-                    self.running[name] = self.pipeline.start_stream(spec, self.redis_url, self.owner)
+                    self.running[name] = self.pipeline.start_stream(spec, self.redis_url, lease)
+                    self.leases[name] = lease
                 except Exception as e:
                     log.warning("stream %s: cannot start: %s", name, e)
-                    self.registry.release(name, self.owner)
+                    self.registry.release(name, lease)
 
     def _drop(self, name: str) -> None:
         handle = self.running.pop(name)
+        lease = self.leases.pop(name)
         try:
             handle.stop()
         finally:
-            self.registry.release(name, self.owner)
+            self.registry.release(name, lease)
