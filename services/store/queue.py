@@ -197,7 +197,7 @@ class JobQueue:
         """Extend the lease; False when the job was reclaimed by another consumer or has ended."""
         owned = self._renew_script(keys=[keys.JOBS_STREAM], args=[keys.CONSUMER_GROUP, claim.entry_id, claim.consumer])
         state, token = self.r.hmget(keys.job(claim.job_id), "state", "claim")
-        return bool(owned) and state == JobState.RUNNING.value.encode() and token == claim.token.encode()
+        return bool(owned) and _holds(claim, state, token)
 
     # -- results --
 
@@ -277,8 +277,7 @@ class JobQueue:
                 try:
                     p.watch(key)
                     fields = p.hgetall(key)
-                    held = fields.get(b"claim", b"").decode() == claim.token and claim.token
-                    if not held or fields.get(b"state") != JobState.RUNNING.value.encode():
+                    if not _holds(claim, fields.get(b"state"), fields.get(b"claim")):
                         raise LeaseLost(claim.job_id)
                     record = JobRecord.from_hash(claim.job_id, {k.decode(): v.decode() for k, v in fields.items()})
                     p.multi()
@@ -457,6 +456,12 @@ def _deliver(client, job_id: str, spec: JobSpec) -> None:
     """Put a job on the stream for a consumer to claim (`client`: a connection or a pipeline). Every
     delivery — the first, a retry, a hand-back, a replay — is this one entry."""
     client.xadd(keys.JOBS_STREAM, {"job_id": job_id, "job": spec.model_dump_json(exclude_none=True)})
+
+
+def _holds(claim: Claim, state: bytes | None, token: bytes | None) -> bool:
+    """Whether a job record with this state and claim token is still `claim`'s (STORE_IF_CLAIMED
+    checks the same in Redis)."""
+    return bool(claim.token) and token == claim.token.encode() and state == JobState.RUNNING.value.encode()
 
 
 def _ack(p, entry_id) -> None:
