@@ -20,7 +20,7 @@ from pipelines.synthetic import make_video
 from services.store import keys
 from services.store.streams import StreamRegistry
 from support import netns
-from support.stack_process import UpProcess, free_port, run, stack_env
+from support.stack_process import UpProcess, free_port, run, stack_env, wait_until
 
 pytestmark = [pytest.mark.slow,  # two stacks and a partition of 30 s or more: `make test-slow`
               pytest.mark.skipif(bool(netns.available()), reason=netns.available() or "")]
@@ -50,16 +50,6 @@ def redis_both_sides(tmp_path):
             proc.wait(timeout=10)
 
 
-def _until(condition, timeout_s: float, what: str, *ups: UpProcess):
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            logs = "\n\n".join(up.log_path.read_text()[-2500:] for up in ups)
-            raise AssertionError(f"{what} within {timeout_s:.0f} s\n{logs}")
-        time.sleep(0.2)
-    return value
-
-
 def test_a_partitioned_worker_loses_its_job_and_stream_and_stores_nothing_twice(tmp_path, video_dir,
                                                                                  redis_both_sides):
     net, url_inside, url_here = redis_both_sides
@@ -76,28 +66,31 @@ def test_a_partitioned_worker_loses_its_job_and_stream_and_stores_nothing_twice(
         run(env_b, "watch", camera, "--name", "cam", "--weights", "none")
         job_id = json.loads(run(env_b, "submit", video, "--weights", "none", "--stride", "0.25", "--no-embeddings",
                                 "--json").stdout)["job_id"]
-        owner_a = _until(lambda: registry.owner("cam"), 60, "worker A did not take the stream", a)
-        _until(lambda: len(registry.recent("cam", 10)) >= 2 and int(client.hget(keys.job(job_id), "segments_done")
+        owner_a = wait_until(lambda: registry.owner("cam"), 60, "worker A did not take the stream", a)
+        wait_until(lambda: len(registry.recent("cam", 10)) >= 2 and int(client.hget(keys.job(job_id), "segments_done")
                                                                     or 0) >= 3, 120, "worker A made no progress", a)
         b = UpProcess(tmp_path / "b", env_b, "--no-ray", "--weights", "none")
 
         net.cut()
-        _until(lambda: registry.owner("cam") not in (None, owner_a), 60, "worker B did not take the stream over", a, b)
-        _until(lambda: client.hget(keys.job(job_id), "consumer").decode() != owner_a, 60,
+        wait_until(lambda: registry.owner("cam") not in (None, owner_a), 60, "worker B did not take the stream over",
+                   a, b)
+        wait_until(lambda: client.hget(keys.job(job_id), "consumer").decode() != owner_a, 60,
                "worker B did not take the job over", a, b)
         owner_b = registry.owner("cam")
-        _until(lambda: [r["worker"] for _, r in registry.recent("cam", 2)] == [owner_b] * 2, 60,
+        wait_until(lambda: [r["worker"] for _, r in registry.recent("cam", 2)] == [owner_b] * 2, 60,
                "worker B published no window", a, b)
         # a call's own retries bridge some 30 s; past that, A's loops see the outage and say so
-        _until(lambda: "Redis is unreachable" in a.log_path.read_text(), 60, "worker A did not say Redis is away", a)
+        wait_until(lambda: "Redis is unreachable" in a.log_path.read_text(), 60, "worker A did not say Redis is away",
+                   a)
         net.heal()
 
         said = ("another worker holds it now", "cancelled or reclaimed elsewhere")
-        _until(lambda: any(s in a.log_path.read_text() for s in said), 120, "worker A did not notice it lost the job", a)
+        wait_until(lambda: any(s in a.log_path.read_text() for s in said), 120,
+                   "worker A did not notice it lost the job", a)
         said = ("another worker owns it now", "stopped or taken over")
-        _until(lambda: any(s in a.log_path.read_text() for s in said), 120,
+        wait_until(lambda: any(s in a.log_path.read_text() for s in said), 120,
                "worker A did not notice it lost the stream", a)
-        state = _until(lambda: client.hget(keys.job(job_id), "state") in (b"done", b"failed") and
+        state = wait_until(lambda: client.hget(keys.job(job_id), "state") in (b"done", b"failed") and
                        client.hget(keys.job(job_id), "state").decode(), 240, "the job did not end", a, b)
         assert state == "done"
         total = int(client.hget(keys.job(job_id), "segments_total"))

@@ -20,7 +20,7 @@ import redis
 
 from pipelines.synthetic import make_video
 from services.store.streams import StreamRegistry
-from support.stack_process import UpProcess, free_port, run, stack_env
+from support.stack_process import UpProcess, free_port, run, stack_env, wait_until
 
 pytestmark = pytest.mark.slow  # Ray starts twice per test: `make test-slow`
 
@@ -68,15 +68,6 @@ def _ray_processes_of(driver_pid: int) -> list[str]:
     return found
 
 
-def _until(condition, timeout_s: float, what: str, up: UpProcess):
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        if time.monotonic() > deadline or up.proc.poll() is not None:
-            raise AssertionError(f"{what} within {timeout_s:.0f} s\n{up.log_path.read_text()[-4000:]}")
-        time.sleep(0.3)
-    return value
-
-
 def _job_state(env, job_id: str) -> dict:
     return json.loads(run(env, "status", job_id, "--json").stdout)
 
@@ -93,18 +84,18 @@ def test_up_restarts_the_ray_it_started_when_its_raylet_is_killed(tmp_path, vide
         run(env, "watch", camera, "--name", "cam", "--weights", "none")
         job_id = json.loads(run(env, "submit", video, "--weights", "none", "--stride", "0.25", "--no-embeddings",
                                 "--json").stdout)["job_id"]
-        _until(lambda: _job_state(env, job_id)["segments_done"] >= 3 and len(registry.recent("cam", 5)) >= 2, 180,
+        wait_until(lambda: _job_state(env, job_id)["segments_done"] >= 3 and len(registry.recent("cam", 5)) >= 2, 180,
                "no progress before the kill", up)
         [raylet] = [pid for pid, name in _children(up.proc.pid).items() if name == "raylet"]
         os.kill(raylet, signal.SIGKILL)
-        _until(lambda: "the pipeline is back" in up.log_path.read_text(), 180, "up did not restart Ray", up)
+        wait_until(lambda: "the pipeline is back" in up.log_path.read_text(), 180, "up did not restart Ray", up)
         published_before = {i for i, _ in registry.recent("cam", 10_000)}
-        state = _until(lambda: (s := _job_state(env, job_id))["state"] in ("done", "failed") and s, 300,
+        state = wait_until(lambda: (s := _job_state(env, job_id))["state"] in ("done", "failed") and s, 300,
                        "the job did not end after the restart", up)
         assert state["state"] == "done", state
         segments = [json.loads(line) for line in run(env, "results", job_id).stdout.splitlines()]
         assert [s["index"] for s in segments] == list(range(state["segments_total"]))  # none missing, none twice
-        _until(lambda: {i for i, _ in registry.recent("cam", 10_000)} - published_before, 120,
+        wait_until(lambda: {i for i, _ in registry.recent("cam", 10_000)} - published_before, 120,
                "the stream published nothing after the restart", up)
         indices = [r["index"] for _, r in registry.recent("cam", 10_000)]
         assert indices == sorted(set(indices)), indices  # no window twice

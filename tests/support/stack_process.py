@@ -79,6 +79,18 @@ class UpProcess:
             self.log.close()
 
 
+def wait_until(condition, timeout_s: float, what: str, *ups: UpProcess):
+    """`condition()`'s first truthy value, asked every 0.2 s; fails, with the logs of `ups`, after
+    `timeout_s` or as soon as one of them has exited."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        if time.monotonic() > deadline or any(up.proc.poll() is not None for up in ups):
+            logs = "\n\n".join(up.log_path.read_text()[-3000:] for up in ups)
+            raise AssertionError(f"{what} within {timeout_s:.0f} s\n{logs}")
+        time.sleep(0.2)
+    return value
+
+
 def run(env: dict, *args, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     result = subprocess.run([REELFLOW, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
     if check:
