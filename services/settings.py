@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     api_max_body: PositiveInt = Field(65536, **_doc("largest HTTP request body (bytes)"))
     deploy_timeout_s: PositiveFloat = Field(300.0, **_doc("replicas not running by then fail the job's attempt "
                                                           "(retried)"))
+    ray_start_timeout_s: PositiveFloat = Field(120.0, **_doc(
+        "a local Ray whose node has not come up in Ray's 30 s is stopped and started again until this many seconds "
+        "have passed (a busy machine); then `up`/`process` stop with one line"))
     allowed_roots: str = Field("", **_doc(
         "colon-separated directories job sources must lie under (links resolved)", "the stack's working directory"))
     allowed_url_hosts: str = Field("", **_doc("comma-separated hosts `http(s)://` job sources may come from", "(any)"))

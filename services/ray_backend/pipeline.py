@@ -34,6 +34,7 @@ from pipelines.sources import SourcePolicy
 from services.ray_backend.in_flight import in_order
 from services.ray_backend.job_plan import JobPlan
 from services.ray_backend.replica import REPLICA, ModelReplica, payload_for
+from services.ray_backend.startup import init_ray
 from services.ray_backend.stream_host import RayStreamHandle, StreamHost
 from services.settings import Settings
 from services.store.jobs import JobSpec
@@ -41,11 +42,11 @@ from services.store.streams import StreamSpec
 
 log = logging.getLogger("reelflow.ray")
 
-NAMESPACE = "reelflow"
 # Model replicas scale on the job backlog in Redis as well as on their ongoing requests.
 BACKLOG_POLICY = {"policy_function": "services.ray_backend.autoscale:backlog_policy"}
-CAPACITY_REFRESH_S = 2.0
-GCS_TRIES = 6  # probes of a joined cluster's GCS (one per 2 s, 5 s each) that may go unanswered  # how often the consumer re-reads the running replica count
+CAPACITY_REFRESH_S = 2.0  # how often the consumer re-reads the running replica count
+HANDLES_STOP_S = 12.0  # Serve stops a handle's metrics pusher within 10 s
+GCS_TRIES = 6  # probes of a joined cluster's GCS (one per 2 s, 5 s each) that may go unanswered
 
 
 @dataclass(frozen=True)
@@ -134,16 +135,7 @@ class RayPipeline:
         # down must not start a new local Ray (whose processes would outlive `up`) by calling into it
         ray._private.auto_init_hook.enable_auto_connect = False
         if not ray.is_initialized():
-            address = os.environ.get("RAY_ADDRESS") or None
-            try:
-                ray.init(address=address, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING)
-            except Exception as e:  # no cluster at RAY_ADDRESS, or a local Ray that did not come up in time
-                hint = ("is RAY_ADDRESS right, and its cluster up?" if address
-                        else "a busy machine can be too slow for Ray's start-up: run the command again")
-                raise ReelflowError(f"Ray did not start ({one_line(e, limit=300)}); {hint}") from None
-            node = ray._private.worker._global_node  # a node whose processes we started, or one we joined
-            self.started_ray = bool(node is not None and node.all_processes)
+            self.started_ray = init_ray(self.settings.ray_start_timeout_s)
         if self._served:  # inside a Serve application, Serve is running already
             pass
         elif http:
@@ -283,7 +275,21 @@ class RayPipeline:
 
     def shutdown(self) -> None:
         """Leave Ray: a local cluster goes down with it; a shared one (RAY_ADDRESS) keeps its apps."""
+        _drop_serve_handles()
         ray.shutdown()
+
+
+def _drop_serve_handles() -> None:
+    """Stop the routers behind this process's Serve handles: each pushes metrics to Serve's
+    controller every few seconds, for as long as the process lives, and logs a traceback each time
+    once that Ray is gone (shut down, or its node dead)."""
+    client = serve.context._global_client
+    if client is None:
+        return
+    outcome = _try_within(HANDLES_STOP_S, client.shutdown_cached_handles)
+    if isinstance(outcome, BaseException):
+        log.debug("Serve's handles did not stop: %s", one_line(outcome))
+    serve.context._set_global_client(None)
 
 
 def _own_node_alive() -> bool:

@@ -20,52 +20,10 @@ import redis
 
 from pipelines.synthetic import make_video
 from services.store.streams import StreamRegistry
+from support.processes import children, processes_mentioning, ray_processes_of
 from support.stack_process import UpProcess, free_port, run, stack_env, wait_until
 
 pytestmark = pytest.mark.slow  # Ray starts twice per test: `make test-slow`
-
-
-def _children(pid: int) -> dict[int, str]:
-    """{pid: command name} of the processes whose parent is `pid`."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-            if int(rest[1]) == pid:
-                found[int(entry.name)] = name
-    return found
-
-
-def _processes_mentioning(marker: str, program: bytes = b"") -> list[int]:
-    """Processes whose command line holds `marker` (a temp dir, say), and whose program ends with `program`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if argv and argv[0].endswith(program) and any(marker.encode() in a for a in argv):
-                pids.append(int(entry.name))
-    return pids
-
-
-def _ray_processes_of(driver_pid: int) -> list[str]:
-    """Processes of the Ray sessions a driver started (Ray names each session dir ..._<driver pid>)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if f"_{driver_pid}/" in cmdline or cmdline.rstrip().endswith(f"_{driver_pid}"):
-                found.append(f"{entry.name}: {cmdline[:120]}")
-    return found
 
 
 def _job_state(env, job_id: str) -> dict:
@@ -86,9 +44,9 @@ def test_up_restarts_the_ray_it_started_when_its_raylet_is_killed(tmp_path, vide
                                 "--json").stdout)["job_id"]
         wait_until(lambda: _job_state(env, job_id)["segments_done"] >= 3 and len(registry.recent("cam", 5)) >= 2, 180,
                "no progress before the kill", up)
-        [raylet] = [pid for pid, name in _children(up.proc.pid).items() if name == "raylet"]
+        [raylet] = [pid for pid, name in children(up.proc.pid).items() if name == "raylet"]
         os.kill(raylet, signal.SIGKILL)
-        wait_until(lambda: "the pipeline is back" in up.log_path.read_text(), 180, "up did not restart Ray", up)
+        wait_until(lambda: "the pipeline is back" in up.log_path.read_text(), 300, "up did not restart Ray", up)
         published_before = {i for i, _ in registry.recent("cam", 10_000)}
         state = wait_until(lambda: (s := _job_state(env, job_id))["state"] in ("done", "failed") and s, 300,
                        "the job did not end after the restart", up)
@@ -106,7 +64,7 @@ def test_up_restarts_the_ray_it_started_when_its_raylet_is_killed(tmp_path, vide
     finally:
         up.stop()
     deadline = time.monotonic() + 15
-    while (left := _ray_processes_of(up.proc.pid)) and time.monotonic() < deadline:
+    while (left := ray_processes_of(up.proc.pid)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not left, left  # neither Ray, the dead one's nor the new one, outlives `up`
 
@@ -124,7 +82,7 @@ def test_up_on_a_joined_cluster_exits_in_one_line_when_its_node_dies(tmp_path):
         env = stack_env(home, RAY_ADDRESS=f"127.0.0.1:{port}", **no_token)
         up = UpProcess(home, env, "--weights", "none")
         try:
-            [raylet] = _processes_mentioning(str(temp), b"raylet")
+            [raylet] = processes_mentioning(str(temp), b"raylet")
             os.kill(raylet, signal.SIGKILL)
             up.proc.wait(timeout=120)
         finally:
@@ -135,7 +93,7 @@ def test_up_on_a_joined_cluster_exits_in_one_line_when_its_node_dies(tmp_path):
         assert last.startswith("reelflow: ") and "joined a Ray cluster it did not start" in last, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
     finally:
-        for pid in _processes_mentioning(str(temp)):  # that cluster only (`ray stop` would stop every Ray here)
+        for pid in processes_mentioning(str(temp)):  # that cluster only (`ray stop` would stop every Ray here)
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

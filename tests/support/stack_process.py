@@ -47,14 +47,16 @@ def stack_env(home: Path, **extra: str) -> dict:
 class UpProcess:
     """`reelflow up` in its own process group, with its log kept for failed assertions."""
 
-    def __init__(self, home: Path, env: dict, *args: str, cwd: Path | None = None, prefix: tuple[str, ...] = ()):
-        """`prefix`: a command that runs `up` (`ip netns exec NS`, say)."""
+    def __init__(self, home: Path, env: dict, *args: str, cwd: Path | None = None, prefix: tuple[str, ...] = (),
+                 ready_within: float = 60):
+        """`prefix`: a command that runs `up` (`ip netns exec NS`, say); `ready_within`: seconds `up` has
+        to say it is ready."""
         home.mkdir(parents=True, exist_ok=True)
         self.log_path = home / f"up-{time.monotonic_ns()}.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([*prefix, REELFLOW, "up", *args], env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True, cwd=cwd)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + ready_within
         while " ready. " not in self.log_path.read_text():  # up's own line, not Serve's "... is ready."
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"reelflow up did not start:\n{self.log_path.read_text()}")
