@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     retry_base_s: PositiveFloat = Field(2.0, **_doc("first retry delay; doubles per attempt, with jitter"))
     result_ttl_s: PositiveInt = Field(7 * 24 * 3600, **_doc("finished jobs and their results expire after this "
                                                             "(seconds; 7 days)"))
+    results_stream_max: PositiveInt = Field(100_000, **_doc(
+        "entries the results stream `reelflow:results` keeps (about; the oldest are trimmed first)"))
     batch_size: int = Field(0, ge=0, **_doc(
         "most clips per forward pass on a model replica; `auto`: the first replica on a machine times batches of "
         "1, 2, 4, 8, 16 and keeps the fastest; later replicas read its timings from "

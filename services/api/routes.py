@@ -25,6 +25,7 @@ from services.api.deps import STACK, authorized, authorized_header_or_query
 from services.store.jobs import JobSpec, check_job_source
 from services.store.outage import StoreUnavailable
 from services.store.overview import stack_overview, stream_rows
+from services.store.results import follow_job
 from services.store.streams import StreamSpec
 
 class Problem(BaseModel):
@@ -138,9 +139,14 @@ def cancel_job(job_id: str) -> dict:
 
 @api.get("/v1/jobs/{job_id}/segments", tags=["jobs"], dependencies=[Depends(authorized)])
 def job_segments(job_id: str, offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000),
-                 embeddings: bool = False) -> dict:
-    """A page of a job's stored segments, in index order; `next_offset` is null on the last page."""
+                 embeddings: bool = False, follow: bool = False):
+    """A page of a job's stored segments, in index order; `next_offset` is null on the last page.
+    With `follow`: server-sent events instead — every segment (those stored already first) as an
+    event `segment` as it is stored, then one event `end` with the job's summary."""
     record = _record(job_id)
+    if follow:
+        return StreamingResponse(_followed(job_id, embeddings), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
     segments = STACK.queue.segments(job_id)
     page = segments[offset:offset + limit]
     if not embeddings:
@@ -148,6 +154,19 @@ def job_segments(job_id: str, offset: int = Query(0, ge=0), limit: int = Query(1
     more = offset + limit < len(segments)
     return {"job_id": job_id, "state": record.state, "segments_total": record.segments_total,
             "offset": offset, "count": len(page), "next_offset": offset + limit if more else None, "segments": page}
+
+
+async def _followed(job_id: str, embeddings: bool):
+    """A job's segments as server-sent events, then its end (`follow_job` runs off the event loop)."""
+    segments = follow_job(STACK.queue, job_id, block_ms=1000)
+    loop = asyncio.get_running_loop()
+    while (segment := await loop.run_in_executor(None, next, segments, None)) is not None:
+        if not embeddings:
+            segment = {k: v for k, v in segment.items() if not k.startswith("embedding")}
+        yield f"id: {segment['index']}\nevent: segment\ndata: {json.dumps(segment)}\n\n"
+    record = STACK.queue.record(job_id)
+    summary = record.summary() if record else {"job_id": job_id, "state": "expired"}
+    yield f"event: end\ndata: {json.dumps(summary)}\n\n"
 
 
 def _record(job_id: str):

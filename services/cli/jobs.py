@@ -20,6 +20,7 @@ from services.store.connection import connect
 from services.store.jobs import JobSpec, check_job_source
 from services.store.overview import stack_overview
 from services.store.queue import JobQueue
+from services.store.results import follow_job
 
 EXPIRED = "finished jobs expire after REELFLOW_RESULT_TTL_S"
 
@@ -45,6 +46,8 @@ def add_commands(commands, home) -> None:
     results = commands.add_parser("results", parents=[home], help="a job's segment results")
     results.add_argument("job", metavar="JOB")
     results.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="jsonl (default) or csv")
+    results.add_argument("-f", "--follow", action="store_true",
+                         help="print segments as they are stored, until the job ends (those stored already first)")
     results.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     add_overwrite_option(results)
     results.set_defaults(run=run_results)
@@ -182,13 +185,13 @@ def run_results(args) -> int:
     queue = _queue(args)
     if queue.record(args.job) is None:
         raise ReelflowError(f"no job {args.job!r} ({EXPIRED})")
-    segments = queue.segments(args.job)
+    segments = follow_job(queue, args.job) if args.follow else queue.segments(args.job)
     if not args.output:
         SegmentWriter(sys.stdout, args.format, job_id=args.job).write_all(segments)
         return 0
     with output_file(args.output, overwrite=args.overwrite) as out:
-        SegmentWriter(out, args.format, job_id=args.job).write_all(segments)
-    print(f"wrote {args.output} ({len(segments)} segments)", file=sys.stderr)
+        count = SegmentWriter(out, args.format, job_id=args.job).write_all(segments)
+    print(f"wrote {args.output} ({count} segments)", file=sys.stderr)
     return 0
 
 

@@ -43,9 +43,12 @@ class SegmentWriter:
         if self.out is sys.stdout:
             self.out.flush()  # a reader of a pipe sees each segment as it comes
 
-    def write_all(self, segments) -> None:
-        for segment in segments:
+    def write_all(self, segments) -> int:
+        """Write each segment (a list, or an iterator that yields them as they come); how many."""
+        count = 0
+        for count, segment in enumerate(segments, 1):
             self.write(segment)
+        return count
 
 
 def refuse_existing(paths: list[Path], overwrite: bool, option: str = "-o") -> None:

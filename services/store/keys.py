@@ -5,6 +5,7 @@
 | reelflow:jobs | stream | job deliveries; consumer group `workers`. Entries only deliver: the job record is the truth |
 | reelflow:job:{id} | hash | the job record: state, spec, attempts, segments_done/total, error, timestamps |
 | reelflow:job:{id}:segments | hash | segment index -> result JSON, written once per index (HSETNX) |
+| reelflow:results | stream | every stored segment (labels, no embedding) and every job's end, for downstream consumer groups; capped |
 | reelflow:jobs:index | sorted set | job ids by submit time, for listings |
 | reelflow:idempotency:{key} | string | the job id a submit with that idempotency key created |
 | reelflow:retries | sorted set | job ids waiting for a retry, scored by due time |
@@ -22,6 +23,7 @@ PREFIX = "reelflow"
 JOBS_STREAM = f"{PREFIX}:jobs"
 CONSUMER_GROUP = "workers"
 JOBS_INDEX = f"{PREFIX}:jobs:index"
+RESULTS = f"{PREFIX}:results"
 RETRIES = f"{PREFIX}:retries"
 DEAD_LETTERS = f"{PREFIX}:dlq"
 WORKERS = f"{PREFIX}:workers"

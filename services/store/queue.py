@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from pipelines.errors import validation_problems
 from services.store import keys
 from services.store.jobs import JobRecord, JobSpec, JobState
+from services.store.results import add_end, without_embedding
 from services.store.streams import StreamRegistry
 from services.settings import Settings
 
@@ -52,6 +53,8 @@ if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] or redis.call('HGET', KEYS[1]
 end
 if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'segments_done', redis.call('HLEN', KEYS[2]), 'updated_at', ARGV[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'kind', 'segment', 'job_id', ARGV[5], 'index', ARGV[2],
+           'result', ARGV[6])
 return 1
 """
 
@@ -178,7 +181,7 @@ class JobQueue:
         if stalled > self.settings.max_attempts:
             last = (self.r.hget(record_key, "error") or b"").decode()
             self._dead_letter(job_id, entry_id, f"gave up after {stalled - 1} attempts without progress: "
-                                                f"{last or 'worker lost'}", fields)
+                                                f"{last or 'worker lost'}", fields, segments=done)
             return None
         attempt = self.r.hincrby(record_key, "attempts", 1)
         token = uuid.uuid4().hex[:16]
@@ -207,8 +210,9 @@ class JobQueue:
     def store_segment(self, claim: Claim, index: int, result_json: str) -> bool:
         """Store a segment result once; False if that index was already stored. Raises LeaseLost
         when the claim is no longer the job's (nothing is stored then)."""
-        stored = self._store_script(keys=[keys.job(claim.job_id), keys.segments(claim.job_id)],
-                                    args=[claim.token, str(index), result_json, time.time()])
+        stored = self._store_script(keys=[keys.job(claim.job_id), keys.segments(claim.job_id), keys.RESULTS],
+                                    args=[claim.token, str(index), result_json, time.time(), claim.job_id,
+                                          without_embedding(result_json), self.settings.results_stream_max])
         if stored == -1:
             raise LeaseLost(claim.job_id)
         return bool(stored)
@@ -230,6 +234,7 @@ class JobQueue:
             p.hset(keys.job(claim.job_id), mapping={"state": JobState.DONE.value, "error": "", "updated_at": time.time()})
             self._expire(p, claim.job_id)
             _ack(p, claim.entry_id)
+            add_end(p, claim.job_id, JobState.DONE.value, record.segments_done, "", self.settings.results_stream_max)
             return True
         return self._as_holder(claim, done)
 
@@ -240,7 +245,8 @@ class JobQueue:
             progressed = record.segments_done > claim.done_at_claim
             if not progressed and claim.stalled >= self.settings.max_attempts:
                 _dead_letter(p, claim.job_id, claim.entry_id,
-                             f"gave up after {claim.stalled} attempts without progress: {error}", None)
+                             f"gave up after {claim.stalled} attempts without progress: {error}", None,
+                             self.settings.results_stream_max, record.segments_done)
                 return JobState.FAILED
             backoff = 0 if progressed else claim.stalled - 1
             delay = min(MAX_RETRY_DELAY_S, self.settings.retry_base_s * 2 ** backoff) * random.uniform(0.5, 1.5)
@@ -266,7 +272,8 @@ class JobQueue:
 
     def fail(self, claim: Claim, error: str) -> None:
         """A bad job (unreadable, not a video, unknown model...): dead-letter it now."""
-        self._as_holder(claim, lambda p, record: _dead_letter(p, claim.job_id, claim.entry_id, error, None))
+        self._as_holder(claim, lambda p, record: _dead_letter(p, claim.job_id, claim.entry_id, error, None,
+                                                              self.settings.results_stream_max, record.segments_done))
 
     def _as_holder(self, claim: Claim, change):
         """`change(pipeline, record)` queues writes that apply only if `claim` is still the job's
@@ -289,15 +296,25 @@ class JobQueue:
 
     def cancel(self, job_id: str) -> JobState | None:
         """Cancel a job that has not ended; returns its state afterwards (None: no such job)."""
-        state = self.state(job_id)
-        if state is None or state.terminal:
-            return state
-        with self.r.pipeline(transaction=True) as p:
-            p.hset(keys.job(job_id), mapping={"state": JobState.CANCELLED.value, "updated_at": time.time(), "claim": ""})
-            p.zrem(keys.RETRIES, job_id)
-            self._expire(p, job_id)
-            p.execute()
-        return JobState.CANCELLED
+        key = keys.job(job_id)
+        while True:
+            with self.r.pipeline(transaction=True) as p:
+                try:
+                    p.watch(key)  # a job that ends meanwhile stays ended
+                    raw = p.hget(key, "state")
+                    state = JobState(raw.decode()) if raw else None
+                    if state is None or state.terminal:
+                        return state
+                    stored = p.hlen(keys.segments(job_id))
+                    p.multi()
+                    p.hset(key, mapping={"state": JobState.CANCELLED.value, "updated_at": time.time(), "claim": ""})
+                    p.zrem(keys.RETRIES, job_id)
+                    self._expire(p, job_id)
+                    add_end(p, job_id, JobState.CANCELLED.value, stored, "", self.settings.results_stream_max)
+                    p.execute()
+                    return JobState.CANCELLED
+                except redis.WatchError:
+                    continue
 
     # -- dead letters --
 
@@ -426,9 +443,10 @@ class JobQueue:
                 if record and record.spec and not record.state.terminal:
                     _deliver(self.r, record.job_id, record.spec)
 
-    def _dead_letter(self, job_id: str, entry_id: str, error: str, fields: dict[str, str] | None) -> None:
+    def _dead_letter(self, job_id: str, entry_id: str, error: str, fields: dict[str, str] | None,
+                     segments: int = 0) -> None:
         with self.r.pipeline(transaction=True) as p:
-            _dead_letter(p, job_id, entry_id, error, fields)
+            _dead_letter(p, job_id, entry_id, error, fields, self.settings.results_stream_max, segments)
             p.execute()
 
     def _expire(self, p, job_id: str) -> None:
@@ -470,8 +488,10 @@ def _ack(p, entry_id) -> None:
     p.xdel(keys.JOBS_STREAM, entry_id)
 
 
-def _dead_letter(p, job_id: str, entry_id: str, error: str, fields: dict[str, str] | None) -> None:
-    """Queue, on pipeline `p`, a job's move to the dead-letter list (`fields`: the message, if malformed)."""
+def _dead_letter(p, job_id: str, entry_id: str, error: str, fields: dict[str, str] | None, maxlen: int,
+                 segments: int = 0) -> None:
+    """Queue, on pipeline `p`, a job's move to the dead-letter list (`fields`: the message, if
+    malformed), and its end on the results stream."""
     now = time.time()
     entry = {"job_id": job_id, "error": error, "at": now}
     if fields is not None:
@@ -481,6 +501,7 @@ def _dead_letter(p, job_id: str, entry_id: str, error: str, fields: dict[str, st
     p.zadd(keys.JOBS_INDEX, {job_id: now}, nx=True)
     p.hset(keys.DEAD_LETTERS, job_id, json.dumps(entry))
     _ack(p, entry_id)
+    add_end(p, job_id, JobState.FAILED.value, segments, error, maxlen)
 
 
 def _record_fields(state: JobState, spec: JobSpec, now: float) -> dict:

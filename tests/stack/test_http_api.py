@@ -7,13 +7,14 @@ default policy (the stack's working directory) applies.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
 import requests
 
 from pipelines.synthetic import make_video
-from support.stack_process import http_stack, run
+from support.stack_process import REELFLOW, http_stack, run
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -134,6 +135,32 @@ def test_a_stream_registered_over_http_is_followed_with_server_sent_events_and_s
     assert len(kept) == 2 and kept[0]["index"] < kept[1]["index"]  # the latest two, oldest first
     assert requests.delete(f"{url}/v1/streams/lobby", headers=AUTH, timeout=10).json()["stopped"] is True
     assert requests.get(f"{url}/v1/streams", headers=AUTH, timeout=10).json() == []
+
+
+def test_a_job_followed_over_sse_and_with_results_follow_gives_every_segment_once_then_its_end(stack):
+    url = stack["url"]
+    body = {"source": str(stack["videos"] / "long.mp4"), "weights": "none", "stride_s": 0.5}
+    job_id = requests.post(f"{url}/v1/jobs", json=body, headers=AUTH, timeout=10).json()["job_id"]
+    followed = subprocess.Popen([REELFLOW, "results", job_id, "--follow"], env=stack["env"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # from the start, alongside the SSE reader
+    events = []
+    with requests.get(f"{url}/v1/jobs/{job_id}/segments", params={"follow": "true"}, headers=AUTH, stream=True,
+                      timeout=120) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for line in response.iter_lines(decode_unicode=True):
+            if line.startswith("event: "):
+                kind = line[len("event: "):]
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line[len("data: "):])))
+    out, err = followed.communicate(timeout=60)
+    assert followed.returncode == 0, err
+    *segments, (last_kind, end) = events
+    assert last_kind == "end" and end["state"] == "done", events[-3:]
+    assert [s["index"] for _, s in segments] == list(range(end["segments_total"])) and end["segments_total"] > 10
+    assert all(kind == "segment" and "embedding" not in s for kind, s in segments)  # asked for with embeddings=true
+    printed = [json.loads(line) for line in out.splitlines()]
+    assert printed == [json.loads(line) for line in run(stack["env"], "results", job_id).stdout.splitlines()]
 
 
 @pytest.mark.slow  # about a minute or more: `make test-slow`
