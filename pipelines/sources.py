@@ -127,7 +127,7 @@ class SourcePolicy:
         """Link-local and metadata addresses never; private ones as `private_urls` says."""
         live = self.url_schemes == STREAM_SCHEMES
         if host.lower().rstrip(".") in METADATA_HOSTS:
-            raise SourceNotAllowed(f"{source!r} is a cloud metadata service, never a video source")
+            raise SourceNotAllowed(f"{source!r} is a cloud metadata service: never allowed")
         try:
             addresses = {ipaddress.ip_address(info[4][0].split("%")[0])
                          for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
@@ -144,6 +144,13 @@ class SourcePolicy:
                                                                (live and self.private_urls == "streams")):
                 raise SourceNotAllowed(f"{source!r} points at the internal address {address}; allow it with "
                                        f"REELFLOW_PRIVATE_URLS={'streams' if live else 'all'}")
+
+    def check_destination(self, url: str) -> None:
+        """A URL results are sent to (a webhook, an MQTT broker): never a link-local or metadata
+        address; an internal one as for cameras (REELFLOW_PRIVATE_URLS); a name that does not
+        resolve yet passes (the deliveries wait for it)."""
+        host = urlsplit(url).hostname or ""
+        self.for_streams()._check_host(host, host)  # the host alone in messages: the URL may hold a password
 
     def for_streams(self) -> SourcePolicy:
         """The same policy for live sources: stream URL schemes instead of file ones."""

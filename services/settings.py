@@ -104,6 +104,20 @@ class Settings(BaseSettings):
     ray_start_timeout_s: PositiveFloat = Field(120.0, **_doc(
         "a local Ray whose node has not come up in Ray's 30 s is stopped and started again until this many seconds "
         "have passed (a busy machine); then `up`/`process` stop with one line"))
+    sinks: str = Field("", **_doc(
+        "space- or comma-separated sink URLs every job and stream also delivers to: `http(s)://` webhook, "
+        "`mqtt(s)://[user:pass@]host:port[/prefix]`, `file:///DIR`", "(none)"))
+    sink_secret: str | None = Field(None, repr=False, **_doc(
+        "the key webhooks are signed with (HMAC-SHA256, header `Reelflow-Signature`); webhooks need it", "(none)"))
+    sink_embeddings: bool = Field(False, **_doc("1: sinks get each segment's embedding too (kilobytes each)", "0"))
+    sink_backlog: PositiveInt = Field(10_000, **_doc(
+        "messages a sink may have waiting before live streams' messages to it are dropped (and counted); jobs' "
+        "are never dropped"))
+    sink_retry_s: PositiveFloat = Field(3600.0, **_doc(
+        "how long a sink's batch is retried (backoff up to a minute, with jitter) before it goes to the sinks' "
+        "dead-letter list"))
+    sink_batch: PositiveInt = Field(100, **_doc("most messages per delivery (a webhook POST, a burst of MQTT "
+                                                "publishes)"))
     allowed_roots: str = Field("", **_doc(
         "colon-separated directories job sources must lie under (links resolved)", "the stack's working directory"))
     allowed_url_hosts: str = Field("", **_doc("comma-separated hosts `http(s)://` job sources may come from", "(any)"))
@@ -166,6 +180,12 @@ class Settings(BaseSettings):
             url_hosts=frozenset(h.strip() for h in self.allowed_url_hosts.split(",") if h.strip()) or None,
             max_pixels=self.max_pixels, max_duration_s=self.max_duration_s, max_bytes=self.max_bytes,
             max_frames=self.max_frames, allow_devices=self.allow_devices, private_urls=self.private_urls)
+
+
+    @property
+    def sink_urls(self) -> list[str]:
+        """REELFLOW_SINKS as a list (a URL holds neither spaces nor, here, commas)."""
+        return [u for u in self.sinks.replace(",", " ").split() if u]
 
 
 def _env_problem(error: ValidationError) -> str:

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from pipelines.errors import ReelflowError, SourceNotAllowed, validation_problems
 from services.api.dashboard import data as dashboard_data, events as dashboard_events, pages as dashboard_pages
 from services.api.deps import STACK, authorized, authorized_header_or_query
+from services.sinks import check_sink_urls
 from services.store.jobs import JobSpec, check_job_source
 from services.store.outage import StoreUnavailable
 from services.store.overview import stack_overview, stream_rows
@@ -112,6 +113,7 @@ def status() -> dict:
 def submit_job(spec: JobSpec) -> dict:
     """Queue a video (a path the workers can read, or an http(s) URL). Same body as the Redis message."""
     spec = spec.model_copy(update={"source": check_job_source(STACK.settings.sources, spec.source)})
+    check_sink_urls(spec.sinks, STACK.settings, connect=True)
     job_id, created = STACK.queue.submit(spec)
     return {"job_id": job_id, "created": created, "state": STACK.queue.state(job_id)}
 
@@ -189,6 +191,7 @@ api.include_router(dashboard_events, dependencies=[Depends(authorized_header_or_
 def watch_stream(spec: StreamSpec) -> dict:
     """Watch a live source (rtsp(s), http(s) live, udp, rtp) continuously."""
     STACK.settings.sources.for_streams().check(spec.url)
+    check_sink_urls(spec.sinks, STACK.settings, connect=True)
     if not STACK.streams.register(spec):
         raise HTTPException(409, f"a stream named {spec.name!r} is already watched; stop it first or pick another name")
     return {"name": spec.name, "url": spec.url, "model": spec.model}

@@ -13,9 +13,11 @@ from typing import NamedTuple
 from pipelines.errors import ReelflowError, one_line
 from pipelines.progress import Bar
 from services import telemetry
-from services.cli.options import (add_json_option, add_model_options, add_overwrite_option, add_segment_options)
+from services.cli.options import (add_json_option, add_model_options, add_overwrite_option, add_segment_options,
+                                  add_sink_option)
 from services.cli.output import SegmentWriter, check_output, output_file
 from services.settings import settings_for
+from services.sinks import check_sink_urls
 from services.store.connection import connect
 from services.store.jobs import JobSpec, check_job_source
 from services.store.overview import stack_overview
@@ -34,6 +36,7 @@ def add_commands(commands, home) -> None:
     submit.add_argument("--idempotency-key", metavar="KEY",
                         help="resubmitting with the same key (per source) returns the first job instead of a new one")
     submit.add_argument("--priority", type=int, default=0, help="stored with the job (scheduling by priority: planned)")
+    add_sink_option(submit, "each job's segments and its end")
     submit.add_argument("--wait", action="store_true", help="follow the jobs until they end; exit 0 only if all are done")
     add_json_option(submit)
     submit.set_defaults(run=run_submit)
@@ -58,7 +61,9 @@ def add_commands(commands, home) -> None:
 
     dlq = commands.add_parser("dlq", parents=[home], help="the dead-letter list: failed jobs and why")
     dlq.add_argument("action", nargs="?", choices=["list", "replay"], default="list")
-    dlq.add_argument("job", nargs="?", metavar="JOB", help="with replay: the job to queue again")
+    dlq.add_argument("job", nargs="?", metavar="ID", help="with replay: the job (or with --sinks, the batch) to queue again")
+    dlq.add_argument("--sinks", action="store_true",
+                     help="the sinks' dead-letter list instead: batches a sink refused or could not take in time")
     add_json_option(dlq)
     dlq.set_defaults(run=run_dlq)
 
@@ -85,6 +90,8 @@ class Submitted(NamedTuple):
 def submit_sources(queue: JobQueue, args) -> tuple[list[Submitted], int]:
     """Submit each of `args.sources`; returns the jobs submitted and how many sources were refused."""
     telemetry.setup("reelflow-client")
+    sinks = getattr(args, "sinks", [])
+    check_sink_urls(sinks, queue.settings, connect=True)  # a broker down, a bad URL: one line, nothing queued
     submitted, refused = [], 0
     for index, source in enumerate(args.sources):
         try:
@@ -98,6 +105,7 @@ def submit_sources(queue: JobQueue, args) -> tuple[list[Submitted], int]:
             try:
                 spec = JobSpec(source=source, model=args.model, weights=args.weights, topk=args.topk,
                                stride_s=args.stride, embeddings=not args.no_embeddings, idempotency_key=key,
+                               sinks=sinks,
                                priority=getattr(args, "priority", 0), trace=telemetry.current_context())
             except ValueError as e:
                 raise ReelflowError(one_line(e)) from None
@@ -168,8 +176,21 @@ def run_status(args) -> int:
         f"\n  {m['name']} (weights {m['weights']}): {m['replicas']} replica(s)" for m in overview["models"]))
     print(f"workers  {len(workers)}" + "".join(
         f"\n  {w['name']} ({w['pipeline']}, {w['pending']} job(s) held{_outages(w)})" for w in workers))
-    print(f"dlq      {overview['dead_letters']}")
+    print(f"dlq      {overview['dead_letters']}" + (f" (sinks: {overview['sink_dead_letters']} batches, "
+                                                       "`reelflow dlq list --sinks`)" if overview["sink_dead_letters"]
+                                                       else ""))
+    print(f"sinks    {len(overview['sinks'])}" + "".join(f"\n  {_sink_line(s)}" for s in overview["sinks"]))
     return 0
+
+
+def _sink_line(sink: dict) -> str:
+    line = (f"{sink['url']}{' (global)' if sink['global'] else ''}: {sink['delivered']} delivered, "
+            f"{sink['backlog']} waiting, {sink['dead_lettered']} dead-lettered, {sink['dropped']} dropped")
+    if sink["retrying_since"]:
+        line += f"; failing for {time.time() - sink['retrying_since']:.0f} s: {sink['last_error']}"
+    elif sink["last_error"]:
+        line += f"; last error: {sink['last_error']}"
+    return line
 
 
 def _outages(worker: dict) -> str:
@@ -205,6 +226,8 @@ def run_cancel(args) -> int:
 
 def run_dlq(args) -> int:
     queue = _queue(args)
+    if args.sinks:
+        return _sink_dlq(queue, args)
     if args.action == "replay":
         if not args.job:
             raise ReelflowError("dlq replay needs a job id: reelflow dlq replay JOB")
@@ -224,3 +247,24 @@ def run_dlq(args) -> int:
             print("dead-letter list is empty")
     return 0
 
+
+def _sink_dlq(queue: JobQueue, args) -> int:
+    outboxes = queue.outboxes
+    if args.action == "replay":
+        if not args.job:
+            raise ReelflowError("dlq replay --sinks needs a batch id: reelflow dlq replay --sinks ID (from dlq list --sinks)")
+        count = outboxes.replay(args.job)
+        if count is None:
+            raise ReelflowError(f"no batch {args.job!r} in the sinks' dead-letter list (`reelflow dlq list --sinks`)")
+        print(f"{args.job}  {count} message(s) queued again for their sink")
+        return 0
+    entries = outboxes.dead_letters()
+    for e in entries:
+        if args.json:
+            print(json.dumps(e))
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
+            print(f"{e['id']}  {when}  {e['url']}  {len(e['messages'])} message(s)  {e['reason']}")
+    if not entries and not args.json:
+        print("the sinks' dead-letter list is empty")
+    return 0

@@ -59,6 +59,13 @@ def add_segment_options(parser: argparse.ArgumentParser, embeddings: bool = True
         parser.add_argument("--no-embeddings", action="store_true", help="do not store segment embeddings")
 
 
+def add_sink_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--sink", action="append", default=[], metavar="URL", dest="sinks",
+                        help=f"also deliver {what} here (repeatable): https://host/path (a signed webhook), "
+                             "mqtt(s)://[user:pass@]host:port[/prefix], file:///DIR (JSON lines); at least once, "
+                             "in order")
+
+
 def add_device_option(parser: argparse.ArgumentParser, what: str = "the models") -> None:
     parser.add_argument("--device", default="cpu", help=f"torch device for {what}, e.g. cpu or cuda:0 (default cpu)")
 

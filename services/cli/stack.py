@@ -31,6 +31,7 @@ from services.cli.options import (add_device_option, add_model_options, add_no_r
                                   add_segment_options, model_arg)
 from services.cli.output import SegmentWriter, output_file, refuse_existing, result_names
 from services.settings import Settings, default_allowed_roots, settings_for
+from services.sinks import check_sink_urls
 from services.store.connection import redact
 from services.worker.in_process import InProcessPipeline
 from services.worker.pipeline import Pipeline
@@ -91,6 +92,7 @@ def run_up(args) -> int:
     settings = settings_for(args.home)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     http = (args.http_host or settings.api_host, args.http_port) if args.http_port else None
+    check_sink_urls(settings.sink_urls, settings, connect=True, stack=True)  # REELFLOW_SINKS, before starting anything
     stack = LocalStack(settings, pipeline_factory(settings, args.no_ray, args.device, None if args.no_ray else http))
     try:
         for problem in stack.prepare(args.model or [DEFAULT_MODEL], args.weights):
@@ -101,7 +103,7 @@ def run_up(args) -> int:
             serve_in_thread(stack.queue, settings, *http)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stack.stop())
-        print(f"reelflow up: {_where(stack)}; {_mode(args.no_ray, settings)}{_api(http, settings)}; local videos "
+        print(f"reelflow up: {_where(stack)}; {_mode(args.no_ray, settings)}{_api(http, settings)}{_sinks(settings)}; local videos "
               f"under {roots} (REELFLOW_ALLOWED_ROOTS); worker {stack.runtime.consumer} ready. Submit with "
               "`reelflow submit VIDEO`; Ctrl-C stops.", file=sys.stderr, flush=True)
         stack.run()
@@ -123,6 +125,12 @@ def _mode(no_ray: bool, settings: Settings) -> str:
     if no_ray:
         return "in-process pipeline"
     return f"Ray pipeline ({settings.decoders} decoder(s) x {settings.jobs_per_decoder} jobs)"
+
+
+def _sinks(settings: Settings) -> str:
+    if not settings.sink_urls:
+        return ""
+    return "; results also to " + ", ".join(redact(u) for u in settings.sink_urls)
 
 
 def _api(http: tuple[str, int] | None, settings: Settings) -> str:

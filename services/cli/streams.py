@@ -12,8 +12,9 @@ import sys
 from pydantic import ValidationError
 
 from pipelines.errors import ReelflowError, one_line
-from services.cli.options import add_json_option, add_model_options, add_segment_options, positive_int
+from services.cli.options import add_json_option, add_model_options, add_segment_options, add_sink_option, positive_int
 from services.settings import settings_for
+from services.sinks import check_sink_urls
 from services.store.connection import connect
 from services.store.overview import stream_rows
 from services.store.streams import StreamRegistry, StreamSpec
@@ -31,6 +32,7 @@ def add_commands(commands, home) -> None:
     watch.add_argument("--name", required=True, help="the stream's name (letters, digits, . _ -)")
     add_model_options(watch)
     add_segment_options(watch, embeddings=False)
+    add_sink_option(watch, "its windows and label events")
     watch.add_argument("--transport", choices=["auto", "tcp", "udp"], default="auto",
                        help="RTSP transport: auto (default) tries TCP, then UDP, and keeps the one that works; "
                             "`streams list` says which")
@@ -69,10 +71,11 @@ def run_watch(args) -> int:
     if "://" not in url and not url.startswith("/dev/"):
         url = os.path.abspath(url)  # a file played live: the worker may run elsewhere
     settings.sources.for_streams().check(url)
+    check_sink_urls(args.sinks, settings, connect=True)
     try:
         spec = StreamSpec(name=args.name, url=url, model=args.model, weights=args.weights, stride_s=args.stride,
                           transport=args.transport, topk=args.topk, smoothing=args.smoothing,
-                          enter=args.enter, exit=args.exit)
+                          enter=args.enter, exit=args.exit, sinks=args.sinks)
     except ValidationError as e:
         raise ReelflowError(one_line(e)) from None
     if not registry.register(spec):
@@ -132,6 +135,7 @@ def run_streams(args) -> int:
         print(f"{row['name']:<16} {row['state']:<10} segments {row['segments'] or 0:<6} reconnects "
               f"{row['reconnects'] or 0:<3} dropped {row['dropped'] or 0:<4} p95 {p95:<8} {row['url']}"
               + (f" (over {row['transport'].upper()})" if row.get("transport") else "")
-              + (f"  ({row['last_error']})" if row["last_error"] and row["state"] != "live" else ""))
+              + (f"  ({row['last_error']})" if row["last_error"] and row["state"] != "live" else "")
+              + (f"  [sink failing: {row['sink_error']}]" if row.get("sink_error") else ""))
     return 0
 

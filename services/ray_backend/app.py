@@ -41,6 +41,7 @@ class JobConsumer:
     def __init__(self, replicas: dict, weights: str):
         settings = Settings.from_env()
         queue = connect(settings)
+        queue.outboxes.set_global(settings.sink_urls)  # REELFLOW_SINKS of the Ray pods
         # the bound model replicas arrive as handles: the consumer reaches them by app and deployment name
         served = {(model, weights): Target(h.app_name, h.deployment_name) for model, h in replicas.items()}
         pipeline = RayPipeline(settings, served=served)

@@ -10,7 +10,6 @@ under the reelflow home (`--home`, `REELFLOW_HOME`, or ~/.local/share/reelflow).
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from dataclasses import dataclass, field
 
@@ -19,7 +18,7 @@ from redis.connection import parse_url
 
 from pipelines.errors import ReelflowError, one_line
 from services.settings import Settings
-from services.store.client import redis_client
+from services.store.client import redact, redis_client  # noqa: F401 -- redact: also for the callers of this module
 from services.store.embedded import EmbeddedRedis
 from services.store.queue import JobQueue
 
@@ -72,24 +71,6 @@ def _auth_error(url: str, error: Exception) -> str:
     if parse_url(url).get("password"):
         return f"Redis at {redact(url)} refused the password ({one_line(error)}); fix REELFLOW_REDIS_URL"
     return f"Redis at {redact(url)} needs a password: give it as redis://:PASSWORD@host:port/0 in REELFLOW_REDIS_URL"
-
-
-def redact(url: str) -> str:
-    """The URL without its password (user info or `password=` argument), for messages.
-
-    >>> redact("unix://:s3cret@/home/me/redis/redis.sock")
-    'unix://***@/home/me/redis/redis.sock'
-    >>> redact("rediss://default:s3cret@db:6380/0?ssl_ca_certs=/ca.crt&password=s3cret")
-    'rediss://***@db:6380/0?ssl_ca_certs=/ca.crt&password=***'
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    head, question, query = rest.partition("?")
-    if "@" in head:  # everything before the last @ of the authority; a path with an @ is cut short too
-        head = "***@" + head.rsplit("@", 1)[1]
-    query = re.sub(r"(^|&)password=[^&]*", r"\1password=***", query)
-    return f"{scheme}://{head}{question}{query}"
 
 
 @dataclass

@@ -40,6 +40,8 @@ def _known_model(value: str) -> str:
 
 
 ModelName = Annotated[str, AfterValidator(_known_model)]  # a model of the table, for jobs and streams
+# Where results also go (services.sinks checks the kind and the rest): a URL whose scheme names the kind
+SinkUrl = Annotated[str, Field(min_length=8, max_length=2000, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://")]
 
 
 class JobSpec(BaseModel):
@@ -53,6 +55,8 @@ class JobSpec(BaseModel):
     topk: int = Field(5, ge=1, le=1000)
     stride_s: float | None = Field(None, gt=0)
     embeddings: bool = True
+    sinks: list[SinkUrl] = Field(default_factory=list, max_length=8,
+                                 description="where its segments and its end also go: http(s)://, mqtt(s)://, file:///DIR")
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
     priority: int = 0
     schema_version: int = SCHEMA_VERSION

@@ -17,6 +17,11 @@
 | reelflow:stream:{name}:status | hash | state, reconnects, gaps, dropped, last segment, latency; written by the owner |
 | reelflow:stream:{name}:results | stream | one entry per segment (field `result`: JSON), capped |
 | reelflow:stream:{name}:events | stream | label enter/exit events (field `event`: JSON), capped |
+| reelflow:sinks | hash | sink id -> the sink (JSON: url, global), every sink a job, stream or stack named |
+| reelflow:sink:{id}:outbox | stream | messages the sink has still to deliver (field `m`: JSON; `live`: 1 for streams'), oldest first |
+| reelflow:sink:{id}:status | hash | delivered, dead-lettered, dropped (live, over the backlog), last error, retrying since |
+| reelflow:sink:{id}:lease | string | the worker delivering to the sink (one at a time: in order); a lease it renews |
+| reelflow:sinks:dlq | hash | dead-letter id -> a batch a sink gave up on (sink, reason, when, its messages) |
 """
 
 PREFIX = "reelflow"
@@ -62,3 +67,19 @@ def stream_results(name: str) -> str:
 
 def stream_events(name: str) -> str:
     return f"{PREFIX}:stream:{name}:events"
+
+
+SINKS = f"{PREFIX}:sinks"
+SINK_DEAD_LETTERS = f"{PREFIX}:sinks:dlq"
+
+
+def sink_outbox(sink_id: str) -> str:
+    return f"{PREFIX}:sink:{sink_id}:outbox"
+
+
+def sink_status(sink_id: str) -> str:
+    return f"{PREFIX}:sink:{sink_id}:status"
+
+
+def sink_lease(sink_id: str) -> str:
+    return f"{PREFIX}:sink:{sink_id}:lease"

@@ -7,6 +7,7 @@ the HTTP API (`/v1/status`, `/v1/streams`) and the dashboard.
 
 from __future__ import annotations
 
+from services.store.outbox import Outboxes
 from services.store.queue import JobQueue
 from services.store.streams import StreamRegistry
 
@@ -22,7 +23,8 @@ def stack_overview(queue: JobQueue) -> dict:
             states[state.value] = states.get(state.value, 0) + 1
     workers = queue.workers()
     return {"queue": queue.depth(), "jobs": states, "models": models_served(workers), "workers": workers,
-            "dead_letters": len(queue.dead_letters())}
+            "dead_letters": len(queue.dead_letters()), "sinks": queue.outboxes.statuses(),
+            "sink_dead_letters": len(queue.outboxes.dead_letters())}
 
 
 def models_served(workers: list[dict]) -> list[dict]:
@@ -44,10 +46,15 @@ def models_served(workers: list[dict]) -> list[dict]:
 def stream_rows(registry: StreamRegistry) -> list[dict]:
     """One row per watched stream: who reads it, its state, counters and latency."""
     rows = []
+    outboxes = Outboxes(registry.r)
     for name, spec in sorted(registry.specs().items()):
         status = registry.status(name)
+        sinks = [outboxes.status(sid) for sid in outboxes.targets(spec.sinks)]
+        failing = [s for s in sinks if s["retrying_since"] or (s["last_error"] and not s["last_ok_at"])]
         rows.append({"name": name, "url": spec.url, "model": spec.model, "owner": registry.owner(name),
                      "state": status.get("state", "waiting for a worker") if registry.owner(name) else "unowned",
                      **{k: status.get(k) for k in ("transport", "reconnects", "gaps", "dropped", "failed", "unpublished", "segments", "last_index",
-                                                   "latency_p50_s", "latency_p95_s", "last_error")}})
+                                                   "latency_p50_s", "latency_p95_s", "last_error")},
+                     "sinks": len(sinks),
+                     "sink_error": f"{failing[0]['url']}: {failing[0]['last_error']}" if failing else None})
     return rows

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from pipelines.errors import validation_problems
 from services.store import keys
 from services.store.jobs import JobRecord, JobSpec, JobState
+from services.store.outbox import Outboxes, enqueue, job_end_message, segment_message
 from services.store.results import add_end, without_embedding
 from services.store.streams import StreamRegistry
 from services.settings import Settings
@@ -55,6 +56,7 @@ if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'segments_done', redis.call('HLEN', KEYS[2]), 'updated_at', ARGV[4])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'kind', 'segment', 'job_id', ARGV[5], 'index', ARGV[2],
            'result', ARGV[6])
+for i = 4, #KEYS do redis.call('XADD', KEYS[i], '*', 'm', ARGV[8]) end  -- the job's sinks' outboxes
 return 1
 """
 
@@ -81,6 +83,7 @@ class Claim:
     stalled: int = 1  # deliveries in a row, this one included, that began with no new segment stored
     done_at_claim: int = 0  # segments stored when this delivery began
     token: str = ""  # this delivery's claim token, written in the job record
+    sinks: tuple[str, ...] = ()  # ids of the sinks its segments and end go to (services.store.outbox)
 
 
 class JobQueue:
@@ -89,6 +92,7 @@ class JobQueue:
         self.settings = settings
         self._renew_script = client.register_script(RENEW_IF_OWNED)
         self._store_script = client.register_script(STORE_IF_CLAIMED)
+        self.outboxes = Outboxes(client)
         self._create_group()
 
     def _create_group(self) -> None:
@@ -109,6 +113,7 @@ class JobQueue:
                 if existing:
                     return existing.decode(), False
         now = time.time()
+        self.outboxes.register(spec.sinks)
         with self.r.pipeline(transaction=True) as p:
             p.hset(keys.job(job_id), mapping=_record_fields(JobState.QUEUED, spec, now))
             p.zadd(keys.JOBS_INDEX, {job_id: now})
@@ -181,14 +186,16 @@ class JobQueue:
         if stalled > self.settings.max_attempts:
             last = (self.r.hget(record_key, "error") or b"").decode()
             self._dead_letter(job_id, entry_id, f"gave up after {stalled - 1} attempts without progress: "
-                                                f"{last or 'worker lost'}", fields, segments=done)
+                                                f"{last or 'worker lost'}", fields, segments=done, spec=spec)
             return None
         attempt = self.r.hincrby(record_key, "attempts", 1)
         token = uuid.uuid4().hex[:16]
         self.r.hset(record_key, mapping={"state": JobState.RUNNING.value, "consumer": consumer, "updated_at": time.time(),
                                          "progress_mark": done, "stalled": stalled, "claim": token,
                                          "entry": entry_id})
-        return Claim(job_id, entry_id, consumer, spec, attempt, stalled, done, token)
+        self.outboxes.register(spec.sinks)  # a job XADDed by another client names them first here
+        return Claim(job_id, entry_id, consumer, spec, attempt, stalled, done, token,
+                     tuple(self.outboxes.targets(spec.sinks)))
 
     def _held_elsewhere(self, record_key: str, entry_id: str) -> bool:
         """Whether the job's running delivery is another stream entry, still pending in the group."""
@@ -210,9 +217,13 @@ class JobQueue:
     def store_segment(self, claim: Claim, index: int, result_json: str) -> bool:
         """Store a segment result once; False if that index was already stored. Raises LeaseLost
         when the claim is no longer the job's (nothing is stored then)."""
-        stored = self._store_script(keys=[keys.job(claim.job_id), keys.segments(claim.job_id), keys.RESULTS],
+        light = without_embedding(result_json)
+        message = segment_message(claim.job_id, index, json.loads(result_json if self.settings.sink_embeddings
+                                                                  else light)) if claim.sinks else ""
+        stored = self._store_script(keys=[keys.job(claim.job_id), keys.segments(claim.job_id), keys.RESULTS,
+                                          *map(keys.sink_outbox, claim.sinks)],
                                     args=[claim.token, str(index), result_json, time.time(), claim.job_id,
-                                          without_embedding(result_json), self.settings.results_stream_max])
+                                          light, self.settings.results_stream_max, message])
         if stored == -1:
             raise LeaseLost(claim.job_id)
         return bool(stored)
@@ -234,7 +245,7 @@ class JobQueue:
             p.hset(keys.job(claim.job_id), mapping={"state": JobState.DONE.value, "error": "", "updated_at": time.time()})
             self._expire(p, claim.job_id)
             _ack(p, claim.entry_id)
-            add_end(p, claim.job_id, JobState.DONE.value, record.segments_done, "", self.settings.results_stream_max)
+            self._end(p, claim.job_id, JobState.DONE, record.segments_done, "", list(claim.sinks))
             return True
         return self._as_holder(claim, done)
 
@@ -246,7 +257,7 @@ class JobQueue:
             if not progressed and claim.stalled >= self.settings.max_attempts:
                 _dead_letter(p, claim.job_id, claim.entry_id,
                              f"gave up after {claim.stalled} attempts without progress: {error}", None,
-                             self.settings.results_stream_max, record.segments_done)
+                             self.settings.results_stream_max, record.segments_done, claim.sinks)
                 return JobState.FAILED
             backoff = 0 if progressed else claim.stalled - 1
             delay = min(MAX_RETRY_DELAY_S, self.settings.retry_base_s * 2 ** backoff) * random.uniform(0.5, 1.5)
@@ -273,7 +284,8 @@ class JobQueue:
     def fail(self, claim: Claim, error: str) -> None:
         """A bad job (unreadable, not a video, unknown model...): dead-letter it now."""
         self._as_holder(claim, lambda p, record: _dead_letter(p, claim.job_id, claim.entry_id, error, None,
-                                                              self.settings.results_stream_max, record.segments_done))
+                                                              self.settings.results_stream_max, record.segments_done,
+                                                              claim.sinks))
 
     def _as_holder(self, claim: Claim, change):
         """`change(pipeline, record)` queues writes that apply only if `claim` is still the job's
@@ -306,11 +318,13 @@ class JobQueue:
                     if state is None or state.terminal:
                         return state
                     stored = p.hlen(keys.segments(job_id))
+                    spec = p.hget(key, "spec")
+                    targets = self.outboxes.targets(JobSpec.model_validate_json(spec).sinks if spec else [])
                     p.multi()
                     p.hset(key, mapping={"state": JobState.CANCELLED.value, "updated_at": time.time(), "claim": ""})
                     p.zrem(keys.RETRIES, job_id)
                     self._expire(p, job_id)
-                    add_end(p, job_id, JobState.CANCELLED.value, stored, "", self.settings.results_stream_max)
+                    self._end(p, job_id, JobState.CANCELLED, stored, "", targets)
                     p.execute()
                     return JobState.CANCELLED
                 except redis.WatchError:
@@ -444,10 +458,16 @@ class JobQueue:
                     _deliver(self.r, record.job_id, record.spec)
 
     def _dead_letter(self, job_id: str, entry_id: str, error: str, fields: dict[str, str] | None,
-                     segments: int = 0) -> None:
+                     segments: int = 0, spec: JobSpec | None = None) -> None:
+        sinks = self.outboxes.targets(spec.sinks if spec else [])
         with self.r.pipeline(transaction=True) as p:
-            _dead_letter(p, job_id, entry_id, error, fields, self.settings.results_stream_max, segments)
+            _dead_letter(p, job_id, entry_id, error, fields, self.settings.results_stream_max, segments, sinks)
             p.execute()
+
+    def _end(self, p, job_id: str, state: JobState, segments: int, error: str, sinks: list[str]) -> None:
+        """Queue, on pipeline `p`, a job's end on the results stream and its sinks' outboxes."""
+        add_end(p, job_id, state.value, segments, error, self.settings.results_stream_max)
+        enqueue(p, sinks, job_end_message(job_id, state.value, segments, error))
 
     def _expire(self, p, job_id: str) -> None:
         p.expire(keys.job(job_id), self.settings.result_ttl_s)
@@ -489,7 +509,7 @@ def _ack(p, entry_id) -> None:
 
 
 def _dead_letter(p, job_id: str, entry_id: str, error: str, fields: dict[str, str] | None, maxlen: int,
-                 segments: int = 0) -> None:
+                 segments: int = 0, sinks: list[str] = ()) -> None:
     """Queue, on pipeline `p`, a job's move to the dead-letter list (`fields`: the message, if
     malformed), and its end on the results stream."""
     now = time.time()
@@ -502,6 +522,7 @@ def _dead_letter(p, job_id: str, entry_id: str, error: str, fields: dict[str, st
     p.hset(keys.DEAD_LETTERS, job_id, json.dumps(entry))
     _ack(p, entry_id)
     add_end(p, job_id, JobState.FAILED.value, segments, error, maxlen)
+    enqueue(p, list(sinks), job_end_message(job_id, JobState.FAILED.value, segments, error))
 
 
 def _record_fields(state: JobState, spec: JobSpec, now: float) -> dict:

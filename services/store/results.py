@@ -21,14 +21,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import redis
 
 from services.store import keys
-
-if TYPE_CHECKING:
-    from services.store.queue import JobQueue
 
 SEGMENT, END = "segment", "end"
 
@@ -83,8 +78,8 @@ class ResultsStream:
         return [ResultEntry.parse(i, f) for _, entries in answer for i, f in entries]
 
 
-def follow_job(queue: JobQueue, job_id: str, block_ms: int = 1000) -> Iterator[dict]:
-    """A job's segments as they are stored — those stored already first — each once, whole (with
+def follow_job(queue, job_id: str, block_ms: int = 1000) -> Iterator[dict]:
+    """A JobQueue's job's segments as they are stored — those stored already first — each once, whole (with
     its embedding); ends when the job ends (done, failed, cancelled) or expires."""
     stream = ResultsStream(queue.r)
     after = stream.last_id()  # before reading what is stored: nothing falls between the two
@@ -118,7 +113,7 @@ def follow_job(queue: JobQueue, job_id: str, block_ms: int = 1000) -> Iterator[d
             yield segment
 
 
-def _whole(queue: JobQueue, job_id: str, entry: ResultEntry) -> dict:
+def _whole(queue, job_id: str, entry: ResultEntry) -> dict:
     raw = queue.r.hget(keys.segments(job_id), entry.index)
     return json.loads(raw) if raw is not None else {**entry.result, "job_id": job_id}
 

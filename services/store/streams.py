@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS
 from services.store import keys
 from services.store.client import redis_client
-from services.store.jobs import ModelName
+from services.store.jobs import ModelName, SinkUrl
+from services.store.outbox import Outboxes, stream_event_message, stream_segment_message
 
 RESULTS_KEPT = 10_000  # segments per stream (about 4.5 hours at one per 1.6 s)
 EVENTS_KEPT = 1_000
@@ -35,11 +36,23 @@ return 0
 """
 # Publish a window only while the caller owns the stream: a worker cut off from Redis longer than its
 # lease, whose stream another worker took meanwhile, publishes nothing when it comes back.
+# The window and its events also go to the stream's sinks' outboxes (KEYS[4..]: outbox, status
+# pairs), as messages ARGV[7+n..7+2n]; one whose backlog is at ARGV[5] drops them, counted.
 PUBLISH_IF_OWNER = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local n = tonumber(ARGV[6])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'result', ARGV[2])
-for i = 5, #ARGV do
+for i = 7, 6 + n do
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[i])
+end
+for k = 4, #KEYS, 2 do
+  for j = 7 + n, 7 + 2 * n do
+    if redis.call('XLEN', KEYS[k]) >= tonumber(ARGV[5]) then
+      redis.call('HINCRBY', KEYS[k + 1], 'dropped', 1)
+    else
+      redis.call('XADD', KEYS[k], '*', 'm', ARGV[j], 'live', '1')
+    end
+  end
 end
 return 1
 """
@@ -71,6 +84,8 @@ class StreamSpec(BaseModel):
     enter: float = Field(0.5, ge=0, le=1, description="smoothed score at which a label becomes current")
     exit: float = Field(0.3, ge=0, le=1, description="smoothed score below which the current label ends")
     max_in_flight: int = Field(2, ge=1, le=64, description="clips waiting for the model before the oldest is dropped")
+    sinks: list[SinkUrl] = Field(default_factory=list, max_length=8,
+                                 description="where its segments and label events also go: http(s)://, mqtt(s)://, file:///DIR")
     created_at: float = Field(default_factory=time.time)
 
     @field_validator("name")
@@ -99,7 +114,12 @@ class StreamRegistry:
 
     def register(self, spec: StreamSpec) -> bool:
         """Watch a stream; False if one of that name is already watched (stop it first)."""
+        Outboxes(self.r).register(spec.sinks)
         return bool(self.r.hsetnx(keys.STREAMS, spec.name, spec.model_dump_json()))
+
+    def sink_targets(self, urls: list[str]) -> list[str]:
+        """The ids of the sinks a stream naming `urls` publishes to: the global ones and its own."""
+        return Outboxes(self.r).targets(urls)
 
     def stop(self, name: str) -> bool:
         """Stop watching; its owner notices within a lease renewal. Its results are kept."""
@@ -129,12 +149,16 @@ class StreamRegistry:
 
     # -- what it found --
 
-    def publish(self, name: str, owner: str, result: dict, events: list[dict]) -> bool:
+    def publish(self, name: str, owner: str, result: dict, events: list[dict], sinks: list[str] = (),
+                backlog: int = 10_000) -> bool:
         """Add a window's result and its label events, atomically, if `owner` still owns the stream;
-        False (nothing added) if it does not."""
-        published = self._publish(keys=[keys.stream_owner(name), keys.stream_results(name), keys.stream_events(name)],
-                                  args=[owner, json.dumps(result), RESULTS_KEPT, EVENTS_KEPT,
-                                        *(json.dumps(e) for e in events)])
+        False (nothing added) if it does not. They go to the outboxes of `sinks` (ids) too, unless a
+        sink has `backlog` messages waiting (then they are dropped and counted in its status)."""
+        messages = [stream_segment_message(name, result), *(stream_event_message(name, e) for e in events)] if sinks else []
+        published = self._publish(keys=[keys.stream_owner(name), keys.stream_results(name), keys.stream_events(name),
+                                        *(k for sid in sinks for k in (keys.sink_outbox(sid), keys.sink_status(sid)))],
+                                  args=[owner, json.dumps(result), RESULTS_KEPT, EVENTS_KEPT, backlog, len(events),
+                                        *(json.dumps(e) for e in events), *messages])
         return bool(published)
 
     def next_index(self, name: str) -> int:

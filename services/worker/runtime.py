@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from pipelines.errors import ReelflowError, one_line
 from services.settings import Settings
+from services.sinks.publisher import SinkPublisher
 from services.store.connection import StackRedis
 from services.store.queue import JobQueue
 from services.worker.consumer import STOP_GRACE_S, Worker, default_consumer_name
@@ -42,6 +43,7 @@ class Runtime:
         self.worker = Worker(queue, pipeline, consumer)
         self.streams = StreamManager(queue.stream_registry(), self.worker.consumer, pipeline, redis_url,
                                      settings.max_streams) if streams else None
+        self.sinks = SinkPublisher(queue.outboxes, settings, self.worker.consumer)
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None  # what ended `run`, if it did not end cleanly
 
@@ -53,6 +55,7 @@ class Runtime:
         """Claim jobs and streams in this thread until `stop()`; then hand back what is in hand."""
         if self.streams is not None:
             self.streams.start()
+        self.sinks.start()
         try:
             self.worker.run(block_ms=block_ms)
         except BaseException as e:  # kept for whoever started this thread (`LocalStack.run` raises it)
@@ -61,6 +64,7 @@ class Runtime:
         finally:
             if self.streams is not None:
                 self.streams.close()
+            self.sinks.stop()
 
     def start(self, block_ms: int = 200) -> Runtime:
         """`run` on a thread of its own; returns at once."""
@@ -110,6 +114,7 @@ class LocalStack:
         try:
             # Ray processes started from here (Serve's controller: the backlog autoscaler; the API) find Redis too
             os.environ["REELFLOW_REDIS_URL"] = self.store.url
+            self.store.queue.outboxes.set_global(settings.sink_urls)  # every job and stream delivers to these
             self.pipeline = make_pipeline(self.store.url)
             self.runtime = Runtime(self.store.queue, self.pipeline, self.store.url, settings, streams=streams)
             if self.store.started_here:  # the embedded server is this stack's: restart it if it stops

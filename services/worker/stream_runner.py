@@ -31,6 +31,7 @@ from pipelines.labels import top_labels
 from pipelines.live import LiveSource, live_windows
 from pipelines.models import get_spec
 from pipelines.smoothing import LabelEvents, Smoother
+from services.settings import Settings
 from services.store.outage import Outage, StoreUnavailable
 from services.store.streams import StreamRegistry, StreamSpec
 
@@ -38,6 +39,7 @@ log = logging.getLogger("reelflow.streams")
 
 SENT_AT_ONCE = 2  # clips of one stream at the model at a time
 STATUS_EVERY_S = 1.0
+SINKS_EVERY_S = 10.0  # how soon a change of the stack's global sinks reaches a running stream
 
 
 @dataclass
@@ -70,6 +72,9 @@ class StreamRunner:
         self.latencies: deque[float] = deque(maxlen=200)
         self.smoother = Smoother(spec.smoothing)
         self.events = LabelEvents(spec.enter, spec.exit)
+        self.sinks: list[str] = []  # ids of the sinks its windows and events go to (re-read every SINKS_EVERY_S)
+        self.sinks_read_at = 0.0
+        self.sink_backlog = Settings.from_env().sink_backlog
 
     def run(self) -> None:
         """Until `stop` is set. Never raises for the stream's own troubles: they are counted."""
@@ -87,6 +92,7 @@ class StreamRunner:
         while not self.stop.is_set():
             try:
                 index = self.registry.next_index(self.spec.name)
+                self._read_sinks()
                 self.outage.recovered()
                 return index
             except StoreUnavailable as e:
@@ -158,7 +164,7 @@ class StreamRunner:
         }
         result["published_at"] = time.time()
         try:
-            owned = self.registry.publish(self.spec.name, self.owner, result, events)
+            owned = self.registry.publish(self.spec.name, self.owner, result, events, self.sinks, self.sink_backlog)
         except StoreUnavailable as e:  # Redis away: this window is lost, counted, and the stream goes on
             self.unpublished += 1
             self.outage.failed(e)
@@ -187,8 +193,15 @@ class StreamRunner:
                 "last_index": self.last_index, "last_frame_at": stats.last_frame_at,
                 "latency_p50_s": percentile(0.5), "latency_p95_s": percentile(0.95), "updated_at": time.time()}
 
+    def _read_sinks(self) -> None:
+        """The global sinks (REELFLOW_SINKS of the stack) and the stream's own."""
+        self.sinks = self.registry.sink_targets(self.spec.sinks)
+        self.sinks_read_at = time.monotonic()
+
     def _write_status(self) -> None:
         try:
+            if time.monotonic() - self.sinks_read_at > SINKS_EVERY_S:
+                self._read_sinks()
             self.registry.set_status(self.spec.name, self.owner, self.status())
         except StoreUnavailable as e:  # Redis away: the next status write catches up
             self.outage.failed(e)

@@ -1,0 +1,178 @@
+"""Receivers for the sink tests: a webhook receiver that verifies signatures as a user's would, and
+a real MQTT broker (Debian's mosquitto, installed by `make system-deps`).
+
+    with WebhookReceiver(secret) as hook:        # hook.url; hook.messages (verified, in arrival order)
+        hook.down()  ...  hook.up()              # the port stops answering, then answers again
+        hook.status = 400                        # answer every POST with this status (unverified then too)
+
+    with Mosquitto(tmp_path, users={"cam": "pw"}) as broker:   # broker.url("cam", "pw"), broker.subscribe("#")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from services.sinks.webhook import HEADER, verify
+from support.stack_process import free_port
+
+
+class WebhookReceiver:
+    def __init__(self, secret: str):
+        self.secret = secret
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.messages: list[dict] = []  # from verified deliveries, in arrival order
+        self.posts = 0  # every POST, verified or not
+        self.rejected = 0  # POSTs whose signature did not verify
+        self.status = 200  # the answer to a verified POST
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> WebhookReceiver:
+        self.up()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    def up(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 -- http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                ok = verify(receiver.secret, self.headers.get(HEADER, ""), body)
+                with receiver._lock:
+                    receiver.posts += 1
+                    status = receiver.status if ok else 400
+                    if not ok:
+                        receiver.rejected += 1
+                    elif status == 200:
+                        receiver.messages.extend(json.loads(body)["messages"])
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        deadline = time.monotonic() + 10
+        while True:  # the port of a receiver just taken down may linger a moment
+            try:
+                self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def down(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=10)
+            self._server = None
+
+    def keys(self) -> list[tuple]:
+        """Each message's idempotency key, in arrival order (repeats included)."""
+        return [message_key(m) for m in list(self.messages)]
+
+
+def message_key(m: dict) -> tuple:
+    """What a receiver de-duplicates on: job and index, or stream and index (and event)."""
+    if m["type"] == "segment":
+        return ("segment", m["job_id"], m["index"])
+    if m["type"] == "job":
+        return ("job", m["job_id"], m["state"])
+    if m["type"] == "stream.segment":
+        return ("stream.segment", m["stream"], m["index"])
+    return ("stream.event", m["stream"], m["index"], m["event"]["event"], m["event"]["label"])
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if not found:
+        raise RuntimeError("mosquitto is not installed: run `make system-deps`")
+    return found
+
+
+class Mosquitto:
+    """A mosquitto broker on a free loopback port; with `users`, only they may connect."""
+
+    def __init__(self, tmp: Path, users: dict[str, str] | None = None):
+        self.dir = tmp / f"mosquitto-{time.monotonic_ns()}"
+        self.dir.mkdir(parents=True)
+        self.port = free_port()
+        self.users = users or {}
+        self.proc: subprocess.Popen | None = None
+        self.subscribers: list[subprocess.Popen] = []
+
+    def url(self, user: str | None = None, password: str | None = None, prefix: str = "") -> str:
+        auth = f"{user}:{password}@" if user else ""
+        return f"mqtt://{auth}127.0.0.1:{self.port}" + (f"/{prefix}" if prefix else "")
+
+    def __enter__(self) -> Mosquitto:
+        config = [f"listener {self.port} 127.0.0.1", "persistence false", f"log_dest file {self.dir / 'broker.log'}"]
+        if os.geteuid() == 0:  # as root it would become the `mosquitto` user, who cannot read the test's files
+            config.append("user root")
+        if self.users:
+            passwords = self.dir / "passwords"
+            passwords.write_text("".join(f"{u}:{p}\n" for u, p in self.users.items()))
+            subprocess.run(["mosquitto_passwd", "-U", str(passwords)], check=True, capture_output=True)
+            passwords.chmod(0o600)  # mosquitto warns about (and later refuses) a readable password file
+            config += ["allow_anonymous false", f"password_file {passwords}"]
+        else:
+            config.append("allow_anonymous true")
+        (self.dir / "mosquitto.conf").write_text("\n".join(config) + "\n")
+        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.dir / "mosquitto.conf")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mosquitto did not start: {self.proc.stderr.read().decode()[-2000:]}") from None
+                time.sleep(0.05)
+        return self
+
+    def subscribe(self, topic: str, out: Path, user: str | None = None, password: str | None = None) -> Path:
+        """`mosquitto_sub -v` on `topic` at QoS 1, writing "topic payload" lines to `out`."""
+        auth = ["-u", user, "-P", password] if user else []
+        sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.port), "-q", "1", "-v", "-t", topic,
+                                *auth], stdout=open(out, "w"), stderr=subprocess.STDOUT)
+        self.subscribers.append(sub)
+        time.sleep(0.5)  # subscribed before the test publishes
+        return out
+
+    def __exit__(self, *exc) -> None:
+        for proc in [*self.subscribers, self.proc]:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def received(out: Path) -> list[tuple[str, dict]]:
+    """The (topic, message) lines `mosquitto_sub -v` wrote so far."""
+    lines = []
+    for line in out.read_text().splitlines():
+        topic, _, payload = line.partition(" ")
+        try:
+            lines.append((topic, json.loads(payload)))
+        except json.JSONDecodeError:
+            pass  # a line being written
+    return lines
