@@ -36,9 +36,9 @@ def add_end(p, job_id: str, state: str, segments: int, error: str, maxlen: int) 
 def without_embedding(result_json: str) -> str:
     """A segment's JSON as the results stream carries it: its embedding left out (kilobytes each)."""
     result = json.loads(result_json)
-    if "embedding" not in result:
+    if not any(k.startswith("embedding") for k in result):  # `embedding_b64` (stored) or `embedding`
         return result_json
-    return json.dumps({k: v for k, v in result.items() if k != "embedding"})
+    return json.dumps({k: v for k, v in result.items() if not k.startswith("embedding")})
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,9 @@ def test_a_job_posted_with_the_token_completes_and_its_segments_page_over_http(s
     ({"source": "{videos}/a.mp4", "shell": "rm -rf /"}, 422, "shell: Extra inputs are not permitted"),
     ({"model": "x3d_xs"}, 422, "source: Field required"),
     ({"source": "{videos}/a.mp4", "topk": 0}, 422, "topk"),
+    ({"source": "{videos}/a.mp4", "sinks": ["kafka://broker:9092"]}, 400, "unknown sink kind 'kafka'"),
+    ({"source": "{videos}/a.mp4", "sinks": ["http://169.254.169.254/x"]}, 400, "metadata address"),
+    ({"source": "{videos}/a.mp4", "sinks": ["not a url"]}, 422, "sinks.0"),
 ])
 def test_bad_jobs_are_refused_with_a_readable_reason(stack, body, status, words):
     body = {k: v.format(videos=stack["videos"]) if isinstance(v, str) else v for k, v in body.items()}

@@ -36,7 +36,7 @@ def queue(server):
 
 
 def _segment(i: int) -> str:
-    return json.dumps({"index": i, "labels": ["a", "b"], "scores": [0.6, 0.4], "embedding": [0.1] * 400})
+    return json.dumps({"index": i, "labels": ["a", "b"], "scores": [0.6, 0.4], "embedding_b64": "AAAA" * 400})
 
 
 def _claim(queue: JobQueue):
@@ -61,7 +61,7 @@ def test_each_stored_segment_is_appended_once_without_its_embedding_then_the_end
         (END, claim.job_id, None)]
     assert entries[0].result == {"index": 0, "labels": ["a", "b"], "scores": [0.6, 0.4]}  # no embedding
     assert entries[-1].state == "done"
-    assert "embedding" in queue.segments(claim.job_id)[0]  # the job's own results keep it
+    assert "embedding_b64" in queue.segments(claim.job_id)[0]  # the job's own results keep it
 
 
 def test_a_refused_store_appends_nothing_and_failed_and_cancelled_jobs_end_on_the_stream(queue):
@@ -122,7 +122,7 @@ def test_following_a_job_gives_each_segment_once_in_order_whole_and_ends_with_th
     followed = list(follow_job(queue, claim.job_id, block_ms=200))
     thread.join()
     assert [s["index"] for s in followed] == list(range(6))
-    assert all("embedding" in s for s in followed)  # whole, as `results` prints them
+    assert all("embedding_b64" in s for s in followed)  # whole, as `results` prints them
 
 
 def test_following_an_ended_job_prints_what_it_stored_and_returns(queue):

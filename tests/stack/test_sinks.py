@@ -52,7 +52,7 @@ def _run_job(queue: JobQueue, sinks: list[str], segments: int = 3) -> str:
     [claim] = queue.claim(count=1, block_ms=100, consumer="w1")
     queue.set_total(job_id, segments)
     for i in range(segments):
-        queue.store_segment(claim, i, json.dumps({"index": i, "labels": ["a"], "scores": [1.0], "embedding": [0.5] * 8}))
+        queue.store_segment(claim, i, json.dumps({"index": i, "labels": ["a"], "scores": [1.0], "embedding_b64": "AACAPw=="}))
     assert queue.complete(claim)
     return job_id
 
@@ -86,7 +86,7 @@ def test_a_jobs_segments_and_end_reach_a_webhook_signed_in_order_without_embeddi
         assert [(m["type"], m.get("index")) for m in hook.messages] == [("segment", 0), ("segment", 1),
                                                                         ("segment", 2), ("job", None)]
         assert all(m["job_id"] == job_id for m in hook.messages) and hook.messages[-1]["state"] == "done"
-        assert "embedding" not in hook.messages[0]["segment"] and hook.rejected == 0
+        assert not any(k.startswith("embedding") for k in hook.messages[0]["segment"]) and hook.rejected == 0
         status = queue.outboxes.status(sink_id(hook.url))
         assert (status["delivered"], status["backlog"], status["last_error"]) == (4, 0, "")
 
@@ -233,3 +233,12 @@ def test_outboxes_know_their_sinks(queue):
     assert outboxes.targets(["https://h/x", "file:///tmp/a"]) == [sink_id("file:///tmp/a"), sink_id("https://h/x")]
     outboxes.set_global(["file:///tmp/b"])  # a stack started with other REELFLOW_SINKS
     assert outboxes.targets([]) == [sink_id("file:///tmp/b")]
+
+
+def test_embeddings_reach_sinks_only_when_asked(queue, settings):
+    url = "https://receiver.example/hook"
+    _run_job(queue, [url], segments=1)
+    with_them = JobQueue(queue.r, settings.replace(sink_embeddings=True))
+    _run_job(with_them, [url], segments=1)
+    first, _, second, _ = [m for _, m in queue.outboxes.peek(sink_id(url), 10)]
+    assert "embedding_b64" not in first["segment"] and second["segment"]["embedding_b64"] == "AACAPw=="
