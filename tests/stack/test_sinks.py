@@ -242,3 +242,32 @@ def test_embeddings_reach_sinks_only_when_asked(queue, settings):
     _run_job(with_them, [url], segments=1)
     first, _, second, _ = [m for _, m in queue.outboxes.peek(sink_id(url), 10)]
     assert "embedding_b64" not in first["segment"] and second["segment"]["embedding_b64"] == "AACAPw=="
+
+
+def test_mqtts_checks_the_brokers_certificate(queue, settings, tmp_path):
+    with Mosquitto(tmp_path, users={"reelflow": "s3cret"}, tls=True) as broker:
+        url = broker.url("reelflow", "s3cret") + f"?ca={broker.ca}"
+        check_sink_urls([url], settings, connect=True)
+        with pytest.raises(SinkError, match="cannot reach the broker") as e:  # the system's CAs do not know it
+            check_sink_urls([broker.url("reelflow", "s3cret")], settings, connect=True)
+        assert "CERTIFICATE_VERIFY_FAILED" in str(e.value) or "certificate" in str(e.value)
+        _run_job(queue, [url], segments=2)
+        publisher = SinkPublisher(queue.outboxes, settings, "w1").start()
+        try:
+            _wait(lambda: queue.outboxes.status(sink_id(url))["delivered"] == 3, 30, "not delivered over TLS")
+        finally:
+            publisher.stop()
+
+
+def test_a_failing_sink_shows_in_streams_list_and_status(queue):
+    from services.store.overview import stack_overview, stream_rows
+    from services.store.streams import StreamSpec
+
+    url = "https://receiver.example/hook?token=abc"
+    registry = StreamRegistry(queue.r)
+    registry.register(StreamSpec(name="door", url="rtsp://cam/1", sinks=[url]))
+    queue.outboxes.failed_once(sink_id(url), "HTTP 503 Service Unavailable", time.time() - 30)
+    [row] = stream_rows(registry)
+    assert row["sinks"] == 1 and row["sink_error"] == "https://receiver.example/hook?token=***: HTTP 503 Service Unavailable"
+    [sink] = stack_overview(queue)["sinks"]
+    assert sink["retrying_since"] and sink["last_error"].startswith("HTTP 503") and "abc" not in json.dumps(sink)

@@ -109,22 +109,42 @@ def mosquitto_binary() -> str:
 class Mosquitto:
     """A mosquitto broker on a free loopback port; with `users`, only they may connect."""
 
-    def __init__(self, tmp: Path, users: dict[str, str] | None = None):
+    def __init__(self, tmp: Path, users: dict[str, str] | None = None, tls: bool = False):
+        """`tls`: the listener speaks TLS with a certificate for 127.0.0.1 from a CA made here (`self.ca`)."""
         self.dir = tmp / f"mosquitto-{time.monotonic_ns()}"
         self.dir.mkdir(parents=True)
         self.port = free_port()
         self.users = users or {}
+        self.tls = tls
+        self.ca = self.dir / "ca.pem"
         self.proc: subprocess.Popen | None = None
         self.subscribers: list[subprocess.Popen] = []
 
     def url(self, user: str | None = None, password: str | None = None, prefix: str = "") -> str:
         auth = f"{user}:{password}@" if user else ""
-        return f"mqtt://{auth}127.0.0.1:{self.port}" + (f"/{prefix}" if prefix else "")
+        return f"{'mqtts' if self.tls else 'mqtt'}://{auth}127.0.0.1:{self.port}" + (f"/{prefix}" if prefix else "")
+
+    def _certificates(self) -> list[str]:
+        d = self.dir
+
+        def openssl(*args):
+            subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+                "-subj", "/CN=reelflow test CA")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+                "-subj", "/CN=127.0.0.1")
+        (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+        openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", "server.pem", "-days", "2", "-extfile", "san.cnf")
+        return [f"cafile {d / 'ca.pem'}", f"certfile {d / 'server.pem'}", f"keyfile {d / 'server.key'}"]
 
     def __enter__(self) -> Mosquitto:
         config = [f"listener {self.port} 127.0.0.1", "persistence false", f"log_dest file {self.dir / 'broker.log'}"]
         if os.geteuid() == 0:  # as root it would become the `mosquitto` user, who cannot read the test's files
             config.append("user root")
+        if self.tls:
+            config += self._certificates()
         if self.users:
             passwords = self.dir / "passwords"
             passwords.write_text("".join(f"{u}:{p}\n" for u, p in self.users.items()))
