@@ -148,6 +148,7 @@ def run_process(args) -> int:
     refuse_existing(targets, args.overwrite, option="--out")  # before any work, too
     default_allowed_roots(args.sources, [args.model])  # the working directory and the files named here
     settings = settings_for(args.home)
+    check_sink_urls(settings.sink_urls, settings, connect=True, stack=True)  # REELFLOW_SINKS, before starting anything
     stack = LocalStack(settings, pipeline_factory(settings, args.no_ray, args.device), streams=False)
     try:
         stack.runtime.start()

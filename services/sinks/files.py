@@ -42,14 +42,17 @@ class FileSink(Sink):
         if directory.exists() and not directory.is_dir():
             raise SinkError(f"file sink {url!r}: {directory} is a file, not a directory; name a directory")
 
-    def connect_check(self) -> None:
+    @classmethod
+    def check_stack(cls, url, settings) -> None:
+        """At `up`, on the machine that writes it: the directory made, and writable."""
+        directory = _directory(url)
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise SinkError(f"file sink {self.url!r}: cannot make {self.dir} ({one_line(e)}); "
+            raise SinkError(f"file sink {url!r}: cannot make {directory} ({one_line(e)}); "
                             "choose a directory the stack may write") from None
-        if not os.access(self.dir, os.W_OK):
-            raise SinkError(f"file sink {self.url!r}: {self.dir} is not writable; choose a directory the stack may write")
+        if not os.access(directory, os.W_OK):
+            raise SinkError(f"file sink {url!r}: {directory} is not writable; choose a directory the stack may write")
 
     def send(self, messages: list[dict]) -> None:
         path = self.dir / FILE_NAME
