@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +72,9 @@ def add_commands(commands, home) -> None:
     add_device_option(process)
     add_no_ray_option(process)
     process.set_defaults(run=run_process)
+
+
+SINK_DRAIN_S = 30.0  # how long `process` waits for the global sinks to take its results
 
 
 def pipeline_factory(settings: Settings, no_ray: bool, device: str,
@@ -167,9 +171,24 @@ def run_process(args) -> int:
             note = str(targets[index]) if state == "done" else (record.error or "") if record else ""
             rows.append((Path(source).name, state, len(segments), top, note))
         print_summary(rows)
+        _drain_sinks(stack, settings)
         return 0 if all_done and not refused else 1
     finally:
         stack.close(keep_redis=not stack.store.started_here)  # a server `up` runs stays up
+
+
+def _drain_sinks(stack: LocalStack, settings: Settings, timeout_s: float = SINK_DRAIN_S) -> None:
+    """Give the global sinks a while to take what this run queued for them; say what is left."""
+    if not settings.sink_urls:
+        return
+    outboxes = stack.queue.outboxes
+    ids = outboxes.targets([])
+    deadline = time.monotonic() + timeout_s
+    while (waiting := sum(outboxes.backlog(sid) for sid in ids)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if waiting:
+        print(f"reelflow: {waiting} message(s) still wait for the sinks (`reelflow status`); a stack on this "
+              "Redis (`reelflow up`) delivers them", file=sys.stderr)
 
 
 def print_summary(rows: list[tuple[str, str, int, str, str]]) -> None:

@@ -111,3 +111,15 @@ def test_mqtt_gets_a_real_cameras_windows_and_events_and_bad_sinks_are_one_line(
         finally:
             up.stop()
             camera.stop()
+
+
+def test_process_delivers_to_the_global_sinks_before_it_exits(tmp_path, video_dir):
+    video = video_dir / "publish_process.mp4"
+    make_video(video, seconds=3.0, fps=15, size=(160, 120))
+    out_dir = tmp_path / "sink"
+    env = stack_env(tmp_path / "home", REELFLOW_SINKS=f"file://{out_dir}")
+    run(env, "process", video, "--no-ray", "--weights", "none", "--out", tmp_path / "results")
+    results = [json.loads(line) for line in (tmp_path / "results" / "publish_process.jsonl").read_text().splitlines()]
+    delivered = [json.loads(line) for line in (out_dir / "reelflow.jsonl").read_text().splitlines()]
+    assert [m["index"] for m in delivered if m["type"] == "segment"] == [r["index"] for r in results]
+    assert delivered[-1]["type"] == "job" and delivered[-1]["state"] == "done"
