@@ -14,8 +14,6 @@ them, in order, at least once.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from services.settings import Settings
 from services.sinks import files, mqtt, webhook  # noqa: F401 -- each registers its kind
 from services.sinks.base import KINDS, DeliveryError, Sink, SinkError
@@ -25,7 +23,7 @@ __all__ = ["DeliveryError", "Sink", "SinkError", "check_sink_urls", "open_sink"]
 
 
 def _kind(url: str) -> type[Sink]:
-    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in KINDS:
         what = f"unknown sink kind {scheme!r} in" if scheme else "no sink kind (scheme) in"
         raise SinkError(f"{what} {redact(url)!r}; use http(s)://, mqtt(s)://HOST, file:///DIR")
@@ -35,15 +33,18 @@ def _kind(url: str) -> type[Sink]:
 def check_sink_urls(urls: list[str], settings: Settings, connect: bool = False, stack: bool = False) -> None:
     """SinkError, one line naming the sink and the fix, for the first URL that cannot be a sink;
     with `connect`, also for one whose receiver cannot be reached or refuses us now (an MQTT
-    broker down or refusing the credentials, a directory not writable); with `stack`, for one the
-    stack's settings cannot serve (a webhook without REELFLOW_SINK_SECRET)."""
+    broker down or refusing the credentials); with `stack`, for one the stack's settings cannot
+    serve (a webhook without REELFLOW_SINK_SECRET, a directory it cannot write)."""
     for url in urls:
         cls = _kind(url)
-        cls.check_url(url, settings)
+        try:
+            cls.check_url(url, settings)
+        except ValueError as e:  # urlsplit: a bracket left open, a port that is not a number...
+            raise SinkError(f"sink {redact(url)!r} is not a well-formed URL ({e})") from None
         if stack:
             cls.check_stack(url, settings)
         if connect:
-            sink = cls(url, settings)
+            sink = open_sink(url, settings)
             try:
                 sink.connect_check()
             finally:
@@ -51,4 +52,7 @@ def check_sink_urls(urls: list[str], settings: Settings, connect: bool = False, 
 
 
 def open_sink(url: str, settings: Settings) -> Sink:
-    return _kind(url)(url, settings)
+    try:
+        return _kind(url)(url, settings)
+    except ValueError as e:
+        raise SinkError(f"sink {redact(url)!r} is not a well-formed URL ({e})") from None

@@ -39,7 +39,11 @@ class FileSink(Sink):
     @classmethod
     def check_url(cls, url, settings) -> None:
         directory = _directory(url)
-        if directory.exists() and not directory.is_dir():
+        try:
+            is_file = directory.exists() and not directory.is_dir()
+        except OSError:  # not ours to look into here: the stack, which writes it, checks it at `up`
+            return
+        if is_file:
             raise SinkError(f"file sink {url!r}: {directory} is a file, not a directory; name a directory")
 
     @classmethod
@@ -61,9 +65,14 @@ class FileSink(Sink):
             if path.exists() and path.stat().st_size >= ROTATE_BYTES:
                 self._rotate(path)
             with open(path, "a", encoding="utf-8") as f:
-                f.write("".join(json.dumps(m) + "\n" for m in messages))
-                f.flush()
-                os.fsync(f.fileno())
+                start = f.tell()
+                try:
+                    f.write("".join(json.dumps(m) + "\n" for m in messages))
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError:
+                    f.truncate(start)  # no half-written line for the next try to append to
+                    raise
         except OSError as e:  # a full disk, a directory made read-only: tried again later
             raise DeliveryError(f"cannot write {path} ({one_line(e)})") from None
 

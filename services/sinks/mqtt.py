@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import ssl
 import threading
+import time
 import uuid
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -84,11 +85,19 @@ class MqttSink(Sink):
                 raise DeliveryError(problem)
         try:
             sent = [self._client.publish(topic(self.prefix, m), json.dumps(m), qos=1) for m in messages]
+        except ValueError as e:  # a topic with a wildcard in a name, a payload over the limit: never publishable
+            raise DeliveryError(f"the broker cannot take these messages ({one_line(e, limit=200)})",
+                                retryable=False) from None
+        try:
+            deadline = time.monotonic() + CONNECT_S
             for info in sent:
-                info.wait_for_publish(timeout=CONNECT_S)
+                info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
                 if not info.is_published():
                     raise DeliveryError(f"broker {self.host}:{self.port} did not acknowledge within {CONNECT_S:g} s")
-        except (RuntimeError, ValueError, OSError) as e:  # paho: not connected, queue full
+        except (DeliveryError, RuntimeError, ValueError, OSError) as e:  # paho: not connected, queue full
+            self.close()  # a fresh client next time, without this one's unacknowledged messages
+            if isinstance(e, DeliveryError):
+                raise
             raise DeliveryError(f"cannot publish to {self.host}:{self.port} ({one_line(e, limit=200)})") from None
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ import time
 
 from pipelines.errors import one_line
 from services.settings import Settings
-from services.sinks import DeliveryError, SinkError, open_sink
+from services.sinks import DeliveryError, SinkError, check_sink_urls, open_sink
 from services.store.outage import Outage, StoreUnavailable
 from services.store.client import redact
 from services.store.outbox import Outboxes
@@ -49,18 +49,26 @@ class SinkPublisher:
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop delivering; a batch on its way finishes first (or is sent again by the next deliverer)."""
         self.stop_event.set()
-        for thread in [self._thread, *self._deliverers.values()]:
-            if thread is not None:
-                thread.join(timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)  # no deliverer starts after this
+        for thread in list(self._deliverers.values()):
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _scan(self) -> None:
         while not self.stop_event.wait(SCAN_EVERY_S):
             try:
                 sinks = self.outboxes.sinks()
-                waiting = [sid for sid in sinks if not self._delivering(sid) and self.outboxes.backlog(sid)]
+                waiting = [sid for sid in sinks if not self._delivering(sid) and self.outboxes.backlog(sid)
+                           and self.outboxes.holder(sid) in (None, self.holder)]
             except StoreUnavailable as e:  # Redis away: the worker's outage handling says so
                 self.stop_event.wait(self.outage.failed(e))
                 continue
+            except Exception:  # a bug, or Redis refusing commands (out of memory): say so, go on
+                log.exception("the sinks' scan failed; trying again")
+                self.stop_event.wait(MAX_RETRY_S / 4)
+                continue
+            self._deliverers = {sid: t for sid, t in self._deliverers.items() if t.is_alive()}
             for sid in waiting:
                 thread = threading.Thread(target=self._deliver, args=(sid, sinks[sid]["url"]), daemon=True,
                                           name=f"reelflow-sink-{sid}")
@@ -75,8 +83,8 @@ class SinkPublisher:
         try:
             if not self.outboxes.acquire(sid, self.holder, LEASE_S):
                 return  # another worker delivers it
-        except StoreUnavailable:
-            return  # the scan tries again
+        except Exception:  # Redis away or refusing: the scan tries again
+            return
         try:
             _Deliverer(self, sid, url).run()
         except Exception:  # a bug: say so; the scan starts a new deliverer
@@ -84,8 +92,8 @@ class SinkPublisher:
         finally:
             try:
                 self.outboxes.release(sid, self.holder)
-            except StoreUnavailable:
-                pass  # the lease runs out by itself
+            except Exception:  # the lease runs out by itself
+                pass
 
 
 class _Deliverer:
@@ -96,22 +104,28 @@ class _Deliverer:
         self.outboxes, self.settings, self.stop = publisher.outboxes, publisher.settings, publisher.stop_event
         self.failing_since: float | None = None
         self.tries = 0
-        self.renewed_at = time.monotonic()
+        self.lost = threading.Event()  # the lease: renewed by a thread of its own, even while a batch is sent
+        self.done = threading.Event()
 
     def run(self) -> None:
-        try:
-            sink = open_sink(self.url, self.settings)
+        try:  # the URL checked again here: a job added with redis-cli XADD was never checked
+            check_sink_urls([self.url], self.settings)
+            sink, unusable = open_sink(self.url, self.settings), None
         except SinkError as e:  # a URL that cannot be a sink (any more): its messages are dead-lettered
             sink, unusable = None, one_line(e)
-        else:
-            unusable = None
+        renewer = threading.Thread(target=self._renew, daemon=True, name=f"reelflow-sink-lease-{self.sid}")
+        renewer.start()
         idle_since = time.monotonic()
         try:
-            while not self.stop.is_set() and self._still_mine():
+            while not self.stop.is_set() and not self.lost.is_set():
                 try:
                     batch = self.outboxes.peek(self.sid, self.settings.sink_batch)
                 except StoreUnavailable as e:
                     self.stop.wait(self.p.outage.failed(e))
+                    continue
+                except Exception:  # noqa: BLE001 -- Redis refusing; peek itself sets aside unreadable entries
+                    log.exception("sink %s: cannot read its outbox", redact(self.url))
+                    self.stop.wait(MAX_RETRY_S / 12)
                     continue
                 if not batch:
                     if time.monotonic() - idle_since > IDLE_S:
@@ -124,30 +138,56 @@ class _Deliverer:
                     continue
                 self._send(sink, batch)
         finally:
+            self.done.set()
+            renewer.join(timeout=10)
             if sink is not None:
                 sink.close()
+
+    def _renew(self) -> None:
+        renewed_at = time.monotonic()
+        while not self.done.wait(RENEW_EVERY_S):
+            try:
+                mine = self.outboxes.renew(self.sid, self.p.holder, LEASE_S)
+            except Exception:  # Redis away: mine until the lease may have run out
+                mine = time.monotonic() - renewed_at < LEASE_S - 2 * RENEW_EVERY_S
+            else:
+                renewed_at = time.monotonic()
+            if not mine:
+                log.warning("sink %s: another worker delivers it now", redact(self.url))
+                self.lost.set()
+                return
 
     def _send(self, sink, batch: list[tuple[str, dict]]) -> None:
         try:
             sink.send([m for _, m in batch])
-        except DeliveryError as e:
-            now = time.time()
-            if self.failing_since is None:
-                self.failing_since = now
-                log.warning("sink %s: %s; trying again with backoff for up to %.0f s", redact(self.url), e.reason,
-                            self.settings.sink_retry_s)
-            if not e.retryable or now - self.failing_since > self.settings.sink_retry_s:
-                self._give_up(batch, e.reason if not e.retryable else f"{e.reason} (tried for "
-                                                                       f"{now - self.failing_since:.0f} s)")
-                return
-            self._try_store(self.outboxes.failed_once, self.sid, e.reason, self.failing_since)
-            delay = min(MAX_RETRY_S, FIRST_RETRY_S * 2 ** self.tries) * random.uniform(0.5, 1.5)
-            self.tries += 1
-            self._wait(delay)
+        except Exception as e:  # noqa: BLE001 -- whatever a sink raises is a failed delivery, retried
+            if not isinstance(e, DeliveryError):
+                log.exception("sink %s: the delivery raised", redact(self.url))
+                e = DeliveryError(f"the delivery failed ({one_line(e, limit=200)})")
+            self._failed(batch, e)
             return
         if self._try_store(self.outboxes.delivered, self.sid, [i for i, _ in batch]) and self.failing_since:
             log.warning("sink %s: delivering again after %.0f s", redact(self.url), time.time() - self.failing_since)
             self.failing_since, self.tries = None, 0
+
+    def _failed(self, batch: list[tuple[str, dict]], error: DeliveryError) -> None:
+        now = time.time()
+        if not error.retryable:
+            self._give_up(batch, error.reason)
+            return
+        if self.failing_since is None:
+            self.failing_since = now
+            log.warning("sink %s: %s; trying again with backoff for up to %.0f s", redact(self.url), error.reason,
+                        self.settings.sink_retry_s)
+        if now - self.failing_since > self.settings.sink_retry_s:
+            self._give_up(batch, f"{error.reason} (tried for {now - self.failing_since:.0f} s)")
+            return
+        self._try_store(self.outboxes.failed_once, self.sid, error.reason, self.failing_since)
+        delay = min(MAX_RETRY_S, FIRST_RETRY_S * 2 ** min(self.tries, 10)) * random.uniform(0.5, 1.5)
+        self.tries += 1
+        deadline = time.monotonic() + delay
+        while not self.stop.is_set() and not self.lost.is_set() and time.monotonic() < deadline:
+            self.stop.wait(min(1.0, deadline - time.monotonic()))
 
     def _give_up(self, batch: list[tuple[str, dict]], reason: str) -> None:
         if self._try_store(self.outboxes.dead_letter, self.sid, self.url, batch, reason):
@@ -156,30 +196,15 @@ class _Deliverer:
             self.failing_since, self.tries = None, 0
 
     def _try_store(self, call, *args) -> bool:
-        """A write of the outcome; False when Redis is away (the batch is then sent again: at least once)."""
+        """A write of the outcome; False when Redis is away or refuses it (out of memory, say): the
+        batch is then sent again (at least once)."""
         try:
             call(*args)
             self.p.outage.recovered()
             return True
         except StoreUnavailable as e:
             self.stop.wait(self.p.outage.failed(e))
-            return False
-
-    def _wait(self, seconds: float) -> None:
-        """Back off, renewing the lease meanwhile."""
-        deadline = time.monotonic() + seconds
-        while not self.stop.is_set() and time.monotonic() < deadline and self._still_mine():
-            self.stop.wait(min(RENEW_EVERY_S, deadline - time.monotonic()))
-
-    def _still_mine(self) -> bool:
-        if time.monotonic() - self.renewed_at < RENEW_EVERY_S:
-            return True
-        try:
-            mine = self.outboxes.renew(self.sid, self.p.holder, LEASE_S)
-        except StoreUnavailable:
-            return time.monotonic() - self.renewed_at < LEASE_S / 2  # away too long: another worker may take it
-        if mine:
-            self.renewed_at = time.monotonic()
-        else:
-            log.warning("sink %s: another worker delivers it now", redact(self.url))
-        return mine
+        except Exception as e:  # noqa: BLE001 -- Redis refusing the write: wait a little, as for an outage
+            log.warning("sink %s: cannot record the outcome (%s)", redact(self.url), one_line(e, limit=200))
+            self.stop.wait(MAX_RETRY_S / 12)
+        return False

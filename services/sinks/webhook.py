@@ -14,14 +14,16 @@ other statuses (a 4xx, a redirect) are final: the batch goes to the sinks' dead-
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import http.client
 import json
 import socket
 import time
 import urllib.error
 import urllib.request
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pipelines.errors import ReelflowError, one_line
 from services.sinks.base import DeliveryError, Sink, SinkError, kind
@@ -41,16 +43,17 @@ def sign(secret: str, body: bytes, t: int | None = None) -> str:
 
 
 def verify(secret: str, header: str, body: bytes, tolerance_s: float = TOLERANCE_S, now: float | None = None) -> bool:
-    """What a receiver does: True if `header` signs `body` under `secret`, at most `tolerance_s` ago."""
+    """What a receiver does: True if `header` signs `body` under `secret`, at most `tolerance_s` ago
+    (any of several `v1` values may match: a sender between two secrets signs with both)."""
     try:
-        fields = dict(part.split("=", 1) for part in header.split(","))
-        t = int(fields["t"])
-    except (ValueError, KeyError):
+        pairs = [part.split("=", 1) for part in header.split(",")]
+        t = int(next(v for k, v in pairs if k.strip() == "t"))
+    except (ValueError, StopIteration):
         return False
     if abs((time.time() if now is None else now) - t) > tolerance_s:
         return False
-    expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, fields.get("v1", ""))
+    expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest().encode()
+    return any(hmac.compare_digest(expected, v.strip().encode()) for k, v in pairs if k.strip() == "v1")
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -65,10 +68,20 @@ class WebhookSink(Sink):
     def __init__(self, url, settings):
         super().__init__(url, settings)
         self._opener = urllib.request.build_opener(_NoRedirects)
+        parts = urlsplit(url)
+        self._headers = {"Content-Type": "application/json", "User-Agent": "reelflow"}
+        if parts.username is not None:  # https://user:pass@host/...: HTTP basic authentication, as curl does
+            token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
+            netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+            self.target = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+        else:
+            self.target = url
 
     @classmethod
     def check_url(cls, url, settings) -> None:
         parts = urlsplit(url)
+        parts.port  # noqa: B018 -- a port that is not a number raises ValueError here
         if not parts.hostname:
             raise SinkError(f"webhook sink {redact(url)!r} has no host; give it as https://host[:port]/path")
         try:
@@ -86,14 +99,14 @@ class WebhookSink(Sink):
         if not self.settings.sink_secret:
             raise DeliveryError("REELFLOW_SINK_SECRET is not set on this worker; deliveries wait until it is")
         body = json.dumps({"messages": messages}).encode()
-        request = urllib.request.Request(self.url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": "reelflow", HEADER: sign(self.settings.sink_secret, body)})
+        request = urllib.request.Request(self.target, data=body, method="POST",
+                                         headers={**self._headers, HEADER: sign(self.settings.sink_secret, body)})
         try:
             with self._opener.open(request, timeout=TIMEOUT_S) as response:
                 response.read()
         except urllib.error.HTTPError as e:
             retryable = e.code >= 500 or e.code in RETRYABLE
             raise DeliveryError(f"HTTP {e.code} {e.reason} from {redact(self.url)}", retryable) from None
-        except (urllib.error.URLError, OSError, socket.timeout) as e:
-            reason = getattr(e, "reason", e)
+        except (urllib.error.URLError, OSError, socket.timeout, http.client.HTTPException, ValueError) as e:
+            reason = getattr(e, "reason", e)  # HTTPException: an answer that is not HTTP, or cut short
             raise DeliveryError(f"cannot reach {redact(self.url)} ({one_line(reason, limit=200)})") from None

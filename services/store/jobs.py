@@ -16,7 +16,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from pipelines.errors import VideoError
+from pipelines.errors import VideoError, one_line
 from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS, MODELS
 from pipelines.models.hf import HUB_ID
 from pipelines.sources import SourcePolicy
@@ -124,8 +124,12 @@ def check_job_source(sources: SourcePolicy, source: str) -> str:
     (SourceNotAllowed, VideoError), for the CLI and the HTTP API alike."""
     if "://" in source:
         return sources.check(source)
-    path = Path(source).expanduser()
-    checked = sources.check(str(path.resolve()))  # the roots first: say nothing of files outside
+    try:
+        path = Path(source).expanduser()
+        resolved = str(path.resolve())
+    except (OSError, RuntimeError, ValueError) as e:  # a NUL byte, a link loop, a name too long...
+        raise VideoError(f"cannot read {source[:100]!r}: {one_line(e)}; check the path") from None
+    checked = sources.check(resolved)  # the roots first: say nothing of files outside
     if not path.is_file():
         raise VideoError(f"{source!r} is not a file; check the path")
     return checked

@@ -102,7 +102,7 @@ class Outboxes:
     def targets(self, urls: list[str] | None) -> list[str]:
         """The sinks a job or stream naming `urls` delivers to: the global ones and its own, once each."""
         ids = [sid for sid, sink in self.sinks().items() if sink["global"]]
-        return ids + [sid for sid in map(sink_id, urls or []) if sid not in ids]
+        return list(dict.fromkeys([*ids, *map(sink_id, urls or [])]))  # a sink named twice gets each message once
 
     # -- delivering one sink's outbox --
 
@@ -115,19 +115,38 @@ class Outboxes:
     def release(self, sid: str, holder: str) -> None:
         self._release(keys=[keys.sink_lease(sid)], args=[holder])
 
+    def holder(self, sid: str) -> str | None:
+        """Who delivers the sink now (None: no one)."""
+        raw = self.r.get(keys.sink_lease(sid))
+        return raw.decode() if raw else None
+
     def backlog(self, sid: str) -> int:
         return self.r.xlen(keys.sink_outbox(sid))
 
     def peek(self, sid: str, count: int) -> list[tuple[str, dict]]:
-        """The oldest `count` messages waiting: (entry id, message)."""
-        return [(i.decode(), json.loads(f[b"m"])) for i, f in self.r.xrange(keys.sink_outbox(sid), count=count)]
+        """The oldest `count` messages waiting: (entry id, message). An entry that is not a message
+        (written by something else) is set aside in the dead-letter list, so it cannot block the sink."""
+        batch, unreadable = [], []
+        for entry_id, fields in self.r.xrange(keys.sink_outbox(sid), count=count):
+            try:
+                batch.append((entry_id.decode(), json.loads(fields[b"m"])))
+            except (KeyError, ValueError):
+                unreadable.append((entry_id.decode(), {k.decode(errors="replace"): v.decode(errors="replace")
+                                                       for k, v in fields.items()}))
+        if unreadable:
+            self.dead_letter(sid, self.sinks().get(sid, {}).get("url", ""), unreadable, "not a reelflow message")
+            return self.peek(sid, count)
+        return batch
 
     def delivered(self, sid: str, entry_ids: list[str]) -> None:
+        self.r.xdel(keys.sink_outbox(sid), *entry_ids)  # first, alone: it frees memory, so Redis allows it when full
         with self.r.pipeline(transaction=True) as p:
-            p.xdel(keys.sink_outbox(sid), *entry_ids)
             p.hincrby(keys.sink_status(sid), "delivered", len(entry_ids))
             p.hset(keys.sink_status(sid), mapping={"last_ok_at": time.time(), "retrying_since": "", "last_error": ""})
-            p.execute()
+            try:
+                p.execute()
+            except redis.ResponseError:  # out of memory: the counters lag, the messages are gone as they should be
+                pass
 
     def failed_once(self, sid: str, reason: str, since: float) -> None:
         """A delivery failed and will be tried again (shown in `status`)."""
@@ -154,17 +173,22 @@ class Outboxes:
 
     def replay(self, dlq_id: str) -> int | None:
         """Queue a dead-lettered batch on its sink's outbox again; how many messages (None: no such entry)."""
-        raw = self.r.hget(keys.SINK_DEAD_LETTERS, dlq_id)
-        if raw is None:
-            return None
-        entry = json.loads(raw)
-        with self.r.pipeline(transaction=True) as p:
-            enqueue_all = [json.dumps(m) for m in entry["messages"]]
-            for message in enqueue_all:
-                p.xadd(keys.sink_outbox(entry["sink"]), {"m": message})
-            p.hdel(keys.SINK_DEAD_LETTERS, dlq_id)
-            p.execute()
-        return len(entry["messages"])
+        while True:
+            with self.r.pipeline(transaction=True) as p:
+                try:
+                    p.watch(keys.SINK_DEAD_LETTERS)  # two replays at once: one queues it
+                    raw = p.hget(keys.SINK_DEAD_LETTERS, dlq_id)
+                    if raw is None:
+                        return None
+                    entry = json.loads(raw)
+                    p.multi()
+                    for message in entry["messages"]:  # at the end of the outbox, after what waits there now
+                        p.xadd(keys.sink_outbox(entry["sink"]), {"m": json.dumps(message)})
+                    p.hdel(keys.SINK_DEAD_LETTERS, dlq_id)
+                    p.execute()
+                    return len(entry["messages"])
+                except redis.WatchError:
+                    continue
 
     # -- for `status` and `streams list` --
 

@@ -46,12 +46,10 @@ for i = 7, 6 + n do
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[i])
 end
 for k = 4, #KEYS, 2 do
-  for j = 7 + n, 7 + 2 * n do
-    if redis.call('XLEN', KEYS[k]) >= tonumber(ARGV[5]) then
-      redis.call('HINCRBY', KEYS[k + 1], 'dropped', 1)
-    else
-      redis.call('XADD', KEYS[k], '*', 'm', ARGV[j], 'live', '1')
-    end
+  if redis.call('XLEN', KEYS[k]) >= tonumber(ARGV[5]) then  -- the window and its events: all or none
+    redis.call('HINCRBY', KEYS[k + 1], 'dropped', n + 1)
+  else
+    for j = 7 + n, 7 + 2 * n do redis.call('XADD', KEYS[k], '*', 'm', ARGV[j], 'live', '1') end
   end
 end
 return 1

@@ -271,3 +271,62 @@ def test_a_failing_sink_shows_in_streams_list_and_status(queue):
     assert row["sinks"] == 1 and row["sink_error"] == "https://receiver.example/hook?token=***: HTTP 503 Service Unavailable"
     [sink] = stack_overview(queue)["sinks"]
     assert sink["retrying_since"] and sink["last_error"].startswith("HTTP 503") and "abc" not in json.dumps(sink)
+
+
+def test_receivers_verify_rotated_secrets_and_reject_garbage_headers():
+    body = b'{"messages": []}'
+    t = int(time.time())
+    both = f"t={t},v1={sign('old-secret', body, t).split('v1=')[1]},v1={sign(SECRET, body, t).split('v1=')[1]}"
+    assert verify(SECRET, both, body) and verify("old-secret", both, body)
+    assert not verify(SECRET, f"t={t},v1=\u00e9\u00e9", body) and not verify(SECRET, "garbage", body)
+
+
+def test_basic_auth_in_a_webhook_url_a_sink_named_twice_and_an_unreadable_entry(queue, settings):
+    with WebhookReceiver(SECRET) as hook:
+        url = hook.url.replace("http://", "http://user:p%40ss@")
+        _run_job(queue, [url, url], segments=1)  # named twice: each message once
+        queue.r.xadd(f"reelflow:sink:{sink_id(url)}:outbox", {"junk": "1"})  # something else wrote here
+        publisher = SinkPublisher(queue.outboxes, settings, "w1").start()
+        try:
+            _wait(lambda: len(hook.messages) == 2, 30, "not delivered")
+            [entry] = _wait(queue.outboxes.dead_letters, 10, "the unreadable entry was not set aside")
+        finally:
+            publisher.stop()
+        assert [m["type"] for m in hook.messages] == ["segment", "job"]
+        assert hook.authorization == "Basic dXNlcjpwQHNz"  # user:p@ss
+        assert entry["reason"] == "not a reelflow message" and "p%40ss" not in json.dumps(entry)
+
+
+def test_an_answer_that_is_not_http_is_a_failed_delivery_tried_again(queue, settings):
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def garbage():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            conn.recv(65536)
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+            conn.close()
+
+    thread = threading.Thread(target=garbage, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    _run_job(queue, [url], segments=1)
+    publisher = SinkPublisher(queue.outboxes, settings, "w1").start()
+    try:
+        status = _wait(lambda: (s := queue.outboxes.status(sink_id(url)))["retrying_since"] and s, 30, "not failing")
+    finally:
+        publisher.stop()
+        stop.set()
+        thread.join()
+        server.close()
+    assert "cannot reach" in status["last_error"] and status["backlog"] == 2 and queue.outboxes.dead_letters() == []

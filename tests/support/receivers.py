@@ -33,6 +33,7 @@ class WebhookReceiver:
         self.posts = 0  # every POST, verified or not
         self.rejected = 0  # POSTs whose signature did not verify
         self.status = 200  # the answer to a verified POST
+        self.authorization: str | None = None  # the last POST's Authorization header
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -53,6 +54,7 @@ class WebhookReceiver:
                 ok = verify(receiver.secret, self.headers.get(HEADER, ""), body)
                 with receiver._lock:
                     receiver.posts += 1
+                    receiver.authorization = self.headers.get("Authorization")
                     status = receiver.status if ok else 400
                     if not ok:
                         receiver.rejected += 1
