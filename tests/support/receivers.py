@@ -142,6 +142,11 @@ class Mosquitto:
         return [f"cafile {d / 'ca.pem'}", f"certfile {d / 'server.pem'}", f"keyfile {d / 'server.key'}"]
 
     def __enter__(self) -> Mosquitto:
+        self.start()
+        return self
+
+    def start(self) -> None:
+        """Start the broker (again, on the same port, after `stop`)."""
         config = [f"listener {self.port} 127.0.0.1", "persistence false", f"log_dest file {self.dir / 'broker.log'}"]
         if os.geteuid() == 0:  # as root it would become the `mosquitto` user, who cannot read the test's files
             config.append("user root")
@@ -167,7 +172,17 @@ class Mosquitto:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"mosquitto did not start: {self.proc.stderr.read().decode()[-2000:]}") from None
                 time.sleep(0.05)
-        return self
+
+    def stop(self) -> None:
+        """The broker goes away (its subscribers with it)."""
+        for proc in [*self.subscribers, self.proc]:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        self.subscribers = []
 
     def subscribe(self, topic: str, out: Path, user: str | None = None, password: str | None = None) -> Path:
         """`mosquitto_sub -v` on `topic` at QoS 1, writing "topic payload" lines to `out`."""
@@ -179,13 +194,7 @@ class Mosquitto:
         return out
 
     def __exit__(self, *exc) -> None:
-        for proc in [*self.subscribers, self.proc]:
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        self.stop()
 
 
 def received(out: Path) -> list[tuple[str, dict]]:
