@@ -58,9 +58,8 @@ class SinkPublisher:
     def _scan(self) -> None:
         while not self.stop_event.wait(SCAN_EVERY_S):
             try:
-                sinks = self.outboxes.sinks()
-                waiting = [sid for sid in sinks if not self._delivering(sid) and self.outboxes.backlog(sid)
-                           and self.outboxes.holder(sid) in (None, self.holder)]
+                waiting = {sid: url for sid, url in self.outboxes.waiting(self.holder).items()
+                           if not self._delivering(sid)}
             except StoreUnavailable as e:  # Redis away: the worker's outage handling says so
                 self.stop_event.wait(self.outage.failed(e))
                 continue
@@ -69,8 +68,8 @@ class SinkPublisher:
                 self.stop_event.wait(MAX_RETRY_S / 4)
                 continue
             self._deliverers = {sid: t for sid, t in self._deliverers.items() if t.is_alive()}
-            for sid in waiting:
-                thread = threading.Thread(target=self._deliver, args=(sid, sinks[sid]["url"]), daemon=True,
+            for sid, url in waiting.items():
+                thread = threading.Thread(target=self._deliver, args=(sid, url), daemon=True,
                                           name=f"reelflow-sink-{sid}")
                 self._deliverers[sid] = thread
                 thread.start()

@@ -120,6 +120,17 @@ class Outboxes:
         raw = self.r.get(keys.sink_lease(sid))
         return raw.decode() if raw else None
 
+    def waiting(self, holder: str) -> dict[str, str]:
+        """{sink id: url} of the sinks with messages waiting that no one but `holder` delivers (one round trip)."""
+        sinks = self.sinks()
+        with self.r.pipeline(transaction=False) as p:
+            for sid in sinks:
+                p.xlen(keys.sink_outbox(sid))
+                p.get(keys.sink_lease(sid))
+            answers = p.execute()
+        return {sid: sink["url"] for (sid, sink), backlog, lease in zip(sinks.items(), answers[::2], answers[1::2])
+                if backlog and lease in (None, holder.encode())}
+
     def backlog(self, sid: str) -> int:
         return self.r.xlen(keys.sink_outbox(sid))
 
