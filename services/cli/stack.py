@@ -54,6 +54,8 @@ def add_commands(commands, home) -> None:
                          "REELFLOW_API_TOKEN is set")
     up.add_argument("--http-host", metavar="ADDR", help="address the HTTP API listens on "
                     "(default $REELFLOW_API_HOST or 127.0.0.1: this machine only)")
+    up.add_argument("--metrics-port", type=int, metavar="P",
+                    help="serve Prometheus metrics at http://127.0.0.1:P/metrics (the README lists them)")
     up.set_defaults(run=run_up)
 
     process = commands.add_parser(
@@ -97,6 +99,7 @@ def run_up(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     http = (args.http_host or settings.api_host, args.http_port) if args.http_port else None
     check_sink_urls(settings.sink_urls, settings, connect=True, stack=True)  # REELFLOW_SINKS, before starting anything
+    metrics_server = _serve_metrics(args.metrics_port) if args.metrics_port else None  # a port in use: said first
     stack = LocalStack(settings, pipeline_factory(settings, args.no_ray, args.device, None if args.no_ray else http))
     try:
         for problem in stack.prepare(args.model or [DEFAULT_MODEL], args.weights):
@@ -107,7 +110,8 @@ def run_up(args) -> int:
             serve_in_thread(stack.queue, settings, *http)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stack.stop())
-        print(f"reelflow up: {_where(stack)}; {_mode(args.no_ray, settings)}{_api(http, settings)}{_sinks(settings)}; local videos "
+        print(f"reelflow up: {_where(stack)}; {_mode(args.no_ray, settings)}{_api(http, settings)}{_sinks(settings)}"
+              f"{_metrics(args.metrics_port)}; local videos "
               f"under {roots} (REELFLOW_ALLOWED_ROOTS); worker {stack.runtime.consumer} ready. Submit with "
               "`reelflow submit VIDEO`; Ctrl-C stops.", file=sys.stderr, flush=True)
         stack.run()
@@ -117,7 +121,27 @@ def run_up(args) -> int:
         os._exit(1)
     finally:
         stack.close(keep_redis=args.keep_redis)
+        if metrics_server is not None:
+            metrics_server.shutdown()
     return 0
+
+
+def _serve_metrics(port: int):
+    """Prometheus's text format at http://127.0.0.1:port/metrics, from a thread of this process."""
+    from prometheus_client import start_http_server  # only with --metrics-port
+
+    from services.metrics import REGISTRY
+
+    try:
+        server, _ = start_http_server(port, addr="127.0.0.1", registry=REGISTRY)
+    except OSError as e:
+        raise ReelflowError(f"cannot serve metrics on 127.0.0.1:{port} ({one_line(e)}); choose another "
+                            "--metrics-port") from None
+    return server
+
+
+def _metrics(port: int | None) -> str:
+    return f"; metrics on http://127.0.0.1:{port}/metrics" if port else ""
 
 
 def _where(stack: LocalStack) -> str:

@@ -18,6 +18,7 @@ import threading
 import time
 
 from pipelines.errors import one_line
+from services import metrics
 from services.settings import Settings
 from services.sinks import DeliveryError, SinkError, check_sink_urls, open_sink
 from services.store.outage import Outage, StoreUnavailable
@@ -103,6 +104,7 @@ class _Deliverer:
         self.outboxes, self.settings, self.stop = publisher.outboxes, publisher.settings, publisher.stop_event
         self.failing_since: float | None = None
         self.tries = 0
+        self.kind = url.split("://", 1)[0]  # the metrics' label until the sink is open
         self.lost = threading.Event()  # the lease: renewed by a thread of its own, even while a batch is sent
         self.done = threading.Event()
 
@@ -110,6 +112,7 @@ class _Deliverer:
         try:  # the URL checked again here: a job added with redis-cli XADD was never checked
             check_sink_urls([self.url], self.settings)
             sink, unusable = open_sink(self.url, self.settings), None
+            self.kind = sink.name
         except SinkError as e:  # a URL that cannot be a sink (any more): its messages are dead-lettered
             sink, unusable = None, one_line(e)
         renewer = threading.Thread(target=self._renew, daemon=True, name=f"reelflow-sink-lease-{self.sid}")
@@ -160,11 +163,13 @@ class _Deliverer:
         try:
             sink.send([m for _, m in batch])
         except Exception as e:  # noqa: BLE001 -- whatever a sink raises is a failed delivery, retried
+            metrics.inc("reelflow_sink_failures_total", kind=sink.name)
             if not isinstance(e, DeliveryError):
                 log.exception("sink %s: the delivery raised", redact(self.url))
                 e = DeliveryError(f"the delivery failed ({one_line(e, limit=200)})")
             self._failed(batch, e)
             return
+        metrics.inc("reelflow_sink_delivered_total", len(batch), kind=sink.name)
         if self._try_store(self.outboxes.delivered, self.sid, [i for i, _ in batch]) and self.failing_since:
             log.warning("sink %s: delivering again after %.0f s", redact(self.url), time.time() - self.failing_since)
             self.failing_since, self.tries = None, 0
@@ -190,6 +195,7 @@ class _Deliverer:
 
     def _give_up(self, batch: list[tuple[str, dict]], reason: str) -> None:
         if self._try_store(self.outboxes.dead_letter, self.sid, self.url, batch, reason):
+            metrics.inc("reelflow_sink_dead_lettered_total", len(batch), kind=self.kind)
             log.warning("sink %s: %d message(s) to the sinks' dead-letter list: %s (`reelflow dlq list --sinks`)",
                         redact(self.url), len(batch), reason)
             self.failing_since, self.tries = None, 0

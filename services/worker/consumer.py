@@ -21,7 +21,7 @@ import threading
 import time
 
 from pipelines.errors import one_line
-from services import telemetry
+from services import metrics, telemetry
 from services.store.jobs import JobState
 from services.store.outage import Outage, StoreUnavailable
 from services.store.queue import Claim, JobQueue, LeaseLost
@@ -125,9 +125,13 @@ class Worker:
                 result["job_id"] = job_id
                 with telemetry.tracer().start_as_current_span("reelflow.publish",
                                                               attributes={"reelflow.segment": result["index"]}):
-                    self._through_outage(self.queue.store_segment, claim, result["index"], json.dumps(result))
-            if not self._through_outage(self.queue.complete, claim):
+                    if self._through_outage(self.queue.store_segment, claim, result["index"], json.dumps(result)):
+                        metrics.inc("reelflow_segments_stored_total", model=spec.model)
+            if self._through_outage(self.queue.complete, claim):
+                self._ended(claim, "done")
+            else:
                 self.queue.retry(claim, "not every segment was stored")
+                metrics.inc("reelflow_jobs_retried_total", model=spec.model)
         except LeaseLost as e:  # cut off from Redis for longer than the lease: the job is another worker's now
             log.warning("%s; stopping it here (what this worker stored stays, once)", e)
         except Exception as e:
@@ -142,11 +146,27 @@ class Worker:
             if self.pipeline.is_permanent(error):
                 log.warning("job %s failed: %s", claim.job_id, one_line(error))
                 self.queue.fail(claim, one_line(error))
+                self._ended(claim, "failed")
             else:  # transient until proven otherwise: retried with backoff, then dead-lettered
                 log.exception("job %s: transient error", claim.job_id)
-                self.queue.retry(claim, f"{type(error).__name__}: {one_line(error)}")
+                state = self.queue.retry(claim, f"{type(error).__name__}: {one_line(error)}")
+                if state == JobState.FAILED:
+                    self._ended(claim, "failed")
+                else:
+                    metrics.inc("reelflow_jobs_retried_total", model=claim.spec.model)
         except LeaseLost as lost:
             log.warning("%s; leaving it to that worker", lost)
+
+    def _ended(self, claim: Claim, state: str) -> None:
+        metrics.inc("reelflow_jobs_ended_total", model=claim.spec.model, state=state)
+        if state == "done":
+            try:
+                record = self.queue.record(claim.job_id)
+            except StoreUnavailable:
+                return  # the count is kept; the duration of this one is not
+            if record is not None and record.created_at:
+                metrics.observe("reelflow_job_duration_seconds", time.time() - record.created_at,
+                                model=claim.spec.model)
 
     def _through_outage(self, call, *args):
         """`call(*args)`, tried again while Redis is away (its lease may run out meanwhile: then the

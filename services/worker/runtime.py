@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 
 from pipelines.errors import ReelflowError, one_line
+from services import metrics
 from services.settings import Settings
 from services.sinks.publisher import SinkPublisher
 from services.store.connection import StackRedis
@@ -56,6 +57,7 @@ class Runtime:
         if self.streams is not None:
             self.streams.start()
         self.sinks.start()
+        unregister = metrics.read_at_scrape("reelflow_queue_jobs", self._queue_depth)
         try:
             self.worker.run(block_ms=block_ms)
         except BaseException as e:  # kept for whoever started this thread (`LocalStack.run` raises it)
@@ -65,6 +67,13 @@ class Runtime:
             if self.streams is not None:
                 self.streams.close()
             self.sinks.stop()
+            unregister()
+
+    def _queue_depth(self) -> dict[str, float]:
+        queue = self.worker.queue
+        depth = queue.depth()
+        return {"waiting": depth["waiting"], "claimed": depth["pending"], "retrying": depth["retrying"],
+                "dead_lettered": len(queue.dead_letters())}
 
     def start(self, block_ms: int = 200) -> Runtime:
         """`run` on a thread of its own; returns at once."""

@@ -31,6 +31,7 @@ from pipelines.labels import top_labels
 from pipelines.live import LiveSource, live_windows
 from pipelines.models import get_spec
 from pipelines.smoothing import LabelEvents, Smoother
+from services import metrics
 from services.settings import Settings
 from services.store.outage import Outage, StoreUnavailable
 from services.store.streams import StreamRegistry, StreamSpec
@@ -75,6 +76,7 @@ class StreamRunner:
         self.sinks: list[str] = []  # ids of the sinks its windows and events go to (re-read every SINKS_EVERY_S)
         self.sinks_read_at = 0.0
         self.sink_backlog = Settings.from_env().sink_backlog
+        self.counted: dict[str, int] = {}  # the source's counters as last put into the metrics
 
     def run(self) -> None:
         """Until `stop` is set. Never raises for the stream's own troubles: they are counted."""
@@ -110,6 +112,7 @@ class StreamRunner:
                     if len(self.ready) >= self.spec.max_in_flight:
                         self.ready.popleft()  # the model is behind: drop the oldest, keep latency flat
                         self.dropped += 1
+                        metrics.inc("reelflow_stream_dropped_total", stream=self.spec.name)
                     self.ready.append((clip, payload))
                     self.cond.notify()
         except Exception:  # a bug, not the stream: say so, and let the worker restart the stream
@@ -178,6 +181,9 @@ class StreamRunner:
             return
         self.latencies.append(result["published_at"] - clip.captured_at)
         self.published += 1
+        metrics.inc("reelflow_stream_windows_total", stream=self.spec.name)
+        metrics.observe("reelflow_stream_latency_seconds", result["published_at"] - clip.captured_at,
+                        stream=self.spec.name)
         self.last_index = index
 
     def status(self) -> dict:
@@ -198,7 +204,19 @@ class StreamRunner:
         self.sinks = self.registry.sink_targets(self.spec.sinks)
         self.sinks_read_at = time.monotonic()
 
+    def _count_source(self) -> None:
+        """The source's counters since the last call, into the metrics."""
+        stats, name = self.source.stats, self.spec.name
+        for metric, now in (("reelflow_stream_frames_total", stats.frames),
+                            ("reelflow_stream_reconnects_total", stats.reconnects),
+                            ("reelflow_stream_gaps_total", stats.gaps)):
+            metrics.inc(metric, now - self.counted.get(metric, 0), stream=name)
+            self.counted[metric] = now
+        metrics.set_gauge("reelflow_stream_up", 1.0 if stats.state == "live" and not self.stop.is_set() else 0.0,
+                          stream=name)
+
     def _write_status(self) -> None:
+        self._count_source()
         try:
             if time.monotonic() - self.sinks_read_at > SINKS_EVERY_S:
                 self._read_sinks()

@@ -1,5 +1,6 @@
-"""Receivers for the sink tests: a webhook receiver that verifies signatures as a user's would, and
-a real MQTT broker (Debian's mosquitto, installed by `make system-deps`).
+"""Receivers for the sink and metrics tests: a webhook receiver that verifies signatures as a user's
+would, a real MQTT broker (Debian's mosquitto) and a real Prometheus server (Debian's prometheus),
+both installed by `make system-deps`.
 
     with WebhookReceiver(secret) as hook:        # hook.url; hook.messages (verified, in arrival order)
         hook.down()  ...  hook.up()              # the port stops answering, then answers again
@@ -17,6 +18,8 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -207,3 +210,62 @@ def received(out: Path) -> list[tuple[str, dict]]:
         except json.JSONDecodeError:
             pass  # a line being written
     return lines
+
+
+class Prometheus:
+    """Debian's prometheus server scraping `targets` (host:port) every second, on a free loopback port.
+
+    with Prometheus(tmp_path, ["127.0.0.1:9400"]) as prom:
+        prom.value('sum(reelflow_segments_stored_total)')     # None until it has a sample
+    """
+
+    def __init__(self, tmp: Path, targets: list[str]):
+        self.dir = tmp / f"prometheus-{time.monotonic_ns()}"
+        self.dir.mkdir(parents=True)
+        self.port = free_port()
+        self.targets = targets
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Prometheus:
+        binary = shutil.which("prometheus")
+        if not binary:
+            raise RuntimeError("prometheus is not installed: run `make system-deps`")
+        targets = ", ".join(f"'{t}'" for t in self.targets)
+        (self.dir / "prometheus.yml").write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            f"scrape_configs:\n  - job_name: reelflow\n    static_configs:\n      - targets: [{targets}]\n")
+        self.proc = subprocess.Popen([binary, f"--config.file={self.dir / 'prometheus.yml'}",
+                                      f"--storage.tsdb.path={self.dir / 'data'}",
+                                      f"--web.listen-address=127.0.0.1:{self.port}"],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.dir / "prometheus.log", "w"))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"prometheus did not start: {(self.dir / 'prometheus.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def query(self, expression: str) -> list[dict]:
+        """The instant vector of a PromQL expression, through the HTTP query API."""
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+        with urllib.request.urlopen(url, timeout=10) as r:
+            answer = json.loads(r.read())
+        assert answer["status"] == "success", answer
+        return answer["data"]["result"]
+
+    def value(self, expression: str) -> float | None:
+        result = self.query(expression)
+        return float(result[0]["value"][1]) if result else None
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

@@ -1,0 +1,72 @@
+"""Prometheus metrics (issue 19, part 1; the in-process stack so far): `reelflow up --metrics-port`
+scraped by a real Prometheus server, read back through its query API."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import redis
+
+from pipelines.synthetic import make_video
+from services.metrics import METRICS, markdown_table
+from support.receivers import Prometheus
+from support.rtsp_camera import Camera
+from support.stack_process import UpProcess, free_port, run, stack_env, wait_until
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_readme_lists_every_metric_and_names_follow_the_conventions():
+    assert markdown_table() in README.read_text(), "README's metrics table is stale: python -m services.metrics"
+    for m in METRICS:
+        assert m.name.startswith("reelflow_") and m.name == m.name.lower()
+        assert m.name.endswith("_total") == (m.kind == "counter"), m.name
+        assert "job_id" not in m.labels and "id" not in m.labels  # bounded label values only
+        if m.kind == "histogram":
+            assert m.name.endswith("_seconds") and list(m.buckets) == sorted(m.buckets)
+
+
+def test_prometheus_scrapes_jobs_queue_and_a_live_cameras_counters(tmp_path, video_dir):
+    video = video_dir / "metrics_3s.mp4"
+    make_video(video, seconds=3.0, fps=15, size=(160, 120))
+    camera_video = video_dir / "metrics_camera.mp4"
+    make_video(camera_video, seconds=4.0, fps=25, size=(160, 120))
+    home = tmp_path / "home"
+    env = stack_env(home)
+    port = free_port()
+    camera = Camera(camera_video).start()
+    up = UpProcess(home, env, "--no-ray", "--weights", "none", "--metrics-port", str(port))
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            assert 'reelflow_queue_jobs{state="waiting"} 0.0' in r.read().decode()
+        with Prometheus(tmp_path, [f"127.0.0.1:{port}"]) as prom:
+            out = run(env, "submit", *[video] * 3, "--weights", "none", "--stride", "0.5", "--wait", "--json").stdout
+            job_ids = [line["job_id"] for line in map(json.loads, out.splitlines()) if "created" in line]
+            client = redis.Redis.from_url((home / "redis" / "url").read_text().strip())
+            stored = sum(client.hlen(f"reelflow:job:{j}:segments") for j in job_ids)
+            wait_until(lambda: prom.value("sum(reelflow_segments_stored_total)") == stored, 60,
+                       "Prometheus does not see every stored segment", up)
+            assert prom.value('reelflow_jobs_ended_total{state="done"}') == 3
+            assert prom.value("sum(reelflow_job_duration_seconds_count)") == 3
+            assert prom.value('reelflow_queue_jobs{state="waiting"}') == 0
+
+            run(env, "watch", camera.url, "--name", "cam", "--weights", "none")
+            frames = wait_until(lambda: prom.value('reelflow_stream_frames_total{stream="cam"}'), 60,
+                                "no frames counted", up)
+            wait_until(lambda: prom.value('reelflow_stream_frames_total{stream="cam"}') > frames + 25, 30,
+                       "the frames counter does not move", up)
+            wait_until(lambda: (prom.value('reelflow_stream_latency_seconds_count{stream="cam"}') or 0) >= 2, 30,
+                       "no latency observed", up)
+            assert prom.value('reelflow_stream_up{stream="cam"}') == 1
+            reconnects = prom.value('reelflow_stream_reconnects_total{stream="cam"}') or 0
+            camera.stop()  # an outage: the stream goes stale, reconnects when the camera is back
+            time.sleep(8)
+            camera.start()
+            wait_until(lambda: (prom.value('reelflow_stream_reconnects_total{stream="cam"}') or 0) > reconnects, 60,
+                       "the reconnect counter did not rise after the outage", up)
+    finally:
+        up.stop()
+        camera.stop()
