@@ -4,11 +4,14 @@ scraped by a real Prometheus server, read back through its query API."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import redis
+import yaml
 
 from pipelines.synthetic import make_video
 from services.metrics import METRICS, markdown_table
@@ -16,7 +19,38 @@ from support.receivers import Prometheus
 from support.rtsp_camera import Camera
 from support.stack_process import UpProcess, free_port, run, stack_env, wait_until
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+MONITORING = ROOT / "k8s" / "monitoring"
+NAMES = {m.name for m in METRICS}
+
+
+def _names_in(expression: str) -> set[str]:
+    """The reelflow metrics a PromQL expression reads (a histogram's by its name)."""
+    return {re.sub(r"_(bucket|count|sum)$", "", n) for n in re.findall(r"\breelflow_[a-z_]+", expression)}
+
+
+def _dashboard_expressions() -> list[str]:
+    dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
+    return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+
+
+def test_the_alert_rules_pass_promtool_and_the_operator_gets_the_same_rules():
+    check = subprocess.run(["promtool", "check", "rules", str(MONITORING / "alerts.rules.yaml")], capture_output=True,
+                           text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    plain = yaml.safe_load((MONITORING / "alerts.rules.yaml").read_text())["groups"]
+    operator = yaml.safe_load((MONITORING / "prometheusrule.yaml").read_text())
+    assert operator["kind"] == "PrometheusRule" and operator["spec"]["groups"] == plain
+    for rule in (r for g in plain for r in g["rules"]):
+        assert _names_in(rule["expr"]) <= NAMES and _names_in(rule["expr"]), rule["alert"]
+
+
+def test_the_dashboard_loads_and_reads_only_metrics_of_the_table():
+    expressions = _dashboard_expressions()
+    assert len(expressions) >= 10
+    read = set().union(*map(_names_in, expressions))
+    assert read == NAMES, NAMES ^ read  # every metric on a panel, and no panel on a metric that does not exist
 
 
 def test_the_readme_lists_every_metric_and_names_follow_the_conventions():
@@ -35,7 +69,7 @@ def test_prometheus_scrapes_jobs_queue_and_a_live_cameras_counters(tmp_path, vid
     camera_video = video_dir / "metrics_camera.mp4"
     make_video(camera_video, seconds=4.0, fps=25, size=(160, 120))
     home = tmp_path / "home"
-    env = stack_env(home)
+    env = stack_env(home, REELFLOW_SINKS=f"file://{tmp_path / 'sink'}")
     port = free_port()
     camera = Camera(camera_video).start()
     up = UpProcess(home, env, "--no-ray", "--weights", "none", "--metrics-port", str(port))
@@ -67,6 +101,14 @@ def test_prometheus_scrapes_jobs_queue_and_a_live_cameras_counters(tmp_path, vid
             camera.start()
             wait_until(lambda: (prom.value('reelflow_stream_reconnects_total{stream="cam"}') or 0) > reconnects, 60,
                        "the reconnect counter did not rise after the outage", up)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                scraped = set(re.findall(r"^(reelflow_[a-z_]+?)(?:_bucket|_count|_sum|_created)?[{ ]", r.read().decode(),
+                                         re.M))
+            used = set().union(*map(_names_in, _dashboard_expressions())) - {"reelflow_sink_failures_total",
+                                                                           "reelflow_sink_dead_lettered_total",
+                                                                           "reelflow_stream_dropped_total",
+                                                                           "reelflow_jobs_retried_total"}
+            assert used <= scraped, used - scraped  # (those four appear with their first failure or drop)
     finally:
         up.stop()
         camera.stop()
