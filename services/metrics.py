@@ -93,17 +93,48 @@ def _child(name: str, labels: dict):
     return metric.labels(**labels) if labels else metric
 
 
+class _PrometheusClient:
+    """The default: this process's prometheus-client registry (`up --metrics-port` serves it)."""
+
+    def inc(self, name: str, value: float, labels: dict) -> None:
+        _child(name, labels).inc(value)
+
+    def observe(self, name: str, value: float, labels: dict) -> None:
+        _child(name, labels).observe(value)
+
+    def set(self, name: str, value: float, labels: dict) -> None:
+        _child(name, labels).set(value)
+
+
+_backend = _PrometheusClient()
+
+
+def use(backend) -> None:
+    """Record through `backend` (inc, observe, set by name) from now on: in a Ray actor, Ray's own
+    metrics (services.ray_backend.metrics), which every node's metrics agent exports."""
+    global _backend
+    _backend = backend
+
+
 def inc(name: str, value: float = 1.0, **labels: str) -> None:
     if value:
-        _child(name, labels).inc(value)
+        _backend.inc(name, value, labels)
 
 
 def observe(name: str, value: float, **labels: str) -> None:
-    _child(name, labels).observe(value)
+    _backend.observe(name, value, labels)
 
 
 def set_gauge(name: str, value: float, **labels: str) -> None:
-    _child(name, labels).set(value)
+    _backend.set(name, value, labels)
+
+
+RAY_PREFIX = "ray_"  # Ray's metrics agent exports an actor's metric `reelflow_x` as `ray_reelflow_x`
+
+
+def from_ray(text: str) -> str:
+    """A Ray node's metrics text with reelflow's metrics under their own names (Ray's keep theirs)."""
+    return text.replace(f"{RAY_PREFIX}reelflow_", "reelflow_")
 
 
 class _ReadAtScrape:

@@ -35,6 +35,7 @@ from services.settings import Settings, default_allowed_roots, settings_for
 from services.sinks import check_sink_urls
 from services.store.connection import redact
 from services.worker.in_process import InProcessPipeline
+from services.worker.metrics_endpoint import MetricsEndpoint
 from services.worker.pipeline import Pipeline
 from services.worker.runtime import LocalStack, PipelineLost
 
@@ -99,8 +100,10 @@ def run_up(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     http = (args.http_host or settings.api_host, args.http_port) if args.http_port else None
     check_sink_urls(settings.sink_urls, settings, connect=True, stack=True)  # REELFLOW_SINKS, before starting anything
-    metrics_server = _serve_metrics(args.metrics_port) if args.metrics_port else None  # a port in use: said first
+    metrics_server = MetricsEndpoint(args.metrics_port) if args.metrics_port else None  # a port in use: said first
     stack = LocalStack(settings, pipeline_factory(settings, args.no_ray, args.device, None if args.no_ray else http))
+    if metrics_server is not None:  # the Ray node's too (the pipeline may be made again: asked at each scrape)
+        metrics_server.more = lambda: stack.pipeline.metrics_url() if stack.pipeline is not None else None
     try:
         for problem in stack.prepare(args.model or [DEFAULT_MODEL], args.weights):
             print(f"reelflow up: warning: {problem}", file=sys.stderr, flush=True)
@@ -124,20 +127,6 @@ def run_up(args) -> int:
         if metrics_server is not None:
             metrics_server.shutdown()
     return 0
-
-
-def _serve_metrics(port: int):
-    """Prometheus's text format at http://127.0.0.1:port/metrics, from a thread of this process."""
-    from prometheus_client import start_http_server  # only with --metrics-port
-
-    from services.metrics import REGISTRY
-
-    try:
-        server, _ = start_http_server(port, addr="127.0.0.1", registry=REGISTRY)
-    except OSError as e:
-        raise ReelflowError(f"cannot serve metrics on 127.0.0.1:{port} ({one_line(e)}); choose another "
-                            "--metrics-port") from None
-    return server
 
 
 def _metrics(port: int | None) -> str:

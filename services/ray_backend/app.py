@@ -20,7 +20,9 @@ import logging
 from ray import serve
 
 from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS, model_name, model_slug
+from services import metrics
 from services.ray_backend.http import Api
+from services.ray_backend.metrics import RayMetrics
 from services.ray_backend.pipeline import RayPipeline, Target, replica_deployment, replica_options
 from services.settings import Settings
 from services.store.connection import connect
@@ -39,6 +41,7 @@ class JobConsumer:
     """Claims jobs and live streams from Redis and runs them on this application's model replicas."""
 
     def __init__(self, replicas: dict, weights: str):
+        metrics.use(RayMetrics())  # the consumer's, streams' and sinks' metrics, exported by this node's agent
         settings = Settings.from_env()
         queue = connect(settings)
         queue.outboxes.set_global(settings.sink_urls)  # REELFLOW_SINKS of the Ray pods

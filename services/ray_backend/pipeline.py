@@ -273,6 +273,12 @@ class RayPipeline:
     def restartable(self) -> bool:
         return self.started_ray
 
+    def metrics_url(self) -> str | None:
+        """This machine's Ray node's metrics agent: the stream host's and the replicas' metrics."""
+        node = ray._private.worker._global_node
+        port = getattr(node, "metrics_export_port", None) if node is not None else None
+        return f"http://127.0.0.1:{port}/metrics" if port else None
+
     def shutdown(self) -> None:
         """Leave Ray: a local cluster goes down with it; a shared one (RAY_ADDRESS) keeps its apps."""
         _drop_serve_handles()

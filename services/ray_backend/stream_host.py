@@ -13,6 +13,8 @@ import ray
 from pipelines.labels import labels_for
 from pipelines.models import get_spec
 from pipelines.sources import SourcePolicy
+from services import metrics
+from services.ray_backend.metrics import RayMetrics
 from services.ray_backend.replica import payload_for
 from services.store.streams import StreamRegistry, StreamSpec
 
@@ -21,6 +23,7 @@ from services.store.streams import StreamRegistry, StreamSpec
 class StreamHost:
     def __init__(self):
         self.runners: dict = {}
+        metrics.use(RayMetrics())  # the runners' metrics, exported by this node's metrics agent
 
     def pid(self) -> int:
         return os.getpid()

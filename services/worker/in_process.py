@@ -82,5 +82,8 @@ class InProcessPipeline:
 
     restartable = True
 
+    def metrics_url(self) -> str | None:
+        return None  # every metric is this process's
+
     def shutdown(self) -> None:
         """Nothing to stop: the models go with this process."""

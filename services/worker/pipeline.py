@@ -53,5 +53,9 @@ class Pipeline(Protocol):
         """Whether a lost pipeline can be made again from this process (a Ray it started: yes; a
         cluster it joined: no, its supervisor must restart it)."""
 
+    def metrics_url(self) -> str | None:
+        """Where the metrics its other processes record are exported (a Ray node's metrics agent),
+        for `up --metrics-port` to serve with its own; None when they are all in this process."""
+
     def shutdown(self) -> None:
         """Release what it started (Ray, replicas of a local cluster)."""

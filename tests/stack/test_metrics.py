@@ -10,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 import redis
 import yaml
 
@@ -109,6 +110,30 @@ def test_prometheus_scrapes_jobs_queue_and_a_live_cameras_counters(tmp_path, vid
                                                                            "reelflow_stream_dropped_total",
                                                                            "reelflow_jobs_retried_total"}
             assert used <= scraped, used - scraped  # (those four appear with their first failure or drop)
+    finally:
+        up.stop()
+        camera.stop()
+
+
+@pytest.mark.slow  # a Ray stack: `make test-slow`
+def test_on_ray_one_scrape_of_up_has_the_stream_hosts_metrics_and_rays(tmp_path, video_dir):
+    camera_video = video_dir / "metrics_ray_camera.mp4"
+    make_video(camera_video, seconds=4.0, fps=25, size=(160, 120))
+    home = tmp_path / "home"
+    env = stack_env(home)
+    port = free_port()
+    camera = Camera(camera_video).start()
+    up = UpProcess(home, env, "--weights", "none", "--metrics-port", str(port), ready_within=180)
+    try:
+        with Prometheus(tmp_path, [f"127.0.0.1:{port}"]) as prom:
+            run(env, "watch", camera.url, "--name", "cam", "--weights", "none")
+            frames = wait_until(lambda: prom.value('sum(reelflow_stream_frames_total{stream="cam"})'), 120,
+                                "the stream host's frames are not in up's scrape", up)
+            wait_until(lambda: prom.value('sum(reelflow_stream_frames_total{stream="cam"})') > frames, 60,
+                       "the frames counter does not move", up)
+            assert prom.value('sum(reelflow_stream_windows_total{stream="cam"})') > 0
+            assert prom.query('{__name__=~"ray_serve_.+"}'), "Ray Serve's own metrics are missing"
+            assert not prom.query('{__name__=~"ray_reelflow_.+"}')  # served under their own names
     finally:
         up.stop()
         camera.stop()
