@@ -57,6 +57,17 @@ METRICS = [
     MetricSpec("reelflow_stream_latency_seconds", "histogram", "from a window's last frame to its published result",
                ("stream",), LATENCY_BUCKETS),
     MetricSpec("reelflow_stream_up", "gauge", "1 while the stream's frames come (state live), else 0", ("stream",)),
+    # model replicas (Ray Serve)
+    MetricSpec("reelflow_replica_batch_clips", "histogram", "clips per forward pass", ("model",),
+               (1, 2, 3, 4, 6, 8, 12, 16, 32)),
+    MetricSpec("reelflow_replica_forward_seconds", "histogram", "seconds per forward pass (a batch)", ("model",),
+               (0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 2.0, 5.0)),
+    MetricSpec("reelflow_replica_clips_waiting", "gauge", "clips waiting for a forward lane, as a batch forms",
+               ("model",)),
+    MetricSpec("reelflow_model_replicas", "gauge", "running replicas of a model, as the worker last read them",
+               ("model",)),
+    MetricSpec("reelflow_decode_seconds", "histogram", "seconds to decode, sample and transform one clip of a job",
+               ("model",), (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)),
     # sinks (the deliverers)
     MetricSpec("reelflow_sink_delivered_total", "counter", "messages a sink took", ("kind",)),
     MetricSpec("reelflow_sink_failures_total", "counter", "deliveries that failed (retried, or dead-lettered)",

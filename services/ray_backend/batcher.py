@@ -18,17 +18,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+
+from services import metrics
 
 log = logging.getLogger("reelflow.replica")
 POLL_S = 0.002  # how often a lane gathering a batch looks for more clips
 
 
 class Batcher:
-    def __init__(self, forward: Callable[[list], list], max_batch_size: int, lanes: int = 1, wait_s: float = 0.0):
+    def __init__(self, forward: Callable[[list], list], max_batch_size: int, lanes: int = 1, wait_s: float = 0.0,
+                 model: str = ""):
         self.forward = forward  # a list of items -> a list of results, in order (runs on a lane's thread)
+        self.model = model  # the metrics' label
         self.max_batch_size = max_batch_size
         self.lanes = lanes
         self.wait_s = wait_s
@@ -69,8 +74,12 @@ class Batcher:
             if not batch:
                 continue
             self.batch_sizes[len(batch)] += 1
+            metrics.observe("reelflow_replica_batch_clips", len(batch), model=self.model)
+            metrics.set_gauge("reelflow_replica_clips_waiting", self._queue.qsize(), model=self.model)
+            started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, self.forward, [item for item, _ in batch])
+                metrics.observe("reelflow_replica_forward_seconds", time.perf_counter() - started, model=self.model)
             except Exception as e:  # the batch's callers get the error; the lane goes on
                 log.warning("a forward pass of %d clips failed: %s", len(batch), e)
                 for _, future in batch:

@@ -31,6 +31,7 @@ from pipelines.errors import ReelflowError, WeightsError, one_line
 from pipelines.models import get_spec, model_slug
 from pipelines.models.weight_files import check_weights
 from pipelines.sources import SourcePolicy
+from services import metrics
 from services.ray_backend.in_flight import in_order
 from services.ray_backend.job_plan import JobPlan
 from services.ray_backend.replica import REPLICA, ModelReplica, payload_for
@@ -124,7 +125,10 @@ class RayPipeline:
         if self._apps and time.monotonic() - self._replicas_read_at > CAPACITY_REFRESH_S:
             self._replicas_read_at = time.monotonic()
             try:
-                self._replicas = max(1, sum(m["replicas"] for m in self.describe()))
+                described = self.describe()
+                self._replicas = max(1, sum(m["replicas"] for m in described))
+                for m in described:
+                    metrics.set_gauge("reelflow_model_replicas", m["replicas"], model=m["model"])
             except Exception:  # Serve's controller briefly away: keep the last count
                 log.debug("cannot read the replica count", exc_info=True)
         return self.settings.jobs_per_decoder * self._replicas

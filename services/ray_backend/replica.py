@@ -17,9 +17,11 @@ import os
 import numpy as np
 from ray import serve
 
+from services import metrics
 from services.ray_backend.batch_rates import batch_rates
 from services.ray_backend.batcher import Batcher
 from services.ray_backend.fused_jobs import job_results
+from services.ray_backend.metrics import RayMetrics
 from services.settings import MAX_AUTO_BATCH
 
 log = logging.getLogger("reelflow.replica")
@@ -39,6 +41,8 @@ class ModelReplica:
         # torch loads its OpenMP runtime, so it is set before the first `import torch` here.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
+
+        metrics.use(RayMetrics())  # batches, forward passes, decoding: exported by this node's metrics agent
 
         from pipelines.inference import ClipModel
 
@@ -61,7 +65,7 @@ class ModelReplica:
             log.info("%s: batch size %d (clips/s by batch size: %s)", model, batch_size,
                      {b: round(r, 1) for b, r in self.batch_rates.items()})
         self.batch_size = batch_size
-        self.batcher = Batcher(self._forward_batch, batch_size, self.lanes, batch_wait_s)
+        self.batcher = Batcher(self._forward_batch, batch_size, self.lanes, batch_wait_s, model=model)
         self.batcher.warm(self._warm)
 
     def _warm(self) -> None:

@@ -60,8 +60,8 @@ def test_the_readme_lists_every_metric_and_names_follow_the_conventions():
         assert m.name.startswith("reelflow_") and m.name == m.name.lower()
         assert m.name.endswith("_total") == (m.kind == "counter"), m.name
         assert "job_id" not in m.labels and "id" not in m.labels  # bounded label values only
-        if m.kind == "histogram":
-            assert m.name.endswith("_seconds") and list(m.buckets) == sorted(m.buckets)
+        if m.kind == "histogram":  # in base units: seconds, or a count of things named by the unit
+            assert m.name.endswith(("_seconds", "_clips")) and list(m.buckets) == sorted(m.buckets), m.name
 
 
 def test_prometheus_scrapes_jobs_queue_and_a_live_cameras_counters(tmp_path, video_dir):
@@ -103,13 +103,14 @@ def test_prometheus_scrapes_jobs_queue_and_a_live_cameras_counters(tmp_path, vid
             wait_until(lambda: (prom.value('reelflow_stream_reconnects_total{stream="cam"}') or 0) > reconnects, 60,
                        "the reconnect counter did not rise after the outage", up)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-                scraped = set(re.findall(r"^(reelflow_[a-z_]+?)(?:_bucket|_count|_sum|_created)?[{ ]", r.read().decode(),
-                                         re.M))
-            used = set().union(*map(_names_in, _dashboard_expressions())) - {"reelflow_sink_failures_total",
-                                                                           "reelflow_sink_dead_lettered_total",
-                                                                           "reelflow_stream_dropped_total",
-                                                                           "reelflow_jobs_retried_total"}
-            assert used <= scraped, used - scraped  # (those four appear with their first failure or drop)
+                text = r.read().decode()
+            scraped = set(re.findall(r"^(reelflow_[a-z_]+?)(?:_bucket|_count|_sum|_created)?[{ ]", text, re.M))
+            later = {"reelflow_sink_failures_total", "reelflow_sink_dead_lettered_total",
+                     "reelflow_stream_dropped_total", "reelflow_jobs_retried_total"}  # with a first failure or drop
+            on_ray = {m.name for m in METRICS if m.name.startswith(("reelflow_replica_", "reelflow_model_",
+                                                                    "reelflow_decode_"))}
+            used = set().union(*map(_names_in, _dashboard_expressions())) - later - on_ray
+            assert used <= scraped, used - scraped
     finally:
         up.stop()
         camera.stop()
@@ -132,6 +133,14 @@ def test_on_ray_one_scrape_of_up_has_the_stream_hosts_metrics_and_rays(tmp_path,
             wait_until(lambda: prom.value('sum(reelflow_stream_frames_total{stream="cam"})') > frames, 60,
                        "the frames counter does not move", up)
             assert prom.value('sum(reelflow_stream_windows_total{stream="cam"})') > 0
+            video = video_dir / "metrics_ray_job.mp4"
+            make_video(video, seconds=3.0, fps=15, size=(160, 120))
+            run(env, "submit", video, "--weights", "none", "--wait")
+            for name in ("reelflow_replica_batch_clips_count", "reelflow_replica_forward_seconds_count",
+                         "reelflow_decode_seconds_count"):  # the model replica's, from its Ray worker
+                wait_until(lambda n=name: prom.value(f"sum({n})"), 60, f"{name} is not in up's scrape", up)
+            wait_until(lambda: prom.value('max(reelflow_model_replicas{model="x3d_xs"})') == 1, 30,
+                       "the replica count is not in up's scrape", up)
             assert prom.query('{__name__=~"ray_serve_.+"}'), "Ray Serve's own metrics are missing"
             assert not prom.query('{__name__=~"ray_reelflow_.+"}')  # served under their own names
     finally:
