@@ -118,8 +118,9 @@ def test_a_resolution_change_mid_stream_keeps_the_windows_coming(tmp_path):
     make_video(second, size=(160, 120), fps=25, pts=list(range(50, 100)), time_base=Fraction(1, 25), bframes=False)
     stream.write_bytes(first.read_bytes() + second.read_bytes())
     source = LiveSource(str(stream), loop=False)
-    clips, _ = run_for(source, 4.6)
-    assert [c.index for c in clips] == list(range(len(clips))) and len(clips) >= 5  # 0.8 s windows over 4 s
+    clips, _ = run_for(source, 7.0)  # 4 s of video in real time, with room for a busy machine
+    clips = clips[:5]  # the five 0.8 s windows of the first play (then the source ends, and is opened again)
+    assert [c.index for c in clips] == list(range(5)), [c.index for c in clips]
     assert {c.frames.shape[1:] for c in clips[:2]} == {(240, 320, 3)}
     assert {c.frames.shape[1:] for c in clips[3:5]} == {(120, 160, 3)}
     assert all(len({f.shape for f in c.frames}) == 1 for c in clips)
