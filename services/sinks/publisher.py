@@ -61,6 +61,7 @@ class SinkPublisher:
             try:
                 waiting = {sid: url for sid, url in self.outboxes.waiting(self.holder).items()
                            if not self._delivering(sid)}
+                self.outage.recovered()
             except StoreUnavailable as e:  # Redis away: the worker's outage handling says so
                 self.stop_event.wait(self.outage.failed(e))
                 continue
