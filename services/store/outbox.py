@@ -29,15 +29,8 @@ import redis
 
 from services.store import keys
 from services.store.client import redact
+from services.store.leases import Leases
 
-LEASE_IF_HELD = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-RELEASE_IF_HELD = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def sink_id(url: str) -> str:
@@ -74,8 +67,7 @@ class Outboxes:
 
     def __init__(self, client: redis.Redis):
         self.r = client
-        self._renew = client.register_script(LEASE_IF_HELD)
-        self._release = client.register_script(RELEASE_IF_HELD)
+        self.leases = Leases(client)  # one deliverer per sink
 
     # -- which sinks there are --
 
@@ -107,18 +99,13 @@ class Outboxes:
     # -- delivering one sink's outbox --
 
     def acquire(self, sid: str, holder: str, lease_s: float) -> bool:
-        return bool(self.r.set(keys.sink_lease(sid), holder, nx=True, px=int(lease_s * 1000)))
+        return self.leases.acquire(keys.sink_lease(sid), holder, lease_s)
 
     def renew(self, sid: str, holder: str, lease_s: float) -> bool:
-        return bool(self._renew(keys=[keys.sink_lease(sid)], args=[holder, int(lease_s * 1000)]))
+        return self.leases.renew(keys.sink_lease(sid), holder, lease_s)
 
     def release(self, sid: str, holder: str) -> None:
-        self._release(keys=[keys.sink_lease(sid)], args=[holder])
-
-    def holder(self, sid: str) -> str | None:
-        """Who delivers the sink now (None: no one)."""
-        raw = self.r.get(keys.sink_lease(sid))
-        return raw.decode() if raw else None
+        self.leases.release(keys.sink_lease(sid), holder)
 
     def waiting(self, holder: str) -> dict[str, str]:
         """{sink id: url} of the sinks with messages waiting that no one but `holder` delivers (one round trip)."""
@@ -206,14 +193,14 @@ class Outboxes:
     def status(self, sid: str) -> dict:
         raw = {k.decode(): v.decode() for k, v in self.r.hgetall(keys.sink_status(sid)).items()}
         sink = self.sinks().get(sid, {})
-        holder = self.r.get(keys.sink_lease(sid))
+        holder = self.leases.holder(keys.sink_lease(sid))
         return {"id": sid, "url": redact(sink.get("url", "")), "global": sink.get("global", False),
                 "backlog": self.backlog(sid), "delivered": int(raw.get("delivered") or 0),
                 "dead_lettered": int(raw.get("dead_lettered") or 0), "dropped": int(raw.get("dropped") or 0),
                 "last_error": raw.get("last_error", ""), "retrying_since": float(raw["retrying_since"])
                 if raw.get("retrying_since") else None,
                 "last_ok_at": float(raw["last_ok_at"]) if raw.get("last_ok_at") else None,
-                "deliverer": holder.decode() if holder else None}
+                "deliverer": holder}
 
     def statuses(self) -> list[dict]:
         return [self.status(sid) for sid in sorted(self.sinks())]

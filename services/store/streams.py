@@ -24,16 +24,12 @@ from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS
 from services.store import keys
 from services.store.client import redis_client
 from services.store.jobs import ModelName, SinkUrl
+from services.store.leases import Leases
 from services.store.outbox import Outboxes, stream_event_message, stream_segment_message
 
 RESULTS_KEPT = 10_000  # segments per stream (about 4.5 hours at one per 1.6 s)
 EVENTS_KEPT = 1_000
 
-# Renew the owner key only if this worker still holds it.
-RENEW_IF_OWNER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
 # Publish a window only while the caller owns the stream: a worker cut off from Redis longer than its
 # lease, whose stream another worker took meanwhile, publishes nothing when it comes back.
 # The window and its events also go to the stream's sinks' outboxes (KEYS[4..]: outbox, status
@@ -58,10 +54,6 @@ SET_STATUS_IF_OWNER = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[2], unpack(ARGV, 2))
 return 1
-"""
-RELEASE_IF_OWNER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
 """
 
 
@@ -98,8 +90,7 @@ class StreamSpec(BaseModel):
 class StreamRegistry:
     def __init__(self, client: redis.Redis):
         self.r = client
-        self._renew = client.register_script(RENEW_IF_OWNER)
-        self._release = client.register_script(RELEASE_IF_OWNER)
+        self.leases = Leases(client)  # the owner key: who reads the stream
         self._publish = client.register_script(PUBLISH_IF_OWNER)
         self._set_status = client.register_script(SET_STATUS_IF_OWNER)
 
@@ -133,17 +124,16 @@ class StreamRegistry:
     # -- who reads it --
 
     def acquire(self, name: str, worker: str, lease_s: float) -> bool:
-        return bool(self.r.set(keys.stream_owner(name), worker, nx=True, px=int(lease_s * 1000)))
+        return self.leases.acquire(keys.stream_owner(name), worker, lease_s)
 
     def renew(self, name: str, worker: str, lease_s: float) -> bool:
-        return bool(self._renew(keys=[keys.stream_owner(name)], args=[worker, int(lease_s * 1000)]))
+        return self.leases.renew(keys.stream_owner(name), worker, lease_s)
 
     def release(self, name: str, worker: str) -> None:
-        self._release(keys=[keys.stream_owner(name)], args=[worker])
+        self.leases.release(keys.stream_owner(name), worker)
 
     def owner(self, name: str) -> str | None:
-        raw = self.r.get(keys.stream_owner(name))
-        return raw.decode() if raw else None
+        return self.leases.holder(keys.stream_owner(name))
 
     # -- what it found --
 
