@@ -73,3 +73,14 @@ def mm_demo_results(shared_videos, tmp_path_factory) -> Path:
     assert result.returncode == 0, result.stderr
     out.write_text(result.stdout)
     return out
+
+
+@pytest.fixture(scope="module")
+def redis_server_url(tmp_path_factory) -> str:
+    """The URL of a real redis-server (the embedded one) for the module's tests; they flush it as they need."""
+    from services.store.embedded import EmbeddedRedis
+
+    embedded = EmbeddedRedis(tmp_path_factory.mktemp("redis-home"))
+    url = embedded.start()
+    yield url
+    embedded.stop()

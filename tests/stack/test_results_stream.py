@@ -13,23 +13,14 @@ import redis
 
 from services.settings import Settings
 from services.store import keys
-from services.store.embedded import EmbeddedRedis
 from services.store.jobs import JobSpec
 from services.store.queue import JobQueue, LeaseLost
 from services.store.results import END, SEGMENT, ResultsStream, follow_job
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    embedded = EmbeddedRedis(tmp_path_factory.mktemp("home"))
-    url = embedded.start()
-    yield url
-    embedded.stop()
-
-
 @pytest.fixture
-def queue(server):
-    client = redis.Redis.from_url(server)
+def queue(redis_server_url):
+    client = redis.Redis.from_url(redis_server_url)
     client.flushall()
     settings = Settings(lease_s=0.5, max_attempts=1, retry_base_s=0.05, result_ttl_s=3600)
     return JobQueue(client, settings)
@@ -100,14 +91,14 @@ def test_the_stream_is_capped(queue):
     assert 100 <= queue.r.xlen(keys.RESULTS) < 1000  # trimmed to about the cap (in whole radix-tree nodes)
 
 
-def test_following_a_job_gives_each_segment_once_in_order_whole_and_ends_with_the_job(queue, server):
+def test_following_a_job_gives_each_segment_once_in_order_whole_and_ends_with_the_job(queue, redis_server_url):
     claim = _claim(queue)
     queue.set_total(claim.job_id, 6)
     for i in range(2):
         queue.store_segment(claim, i, _segment(i))
 
     def work():  # the rest, while the follower waits; another job's segments in between
-        other = JobQueue(redis.Redis.from_url(server), queue.settings)
+        other = JobQueue(redis.Redis.from_url(redis_server_url), queue.settings)
         other.submit(JobSpec(source="/videos/b.mp4"))
         [second] = other.claim(count=1, block_ms=1000, consumer="w2")
         time.sleep(0.3)

@@ -17,7 +17,6 @@ from services.sinks import SinkError, check_sink_urls
 from services.sinks.files import FILE_NAME, FileSink
 from services.sinks.publisher import SinkPublisher
 from services.sinks.webhook import sign, verify
-from services.store.embedded import EmbeddedRedis
 from services.store.jobs import JobSpec
 from services.store.outbox import Outboxes, sink_id
 from services.store.queue import JobQueue
@@ -27,22 +26,14 @@ from support.receivers import Mosquitto, WebhookReceiver, received
 SECRET = "test-secret-0123456789abcdef"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    embedded = EmbeddedRedis(tmp_path_factory.mktemp("home"))
-    url = embedded.start()
-    yield url
-    embedded.stop()
-
-
 @pytest.fixture
 def settings():
     return Settings(lease_s=5, max_attempts=3, result_ttl_s=3600, sink_secret=SECRET, sink_retry_s=3600)
 
 
 @pytest.fixture
-def queue(server, settings):
-    client = redis.Redis.from_url(server)
+def queue(redis_server_url, settings):
+    client = redis.Redis.from_url(redis_server_url)
     client.flushall()
     return JobQueue(client, settings)
 
