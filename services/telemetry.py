@@ -1,9 +1,18 @@
 """OpenTelemetry traces from submit to publish; the trace context travels in the job message.
 
 Off unless `OTEL_TRACES_EXPORTER` says where spans go: `console` (stderr) or `otlp` (the standard
-`OTEL_EXPORTER_OTLP_*` variables configure it). Spans: `reelflow.submit` (the client), then
-`reelflow.job` (one per delivery, a child of the submit span, even in another process or on
-another machine) and `reelflow.publish` (one per stored segment).
+`OTEL_EXPORTER_OTLP_*` variables configure it). Spans:
+
+    reelflow.submit                       the client
+      reelflow.job                        the worker, one per delivery (another process, or machine)
+        reelflow.decode                   per segment: read and sample its frames   } in the Ray replica
+        reelflow.transform                per segment: resize, crop, normalize      } or decoder actor
+        reelflow.model_batch              per segment: the forward pass of its batch (batch size)
+        reelflow.store                    per segment: stored and published in Redis (the worker)
+
+The job span's context goes to the Ray actors inside the job's spec, and the exporter's settings
+(the `OTEL_*` variables) go to the replicas with their arguments, so their spans join the job's
+trace on any node. The `--no-ray` pipeline records the job and store spans.
 
     >>> with tracer().start_as_current_span("reelflow.submit"):            # doctest: +SKIP
     ...     spec.trace = current_context()
@@ -42,6 +51,29 @@ def setup(service_name: str = "reelflow") -> None:
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     _configured = True
+
+
+def exporter_env() -> dict[str, str]:
+    """This process's `OTEL_*` variables: handed to Ray actors, which may run on other machines."""
+    return {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
+
+
+def setup_from(env: dict[str, str] | None, service_name: str) -> None:
+    """In a Ray actor: take the `OTEL_*` variables its creator had, then `setup()`."""
+    for key, value in (env or {}).items():
+        os.environ.setdefault(key, value)
+    setup(service_name)
+
+
+def enabled() -> bool:
+    """Whether spans go anywhere (a tracer provider is installed): per-segment spans cost nothing otherwise."""
+    return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
+def record_span(name: str, parent: Context, start_ns: int, end_ns: int, attributes: dict | None = None) -> None:
+    """A span measured already (`time.time_ns()` at both ends): for work timed where no span was open."""
+    span = tracer().start_span(name, context=parent, start_time=start_ns, attributes=attributes)
+    span.end(end_time=end_ns)
 
 
 def tracer() -> trace.Tracer:

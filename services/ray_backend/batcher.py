@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from services import metrics
+from services import metrics, telemetry
 
 log = logging.getLogger("reelflow.replica")
 POLL_S = 0.002  # how often a lane gathering a batch looks for more clips
@@ -58,13 +58,14 @@ class Batcher:
         for _ in range(self.lanes):
             self._executor.submit(warm_lane)
 
-    async def submit(self, item):
-        """The item's result, once a lane has run it in a batch."""
+    async def submit(self, item, parent: tuple | None = None):
+        """The item's result, once a lane has run it in a batch. `parent` (a trace context, attributes):
+        the item's `reelflow.model_batch` span (its batch's forward pass) is recorded there."""
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._workers = [asyncio.ensure_future(self._lane()) for _ in range(self.lanes)]
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((item, future))
+        self._queue.put_nowait((item, future, parent))
         return await future
 
     async def _lane(self) -> None:
@@ -76,19 +77,29 @@ class Batcher:
             self.batch_sizes[len(batch)] += 1
             metrics.observe("reelflow_replica_batch_clips", len(batch), model=self.model)
             metrics.set_gauge("reelflow_replica_clips_waiting", self._queue.qsize(), model=self.model)
-            started = time.perf_counter()
+            started, started_ns = time.perf_counter(), time.time_ns()
             try:
-                results = await loop.run_in_executor(self._executor, self.forward, [item for item, _ in batch])
+                results = await loop.run_in_executor(self._executor, self.forward, [item for item, _, _ in batch])
                 metrics.observe("reelflow_replica_forward_seconds", time.perf_counter() - started, model=self.model)
             except Exception as e:  # the batch's callers get the error; the lane goes on
                 log.warning("a forward pass of %d clips failed: %s", len(batch), e)
-                for _, future in batch:
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(e)
                 continue
-            for (_, future), result in zip(batch, results):
+            self._record_spans(batch, started_ns, time.time_ns())
+            for (_, future, _), result in zip(batch, results):
                 if not future.done():  # done: its caller gave up (a cancelled job)
                     future.set_result(result)
+
+    def _record_spans(self, batch: list, started_ns: int, ended_ns: int) -> None:
+        """A `reelflow.model_batch` span for each traced item: one batch serves several jobs, so each
+        job's trace gets the pass its clip was in, with the batch's size."""
+        for _, _, parent in batch:
+            if parent is not None:
+                context, attributes = parent
+                telemetry.record_span("reelflow.model_batch", context, started_ns, ended_ns,
+                                      {**attributes, "reelflow.batch_size": len(batch), "reelflow.model": self.model})
 
     async def _next_batch(self) -> list:
         batch = [await self._queue.get()]
@@ -100,4 +111,4 @@ class Batcher:
                 await asyncio.sleep(POLL_S)
             else:
                 break
-        return [(item, future) for item, future in batch if not future.done()]
+        return [(item, future, parent) for item, future, parent in batch if not future.done()]

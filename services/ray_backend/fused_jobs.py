@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-import time
 
 from pipelines.sources import SourcePolicy
-from services import metrics
 from services.ray_backend.in_flight import in_order
 from services.ray_backend.job_plan import JobPlan
 
@@ -49,11 +47,12 @@ async def job_results(replica, spec_json: str, skip: list[int], sources: SourceP
     def send(clip):  # on the thread: FFmpeg and the transforms release the GIL
         if clip.frames is None:
             return None
-        return asyncio.run_coroutine_threadsafe(replica.predict(preprocess_clip(clip.frames, plan.model)), loop)
+        model_input = plan.transform(clip, lambda frames: preprocess_clip(frames, plan.model))
+        return asyncio.run_coroutine_threadsafe(replica.predict(model_input, plan.batch_parent(clip)), loop)
 
     def decode() -> None:
         try:
-            for clip, output in in_order(_timed(plan.clips(set(skip), threads), plan.spec.model), send, in_flight):
+            for clip, output in in_order(plan.clips(set(skip), threads), send, in_flight):
                 if stop.is_set():
                     return
                 put(plan.result(clip, output))
@@ -74,15 +73,3 @@ async def job_results(replica, spec_json: str, skip: list[int], sources: SourceP
         while not ready.empty():
             ready.get_nowait()
 
-
-def _timed(clips, model: str):
-    """The clips, each one's decoding time (the time spent in the iterator) recorded."""
-    clips = iter(clips)
-    while True:
-        started = time.perf_counter()
-        try:
-            clip = next(clips)
-        except StopIteration:
-            return
-        metrics.observe("reelflow_decode_seconds", time.perf_counter() - started, model=model)
-        yield clip

@@ -25,13 +25,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import ray
+from opentelemetry import propagate
 from ray import serve
 
 from pipelines.errors import ReelflowError, WeightsError, one_line
 from pipelines.models import get_spec, model_slug
 from pipelines.models.weight_files import check_weights
 from pipelines.sources import SourcePolicy
-from services import metrics
+from services import metrics, telemetry
 from services.ray_backend.in_flight import in_order
 from services.ray_backend.job_plan import JobPlan
 from services.ray_backend.replica import REPLICA, ModelReplica, payload_for
@@ -66,6 +67,9 @@ class Decoder:
     """Decodes jobs (a few at once, one per thread) and sends their clips to the model's replicas:
     two batches' worth in flight per job, so the replicas' batches fill while it decodes on."""
 
+    def __init__(self, telemetry_env: dict[str, str] | None = None):
+        telemetry.setup_from(telemetry_env, "reelflow-decoder")
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -81,10 +85,22 @@ class Decoder:
         yield plan.total
 
         def send(clip):
-            return None if clip.frames is None else handle.remote(payload_for(clip.frames, plan.model, info["clip_format"]))
+            if clip.frames is None:
+                return None
+            payload = plan.transform(clip, lambda frames: payload_for(frames, plan.model, info["clip_format"]))
+            parent = plan.batch_parent(clip)
+            return handle.remote(payload) if parent is None else handle.remote(payload, _carried(parent))
 
         for clip, output in in_order(plan.clips(set(skip), threads), send, in_flight):
             yield plan.result(clip, output)
+
+
+def _carried(parent: tuple) -> tuple:
+    """A clip's trace parent (context, attributes) as plain data, for a call to another process."""
+    context, attributes = parent
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=context)
+    return carrier, attributes
 
 
 def app_name(model: str, weights: str, settings: Settings) -> str:
@@ -150,7 +166,7 @@ class RayPipeline:
             return
         for _ in range(self.settings.decoders):  # restarted by Ray if their process dies; spread over the nodes
             decoder = Decoder.options(max_restarts=-1, num_cpus=self.settings.decoder_cpus, scheduling_strategy="SPREAD",
-                                      max_concurrency=self.settings.jobs_per_decoder).remote()
+                                      max_concurrency=self.settings.jobs_per_decoder).remote(telemetry.exporter_env())
             self.decoders.append(decoder)
             for _ in range(self.settings.jobs_per_decoder):  # a slot per job it may run at once
                 self._free.put(decoder)
@@ -180,6 +196,8 @@ class RayPipeline:
 
     def segments(self, spec: JobSpec, skip: set[int]) -> Iterator[int | dict]:
         target = self.prepare(spec.model, spec.weights)
+        if telemetry.enabled():  # the actors' spans become children of the job's span (the current one)
+            spec = spec.model_copy(update={"trace": telemetry.current_context()})
         if self.mode == "fused":
             yield from self._fused_segments(target, spec, skip)
             return
@@ -233,7 +251,7 @@ class RayPipeline:
         if self._stream_host is None:  # restarted by Ray if its process dies; the manager restarts its streams
             # a thread per stream (and a few for stop calls): Ray starts them all up front
             self._stream_host = StreamHost.options(max_restarts=-1, max_concurrency=self.settings.max_streams + 8,
-                                                   num_cpus=self.settings.stream_cpus).remote()
+                                                   num_cpus=self.settings.stream_cpus).remote(self.settings.metrics)
         ref = self._stream_host.run.remote(target, spec.model_dump_json(), redis_url, owner, self.settings.sources)
         return RayStreamHandle(self._stream_host, spec.name, ref)
 
@@ -340,7 +358,8 @@ def replica_options(settings: Settings, device: str) -> dict:
     """The keyword arguments a ModelReplica is built with."""
     return dict(device=device, batch_size=settings.batch_size, batch_wait_s=settings.batch_wait_s,
                 threads=settings.replica_threads, forward_threads=settings.forward_threads,
-                clip_format=settings.clip_format, precision=settings.precision)
+                clip_format=settings.clip_format, precision=settings.precision,
+                telemetry_env=telemetry.exporter_env(), record_metrics=settings.metrics)
 
 
 def _wait_alive(actor, timeout_s: float) -> None:

@@ -17,7 +17,7 @@ import os
 import numpy as np
 from ray import serve
 
-from services import metrics
+from services import metrics, telemetry
 from services.ray_backend.batch_rates import batch_rates
 from services.ray_backend.batcher import Batcher
 from services.ray_backend.fused_jobs import job_results
@@ -35,14 +35,17 @@ class ModelReplica:
 
     def __init__(self, model: str, weights: str, *, device: str = "cpu", batch_size: int = 0,
                  batch_wait_s: float = 0.02, threads: int = 0, forward_threads: int = 1, clip_format: str = "auto",
-                 precision: str = "float32"):
+                 precision: str = "float32", telemetry_env: dict[str, str] | None = None,
+                 record_metrics: bool = True):
         # OpenMP threads that spin while they wait burn the core a decoding thread needs: torch's
         # sleep instead (measured: a third less CPU per clip beside a busy decoder). Read once, when
         # torch loads its OpenMP runtime, so it is set before the first `import torch` here.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
 
-        metrics.use(RayMetrics())  # batches, forward passes, decoding: exported by this node's metrics agent
+        # batches, forward passes, decoding: exported by this node's metrics agent
+        metrics.use(RayMetrics() if record_metrics else metrics.OFF)
+        telemetry.setup_from(telemetry_env, "reelflow-replica")  # spans: where `up` sends its own
 
         from pipelines.inference import ClipModel
 
@@ -81,12 +84,17 @@ class ModelReplica:
                 "clip_format": self.clip_format, "batch_size": self.batch_size, "batch_rates": self.batch_rates,
                 "lanes": self.lanes, "torch_threads": torch.get_num_threads(), "precision": self.clip_model.precision}
 
-    async def predict(self, clip) -> tuple[np.ndarray, np.ndarray]:
-        """One clip's (probabilities, embedding), from a batch with whatever other clips wait."""
-        return await self.batcher.submit(clip)
+    async def predict(self, clip, parent: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One clip's (probabilities, embedding), from a batch with whatever other clips wait. `parent`
+        (a trace context, span attributes): where its `reelflow.model_batch` span goes."""
+        return await self.batcher.submit(clip, parent)
 
-    async def __call__(self, clip) -> tuple[np.ndarray, np.ndarray]:
-        return await self.predict(clip)
+    async def __call__(self, clip, carried: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """From a decoder in another process: `carried` is the clip's trace context as a W3C carrier."""
+        if carried is None:
+            return await self.predict(clip)
+        carrier, attributes = carried
+        return await self.predict(clip, (telemetry.context_from(carrier), attributes))
 
     async def classify_job(self, spec_json: str, skip: list[int], sources, threads: int = 0):
         """A whole job, decoded here (streamed back: its segment count, then a result per segment);

@@ -123,7 +123,7 @@ class Worker:
                     log.info("job %s: cancelled or reclaimed elsewhere; stopping", job_id)
                     return
                 result["job_id"] = job_id
-                with telemetry.tracer().start_as_current_span("reelflow.publish",
+                with telemetry.tracer().start_as_current_span("reelflow.store",
                                                               attributes={"reelflow.segment": result["index"]}):
                     if self._through_outage(self.queue.store_segment, claim, result["index"], json.dumps(result)):
                         metrics.inc("reelflow_segments_stored_total", model=spec.model)

@@ -269,3 +269,71 @@ class Prometheus:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+class OtlpReceiver:
+    """An OpenTelemetry collector's OTLP/HTTP trace endpoint, as the exporter sees one: it decodes each
+    POST to `/v1/traces` (protobuf) and keeps the spans.
+
+        with OtlpReceiver() as otlp:     # otlp.endpoint for OTEL_EXPORTER_OTLP_ENDPOINT; otlp.spans()
+    """
+
+    def __init__(self):
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._spans: list[dict] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    def __enter__(self) -> OtlpReceiver:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest, ExportTraceServiceResponse)
+
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 -- http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    import gzip
+
+                    body = gzip.decompress(body)
+                request = ExportTraceServiceRequest.FromString(body)
+                spans = [receiver._span(rs, span) for rs in request.resource_spans
+                         for ss in rs.scope_spans for span in ss.spans]
+                with receiver._lock:
+                    receiver._spans.extend(spans)
+                answer = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @staticmethod
+    def _span(resource_spans, span) -> dict:
+        def value(v):
+            kind = v.WhichOneof("value")
+            return getattr(v, kind) if kind else None
+
+        resource = {a.key: value(a.value) for a in resource_spans.resource.attributes}
+        return {"name": span.name, "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(),
+                "parent_id": span.parent_span_id.hex() or None, "service": resource.get("service.name"),
+                "attributes": {a.key: value(a.value) for a in span.attributes},
+                "start_ns": span.start_time_unix_nano, "end_ns": span.end_time_unix_nano}
+
+    def spans(self, name: str | None = None) -> list[dict]:
+        with self._lock:
+            return [s for s in self._spans if name is None or s["name"] == name]

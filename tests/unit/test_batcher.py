@@ -125,3 +125,40 @@ def test_warm_runs_once_on_each_lane_thread_before_any_clip_there():
     assert len(warmed) == 3 and len(set(warmed)) == 3  # every lane's thread, once
     for k, (kind, thread) in enumerate(order):  # no clip ran on a thread before it was warm
         assert kind == "warm" or ("warm", thread) in order[:k]
+
+
+def test_each_traced_item_gets_its_batchs_forward_pass_as_a_span_under_its_own_parent():
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = trace.get_tracer("test")
+    jobs = [tracer.start_span(f"job-{i}") for i in range(2)]
+    parents = [trace.set_span_in_context(job) for job in jobs]
+
+    def forward(items):
+        time.sleep(0.05)
+        return list(items)
+
+    async def main():
+        batcher = Batcher(forward, max_batch_size=4, lanes=1, model="x3d_xs")
+        first = asyncio.ensure_future(batcher.submit("a0", (parents[0], {"reelflow.segment": 0})))
+        await asyncio.sleep(0.01)  # "a0" alone in the first batch; the rest pile up behind it
+        rest = [batcher.submit("a1", (parents[0], {"reelflow.segment": 1})),
+                batcher.submit("b0", (parents[1], {"reelflow.segment": 0})), batcher.submit("untraced")]
+        return await asyncio.gather(first, *rest)
+
+    assert run(main()) == ["a0", "a1", "b0", "untraced"]
+    spans = [s for s in exporter.get_finished_spans() if s.name == "reelflow.model_batch"]
+    found = sorted((s.parent.span_id, s.attributes["reelflow.segment"], s.attributes["reelflow.batch_size"])
+                   for s in spans)
+    a, b = (job.get_span_context().span_id for job in jobs)
+    assert found == sorted([(a, 0, 1), (a, 1, 3), (b, 0, 3)])
+    assert all(s.attributes["reelflow.model"] == "x3d_xs" and s.end_time - s.start_time >= 40_000_000 for s in spans)
