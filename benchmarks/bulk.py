@@ -44,13 +44,16 @@ class Stack:
             stack.startup_s, stack.submit_wait(paths)
     """
 
-    def __init__(self, model: str, start_timeout_s: float = 300, stop_grace_s: float = 30):
+    def __init__(self, model: str, start_timeout_s: float = 300, stop_grace_s: float = 30,
+                 env: dict[str, str] | None = None):
+        """`env`: settings of this stack on top of the environment's (REELFLOW_METRICS=0, say)."""
         self.model = model
         self.start_timeout_s, self.stop_grace_s = start_timeout_s, stop_grace_s
         self.home = Path(tempfile.mkdtemp(prefix="reelflow-bench-"))
         self.env = {k: v for k, v in os.environ.items() if k != "REELFLOW_REDIS_URL"}
         self.env["REELFLOW_HOME"] = str(self.home)
         self.env.setdefault("REELFLOW_ALLOWED_ROOTS", "/")  # the corpus lies in benchmarks/ and ../shared
+        self.env.update(env or {})
         self.log_path = self.home / "up.log"
         self.proc: subprocess.Popen | None = None
         self.startup_s: float | None = None

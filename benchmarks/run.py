@@ -185,6 +185,9 @@ def derive(row: dict) -> dict:
     row.update(best_batch=best_bs, model_cps=rates[best_bs], bound_s=bound_s, tutorial_cps=clips / row["tutorial_s"],
                bound_cps=clips / bound_s, classify_cps=clips / row["classify_s"], vs_bound=bound_s / row["classify_s"],
                vs_tutorial=row["tutorial_s"] / row["classify_s"])
+    if "bulk_s" in row and "metrics_off_s" in row:  # the bulk path with metrics on / off
+        row.update(metrics_off_cps=row["metrics_off_clips"] / row["metrics_off_s"],
+                   metrics_on_vs_off=row["metrics_off_s"] / row["bulk_s"])
     if "bulk_s" in row:
         row.update(bulk_cps=row["bulk_clips"] / row["bulk_s"], bulk_vs_bound=row["bulk_clips"] / row["bulk_s"] / row["bound_cps"],
                    bulk_vs_tutorial=row["bulk_clips"] / row["bulk_s"] / row["tutorial_cps"])
@@ -199,6 +202,10 @@ def best_of(rounds: list[dict]) -> dict:
     bulk = [r for r in rounds if "bulk_s" in r]  # a round whose stack failed has none
     if bulk:
         row.update(min(({k: r[k] for k in ("bulk_clips", "bulk_s")} for r in bulk), key=lambda b: b["bulk_s"]))
+    off = [r for r in rounds if "metrics_off_s" in r]
+    if off:
+        row.update(min(({k: r[k] for k in ("metrics_off_clips", "metrics_off_s")} for r in off),
+                       key=lambda b: b["metrics_off_s"]))
     row["model_rates"] = {bs: max(r["model_rates"][bs] for r in rounds) for bs in row["model_rates"]}
     row["rounds"] = len(rounds)
     derive(row)
@@ -221,6 +228,16 @@ def measure_bulk(model: str, plan: list[tuple[str, list[Path]]], rows: list[dict
             derive(row)
         memory = memory_by_length(stack, memory_videos) if memory_videos else {}
     return {"startup_s": stack.startup_s, "memory": memory}
+
+
+def measure_metrics_off(model: str, paths: list[Path], profile: Profile) -> dict:
+    """The bulk path on a stack that records no metrics (REELFLOW_METRICS=0), same corpus and runs as
+    the row's metrics-on stack: what the metrics cost."""
+    print(f"[bulk] {model}: reelflow up with REELFLOW_METRICS=0 ...", flush=True)
+    with Stack(model, env={"REELFLOW_METRICS": "0"}) as stack:
+        stack.submit_wait([warmup_video()])
+        off = bulk_rate(stack, paths, profile.repeats)
+    return {"metrics_off_s": off["bulk_s"], "metrics_off_clips": off["bulk_clips"]}
 
 
 def stack_settings() -> dict:
@@ -283,6 +300,13 @@ def stack_lines(rows: list[dict], stacks: dict, settings: dict) -> list[str]:
                   "a model's first start on the machine includes timing its batch sizes (kept for later starts, "
                   "services/ray_backend/batch_rates.py; the bench starts from an empty cache): "
                   + "; ".join(startup) + "."]
+    for r in rows:
+        if "metrics_on_vs_off" in r:
+            lines += ["", f"Metrics cost (issue 19): the bulk path of {r['model']} on {r['corpus']}, on stacks with "
+                      f"metrics recorded (the default) and with `REELFLOW_METRICS=0`, in turns in the same run: "
+                      f"{r['bulk_cps']:.2f} vs {r['metrics_off_cps']:.2f} clips/s — on/off "
+                      f"**{r['metrics_on_vs_off']:.2f}** (1.00: no cost; this machine's run-to-run noise is a few "
+                      "percent)."]
     failed = [f"{m}: {s['error']}" for m, s in stacks.items() if s.get("error")]
     if failed:
         lines += ["", "Bulk path failed — " + "; ".join(failed)]
@@ -353,6 +377,8 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"a smoke run: the short corpus, one run, no memory measurement, {DEFAULT_MODEL} "
                              "unless --models is given; prints the table, writes no files")
+    parser.add_argument("--no-metrics-off", action="store_true",
+                        help="skip the bulk path on a stack without metrics (REELFLOW_METRICS=0)")
     parser.add_argument("--streams-only", action="store_true", help="only the live-streams measurement (printed)")
     args = parser.parse_args(argv)
     if args.streams_only:
@@ -381,6 +407,11 @@ def main(argv=None) -> None:
                           for (label, paths), tut in zip(plan, tutorials)]
             last = k == profile.rounds - 1
             startups = stacks.get(model, {}).get("startups", [])
+            # the default model's first corpus again on a stack without metrics; before the metrics-on
+            # stack in odd rounds, after it in even ones, so drift does not favour either
+            metrics_off = model == DEFAULT_MODEL and not args.no_metrics_off
+            if metrics_off and k % 2:
+                model_rows[0].update(_or_failed(measure_metrics_off, model, plan[0][1], profile))
             try:
                 stacks[model] = measure_bulk(model, plan, model_rows, profile,
                                              memory_videos if model == DEFAULT_MODEL and last else {})
@@ -388,6 +419,8 @@ def main(argv=None) -> None:
             except StackError as e:
                 print(f"[bulk] {model}: FAILED: {e}", file=sys.stderr, flush=True)
                 stacks[model] = {"error": str(e).splitlines()[0] + " (details in the run's output)", "startups": startups}
+            if metrics_off and not k % 2:
+                model_rows[0].update(_or_failed(measure_metrics_off, model, plan[0][1], profile))
             rounds.append(model_rows)
         rows += [best_of(list(row_rounds)) for row_rounds in zip(*rounds)]
     classify_mb = {k: peak_rss_mb(DEFAULT_MODEL, p) for k, p in memory_videos.items()}
@@ -401,6 +434,15 @@ def main(argv=None) -> None:
         (HERE / "results.md").write_text(markdown)
         update_readme(markdown)
     print(markdown)
+
+
+def _or_failed(measure_fn, *args) -> dict:
+    """`measure_fn(*args)`, or nothing (said on stderr) when its stack fails."""
+    try:
+        return measure_fn(*args)
+    except StackError as e:
+        print(f"[bulk] FAILED: {e}", file=sys.stderr, flush=True)
+        return {}
 
 
 def run_streams(quick: bool) -> dict:

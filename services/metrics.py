@@ -66,7 +66,7 @@ METRICS = [
                ("model",)),
     MetricSpec("reelflow_model_replicas", "gauge", "running replicas of a model, as the worker last read them",
                ("model",)),
-    MetricSpec("reelflow_decode_seconds", "histogram", "seconds to decode, sample and transform one clip of a job",
+    MetricSpec("reelflow_decode_seconds", "histogram", "seconds to decode and sample one clip of a job (its transform not included)",
                ("model",), (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)),
     # sinks (the deliverers)
     MetricSpec("reelflow_sink_delivered_total", "counter", "messages a sink took", ("kind",)),
@@ -117,12 +117,22 @@ class _PrometheusClient:
         _child(name, labels).set(value)
 
 
+class _Off:
+    """Records nothing (`REELFLOW_METRICS=0`)."""
+
+    def inc(self, name: str, value: float, labels: dict) -> None:
+        pass
+
+    observe = set = inc
+
+
+OFF = _Off()
 _backend = _PrometheusClient()
 
 
 def use(backend) -> None:
     """Record through `backend` (inc, observe, set by name) from now on: in a Ray actor, Ray's own
-    metrics (services.ray_backend.metrics), which every node's metrics agent exports."""
+    metrics (services.ray_backend.metrics), which every node's metrics agent exports; `OFF`: nothing."""
     global _backend
     _backend = backend
 

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
         "`mqtt(s)://[user:pass@]host:port[/prefix]`, `file:///DIR`", "(none)"))
     sink_secret: str | None = Field(None, repr=False, **_doc(
         "the key webhooks are signed with (HMAC-SHA256, header `Reelflow-Signature`); webhooks need it", "(none)"))
+    metrics: bool = Field(True, **_doc(
+        "0: record no reelflow metrics in the stack's processes (the bench's comparison of the bulk path with and "
+        "without them); `--metrics-port` then serves Ray's alone", "1"))
     sink_embeddings: bool = Field(False, **_doc("1: sinks get each segment's embedding too (kilobytes each)", "0"))
     sink_backlog: PositiveInt = Field(10_000, **_doc(
         "messages a sink may have waiting before live streams' messages to it are dropped (and counted); jobs' "

@@ -21,9 +21,10 @@ from services.store.streams import StreamRegistry, StreamSpec
 
 @ray.remote
 class StreamHost:
-    def __init__(self):
+    def __init__(self, record_metrics: bool = True):
         self.runners: dict = {}
-        metrics.use(RayMetrics())  # the runners' metrics, exported by this node's metrics agent
+        # the runners' metrics, exported by this node's metrics agent
+        metrics.use(RayMetrics() if record_metrics else metrics.OFF)
 
     def pid(self) -> int:
         return os.getpid()

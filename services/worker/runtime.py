@@ -41,6 +41,8 @@ class Runtime:
                  consumer: str | None = None, streams: bool = True):
         """`streams`: also take live streams (`reelflow process`, a one-shot bulk run, does not)."""
         self.pipeline = pipeline
+        if not settings.metrics:
+            metrics.use(metrics.OFF)
         self.worker = Worker(queue, pipeline, consumer)
         self.streams = StreamManager(queue.stream_registry(), self.worker.consumer, pipeline, redis_url,
                                      settings.max_streams) if streams else None
