@@ -40,12 +40,16 @@ class ActionClassifier:
         skip_preprocess: bool = False,
         device: str = "cpu",
         batch_size: int = 4,
+        runtime: str = "auto",
+        cache_dir: str | None = None,
     ):
+        """`runtime`: where the forward pass runs (`auto`, `torch`, `openvino`; see
+        pipelines/runtimes); `cache_dir`: where converted models are kept."""
         if topk < 1:
             raise InputError(f"topk must be at least 1, got {topk}")
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
-        self.clip_model = ClipModel.load(model_name, weights, device)
+        self.clip_model = ClipModel.load(model_name, weights, device, runtime=runtime, cache_dir=cache_dir)
         self.spec = self.clip_model.spec
         self.weights_id = self.clip_model.weights_id
         self.labels = labels_for(self.clip_model.num_classes, classmap, self.clip_model.classes)

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         "normalizes itself (`auto`: `uint8` for a GPU replica) — the same numbers either way"))
     precision: Literal["float32", "half"] = Field("float32", **_doc(
         "`half`: autocast (float16 on a GPU, bfloat16 on a CPU) — approximate"))
+    runtime: Literal["auto", "torch", "openvino"] = Field("auto", **_doc(
+        "where models' forward passes run: `openvino` (CPU; 2-4x PyTorch eager here, the same numbers), `torch`, "
+        "or `auto`: OpenVINO on a CPU where it is installed, else torch; a model OpenVINO cannot convert with "
+        "parity runs on torch under `auto`, with a note in `up` and `status`"))
+    model_cache: Path | None = Field(None, **_doc(
+        "where models converted for a runtime are kept (once per model, weights, runtime version and input shape)",
+        "`$REELFLOW_HOME/models`"))
     stream_cpus: PositiveFloat = Field(0.25, **_doc("CPUs Ray reserves for the actor that reads an `up`'s live "
                                                     "streams"))
     max_streams: PositiveInt = Field(32, **_doc("live streams one `up` reads at most (more wait for another worker)"))
@@ -169,6 +176,14 @@ class Settings(BaseSettings):
             return type(self).model_validate({**self.model_dump(), **changes})
         except ValidationError as e:
             raise SettingsError(_env_problem(e)) from None
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.model_cache or self.home / "models"
+
+    def runtime_for(self, requested: str | None) -> str:
+        """A job's runtime: its own, or (`auto`, unset) this stack's."""
+        return requested if requested and requested != "auto" else self.runtime
 
     @property
     def batch_limit(self) -> int:

@@ -48,7 +48,7 @@ def peaked_checkpoint(tmp_path_factory):
             from pipelines.synthetic import frame_image
             from pipelines.transforms import preprocess_clip
 
-            clip_model = ClipModel.load(name, "none")
+            clip_model = ClipModel.load(name, "none", runtime="torch")
             spec = clip_model.spec
             frames = np.stack([frame_image(i, 320, 240) for i in range(spec.num_frames)])
             _, features = clip_model.predict(preprocess_clip(frames, spec)[None])

@@ -18,7 +18,8 @@ import sys
 from pipelines.errors import ReelflowError
 from pipelines.models import get_spec, is_random_weights
 from pipelines.sources import open_checked
-from services.cli.options import (add_device_option, add_json_option, add_model_options, add_segment_options,
+from services.cli.options import (add_device_option, add_json_option, add_model_options, add_runtime_option,
+                                  add_segment_options, with_runtime,
                                   positive_int)
 from services.cli.output import SegmentWriter
 from services.settings import Settings, default_allowed_roots
@@ -41,6 +42,7 @@ def add_commands(commands, examples: str) -> None:
     add_model_options(classify)
     add_segment_options(classify, embeddings=False)
     add_device_option(classify, "the model")
+    add_runtime_option(classify, "the model's forward passes")
     classify.add_argument("--batch-size", type=positive_int, default=4, help="most clips per forward pass (default 4)")
     add_json_option(classify, "one JSON object per segment (JSON lines)")
     classify.add_argument("--embeddings", action="store_true", help="with --json: include each segment's embedding")
@@ -71,17 +73,21 @@ def _classify(args) -> int:
     from pipelines.classifier import ActionClassifier  # torch: loads in the child that does the work
 
     default_allowed_roots([args.path], [args.model])  # the working directory and the file named here
-    policy = Settings.from_env().sources
+    settings = with_runtime(Settings.from_env(), args)
+    policy = settings.sources
     spec = get_spec(args.model)
     # a bad path or video fails now, before the model loads
     source, options, _ = open_checked(args.path, policy, spec.clip_seconds, args.stride)
+    _show_conversions()
     clf = ActionClassifier(args.model, weights=args.weights, topk=args.topk, device=args.device,
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, runtime=settings.runtime, cache_dir=settings.model_cache_dir)
+    if clf.clip_model.runtime_note:
+        print(f"reelflow: note: {clf.clip_model.runtime_note}", file=sys.stderr)
     if is_random_weights(clf.weights_id):
         print("reelflow: warning: random weights (--weights none): labels and scores are meaningless",
               file=sys.stderr)
     if not args.json:
-        print(f"{args.path}  model {clf.spec.name}  weights {clf.weights_id}")
+        print(f"{args.path}  model {clf.spec.name}  weights {clf.weights_id}  runtime {clf.clip_model.runtime}")
         print(f"{'#':>3} {'start':>8} {'end':>8} {'frames':>6}  top labels (score)")
     writer = SegmentWriter(sys.stdout) if args.json else None
     for seg in clf.iter_video(source, args.stride, open_options=options, limits=policy):
@@ -92,3 +98,15 @@ def _classify(args) -> int:
             print(f"{seg.index:>3} {seg.start_s:>8.2f} {seg.end_s:>8.2f} {seg.frames:>6}  {top or '(no frames)'}",
                   flush=True)
     return 0
+
+
+def _show_conversions() -> None:
+    """A model's first conversion for a runtime takes seconds to minutes: say so on stderr."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("reelflow: %(message)s"))
+    runtime_log = logging.getLogger("reelflow.runtime")
+    runtime_log.addHandler(handler)
+    runtime_log.setLevel(logging.INFO)
+    runtime_log.propagate = False

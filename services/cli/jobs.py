@@ -13,7 +13,8 @@ from typing import NamedTuple
 from pipelines.errors import ReelflowError, one_line
 from pipelines.progress import Bar
 from services import telemetry
-from services.cli.options import (add_json_option, add_model_options, add_overwrite_option, add_segment_options,
+from services.cli.options import (add_json_option, add_model_options, add_overwrite_option, add_runtime_option,
+                                  add_segment_options,
                                   add_sink_option)
 from services.cli.output import SegmentWriter, check_output, output_file
 from services.settings import settings_for
@@ -32,6 +33,7 @@ def add_commands(commands, home) -> None:
                                  epilog="The job message is documented in the README; any Redis client can XADD one.")
     submit.add_argument("sources", nargs="+", metavar="PATH_OR_URL", help="video files or URLs")
     add_model_options(submit)
+    add_runtime_option(submit, "its forward passes")
     add_segment_options(submit)
     submit.add_argument("--idempotency-key", metavar="KEY",
                         help="resubmitting with the same key (per source) returns the first job instead of a new one")
@@ -105,7 +107,7 @@ def submit_sources(queue: JobQueue, args) -> tuple[list[Submitted], int]:
             try:
                 spec = JobSpec(source=source, model=args.model, weights=args.weights, topk=args.topk,
                                stride_s=args.stride, embeddings=not args.no_embeddings, idempotency_key=key,
-                               sinks=sinks,
+                               sinks=sinks, runtime=getattr(args, "runtime", None) or "auto",
                                priority=getattr(args, "priority", 0), trace=telemetry.current_context())
             except ValueError as e:
                 raise ReelflowError(one_line(e)) from None
@@ -173,7 +175,9 @@ def run_status(args) -> int:
     print(f"queue    {depth['waiting']} waiting, {depth['pending']} claimed, {depth['retrying']} retrying")
     print("jobs     " + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"))
     print(f"models   {len(overview['models'])}" + "".join(
-        f"\n  {m['name']} (weights {m['weights']}): {m['replicas']} replica(s)" for m in overview["models"]))
+        f"\n  {m['name']} (weights {m['weights']}): {m['replicas']} replica(s)"
+        f"{' on ' + m['runtime'] if m.get('runtime') else ''}{' (' + m['runtime_note'] + ')' if m.get('runtime_note') else ''}"
+        for m in overview["models"]))
     print(f"workers  {len(workers)}" + "".join(
         f"\n  {w['name']} ({w['pipeline']}, {w['pending']} job(s) held{_outages(w)})" for w in workers))
     print(f"dlq      {overview['dead_letters']}" + (f" (sinks: {overview['sink_dead_letters']} batches, "

@@ -50,6 +50,24 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                              "init, for tests)")
 
 
+def add_runtime_option(parser: argparse.ArgumentParser, what: str = "the models") -> None:
+    parser.add_argument("--runtime", choices=["auto", "torch", "openvino"], default=None,
+                        help=f"where {what} run: openvino (CPUs; 2-4x PyTorch eager, the same numbers), torch, or "
+                             "auto: OpenVINO on a CPU where it is installed, else torch (default $REELFLOW_RUNTIME, "
+                             "else auto); a model is converted once and kept in $REELFLOW_HOME/models")
+
+
+def with_runtime(settings, args):
+    """The settings with `--runtime` applied; an explicit runtime that cannot run here is a one-line
+    error now, before anything starts."""
+    from pipelines.runtimes import resolve
+
+    if getattr(args, "runtime", None):
+        settings = settings.replace(runtime=args.runtime)
+    resolve(settings.runtime, getattr(args, "device", "cpu"))
+    return settings
+
+
 def add_segment_options(parser: argparse.ArgumentParser, embeddings: bool = True) -> None:
     """--topk and --stride (and --no-embeddings for jobs, which store them by default)."""
     parser.add_argument("--topk", type=positive_int, default=5, help="labels per segment (default 5)")

@@ -29,6 +29,7 @@ from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS, get_spec
 from pipelines.models.weight_files import check_weights
 from services.cli.jobs import submit_sources, wait_for
 from services.cli.options import (add_device_option, add_model_options, add_no_ray_option, add_overwrite_option,
+                                  add_runtime_option, with_runtime,
                                   add_segment_options, model_arg)
 from services.cli.output import SegmentWriter, output_file, refuse_existing, result_names
 from services.settings import Settings, default_allowed_roots, settings_for
@@ -48,6 +49,7 @@ def add_commands(commands, home) -> None:
                     help=f"serve this model from the start (repeatable; default {DEFAULT_MODEL}); others on first use")
     up.add_argument("--weights", default=DEFAULT_WEIGHTS, help="weights of the --model models (default kinetics)")
     add_device_option(up)
+    add_runtime_option(up)
     up.add_argument("--keep-redis", action="store_true", help="leave the embedded Redis running on exit")
     add_no_ray_option(up)
     up.add_argument("--http-port", type=int, metavar="P",
@@ -73,6 +75,7 @@ def add_commands(commands, home) -> None:
     add_overwrite_option(process)
     add_segment_options(process)
     add_device_option(process)
+    add_runtime_option(process)
     add_no_ray_option(process)
     process.set_defaults(run=run_process)
 
@@ -86,7 +89,8 @@ def pipeline_factory(settings: Settings, no_ray: bool, device: str,
     backend's one factory (which also serves the HTTP API on Serve's proxy when `http` is given)."""
     def make(redis_url: str) -> Pipeline:
         if no_ray:
-            return InProcessPipeline(device=device, sources=settings.sources)
+            return InProcessPipeline(device=device, sources=settings.sources, runtime=settings.runtime,
+                                     cache_dir=settings.model_cache_dir)
         from services.ray_backend import start_pipeline  # Ray loads only for the commands that use it
 
         return start_pipeline(settings, device=device, http=http, redis_url=redis_url)
@@ -96,7 +100,7 @@ def pipeline_factory(settings: Settings, no_ray: bool, device: str,
 
 def run_up(args) -> int:
     roots = default_allowed_roots(models=args.model or [])
-    settings = settings_for(args.home)
+    settings = with_runtime(settings_for(args.home), args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     http = (args.http_host or settings.api_host, args.http_port) if args.http_port else None
     check_sink_urls(settings.sink_urls, settings, connect=True, stack=True)  # REELFLOW_SINKS, before starting anything
@@ -107,13 +111,17 @@ def run_up(args) -> int:
     try:
         for problem in stack.prepare(args.model or [DEFAULT_MODEL], args.weights):
             print(f"reelflow up: warning: {problem}", file=sys.stderr, flush=True)
+        served = _served_models(stack)
+        for note in filter(None, (m.get("runtime_note") for m in served)):
+            print(f"reelflow up: note: {note}", file=sys.stderr, flush=True)
         if http and args.no_ray:
             from services.api.server import serve_in_thread  # FastAPI and uvicorn load only with --http-port
 
             serve_in_thread(stack.queue, settings, *http)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stack.stop())
-        print(f"reelflow up: {_where(stack)}; {_mode(args.no_ray, settings)}{_api(http, settings)}{_sinks(settings)}"
+        print(f"reelflow up: {_where(stack)}; {_mode(args.no_ray, settings)}{_runtimes(served)}{_api(http, settings)}"
+              f"{_sinks(settings)}"
               f"{_metrics(args.metrics_port)}; local videos "
               f"under {roots} (REELFLOW_ALLOWED_ROOTS); worker {stack.runtime.consumer} ready. Submit with "
               "`reelflow submit VIDEO`; Ctrl-C stops.", file=sys.stderr, flush=True)
@@ -144,6 +152,19 @@ def _mode(no_ray: bool, settings: Settings) -> str:
     return f"Ray pipeline ({settings.decoders} decoder(s) x {settings.jobs_per_decoder} jobs)"
 
 
+def _served_models(stack: LocalStack) -> list[dict]:
+    try:
+        return stack.pipeline.describe()
+    except Exception:  # only the ready line's detail
+        return []
+
+
+def _runtimes(served: list[dict]) -> str:
+    """`; x3d_xs on openvino` for the ready line."""
+    on = [f"{m['model']} on {m['runtime']}" for m in served if m.get("runtime")]
+    return f"; {', '.join(on)}" if on else ""
+
+
 def _sinks(settings: Settings) -> str:
     if not settings.sink_urls:
         return ""
@@ -164,7 +185,7 @@ def run_process(args) -> int:
     targets = [out / name for name in result_names(args.sources)]
     refuse_existing(targets, args.overwrite, option="--out")  # before any work, too
     default_allowed_roots(args.sources, [args.model])  # the working directory and the files named here
-    settings = settings_for(args.home)
+    settings = with_runtime(settings_for(args.home), args)
     check_sink_urls(settings.sink_urls, settings, connect=True, stack=True)  # REELFLOW_SINKS, before starting anything
     stack = LocalStack(settings, pipeline_factory(settings, args.no_ray, args.device), streams=False)
     try:

@@ -34,14 +34,15 @@ def cache_path() -> Path:
 
 
 def machine_key(clip_model) -> str:
-    """What the rates depend on: the model's shape, the device and precision, torch's threads and
-    version, and the CPU."""
+    """What the rates depend on: the model's shape, the device, runtime and precision, torch's threads
+    and version, and the CPU."""
     import torch  # loaded by the replica already, after it set OMP_WAIT_POLICY (services/ray_backend/replica.py)
 
     spec = clip_model.spec
     device = clip_model.device
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return (f"{spec.name}|{spec.num_frames}x{spec.crop_size}|classes={clip_model.num_classes}|{device.type}"
+            f"|runtime={clip_model.runtime}"
             f"|{clip_model.precision}|threads={torch.get_num_threads()}|torch={torch.__version__}"
             f"|{where}|cores={os.cpu_count()}")
 

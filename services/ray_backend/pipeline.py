@@ -103,9 +103,9 @@ def _carried(parent: tuple) -> tuple:
     return carrier, attributes
 
 
-def app_name(model: str, weights: str, settings: Settings) -> str:
-    """The Serve application of a model: one per weights and replica configuration."""
-    variant = f"{model}|{weights}|{settings.clip_format}|{settings.precision}"
+def app_name(model: str, weights: str, settings: Settings, runtime: str = "auto") -> str:
+    """The Serve application of a model: one per weights, runtime and replica configuration."""
+    variant = f"{model}|{weights}|{settings.clip_format}|{settings.precision}|{settings.runtime_for(runtime)}"
     return f"{model_slug(model)}-{hashlib.sha1(variant.encode()).hexdigest()[:8]}"
 
 
@@ -126,6 +126,7 @@ class RayPipeline:
         self.decoders: list = []
         self._served = dict(served or {})
         self._apps: dict[Target, tuple[str, str]] = {t: mw for mw, t in self._served.items()}  # -> (model, weights)
+        self._runtimes: dict[Target, dict] = {}  # -> {runtime, runtime_note}, as its replica said
         self._deploy_lock = threading.Lock()
         self._stream_host = None
         self._replicas, self._replicas_read_at = 1, 0.0
@@ -171,22 +172,25 @@ class RayPipeline:
             for _ in range(self.settings.jobs_per_decoder):  # a slot per job it may run at once
                 self._free.put(decoder)
 
-    def prepare(self, model: str, weights: str) -> Target:
-        """Deploy the model's replicas once; a deployment that cannot start is a bad job."""
-        if self._served:
+    def prepare(self, model: str, weights: str, runtime: str = "auto") -> Target:
+        """Deploy the model's replicas once (on `runtime`; `auto`: the settings'); a deployment that
+        cannot start is a bad job."""
+        if self._served:  # the application's replicas run the application's runtime
             if (model, weights) not in self._served:
                 served = ", ".join(f"{m} (weights {w})" for m, w in self._served)
                 raise WeightsError(f"{model} with weights {weights!r} is not served by this application "
                                    f"(it serves {served}); add it to the application's models")
             return self._served[model, weights]
-        target = Target(app_name(model, weights, self.settings))
+        target = Target(app_name(model, weights, self.settings, runtime))
         with self._deploy_lock:
             if target not in self._apps:
                 self.settings.sources.check_model(model)
                 check_weights(get_spec(model), weights)  # the common failures, in a second
-                app = replica_deployment(self.settings).bind(model, weights, **replica_options(self.settings, self.device))
+                app = replica_deployment(self.settings).bind(
+                    model, weights, **replica_options(self.settings, self.device, runtime))
                 self._deploy(target.app, app, model, weights)
                 self._apps[target] = (model, weights)
+                self._runtimes[target] = _runtime_of(target, 10)
         return target
 
     def _deploy(self, name: str, app, model: str, weights: str) -> None:
@@ -195,7 +199,7 @@ class RayPipeline:
             raise WeightsError(f"cannot start {model} replicas with weights {weights!r}: {one_line(error, limit=300)}") from None
 
     def segments(self, spec: JobSpec, skip: set[int]) -> Iterator[int | dict]:
-        target = self.prepare(spec.model, spec.weights)
+        target = self.prepare(spec.model, spec.weights, spec.runtime)
         if telemetry.enabled():  # the actors' spans become children of the job's span (the current one)
             spec = spec.model_copy(update={"trace": telemetry.current_context()})
         if self.mode == "fused":
@@ -265,8 +269,10 @@ class RayPipeline:
             deployment = app.deployments.get(target.deployment) if app else None
             counts = deployment.replica_states if deployment else {}
             states = {getattr(state, "value", str(state)): n for state, n in counts.items()}
+            if target not in self._runtimes and states.get("RUNNING"):  # an application's own replicas
+                self._runtimes[target] = _runtime_of(target, 5)
             described.append({"model": model, "weights": weights, "replicas": states.get("RUNNING", 0),
-                              "replica_states": states,
+                              "replica_states": states, **(self._runtimes.get(target) or {}),
                               "serving": f"ray:{cluster}/{target.app}/{target.deployment}"})
         return described
 
@@ -354,12 +360,21 @@ def replica_deployment(settings: Settings, name: str = REPLICA, autoscaling: dic
     )
 
 
-def replica_options(settings: Settings, device: str) -> dict:
-    """The keyword arguments a ModelReplica is built with."""
-    return dict(device=device, batch_size=settings.batch_size, batch_wait_s=settings.batch_wait_s,
+def replica_options(settings: Settings, device: str, runtime: str = "auto") -> dict:
+    """The keyword arguments a ModelReplica is built with (`runtime`: a job's, `auto` for the settings')."""
+    return dict(device=device, runtime=settings.runtime_for(runtime), model_cache=str(settings.model_cache_dir), batch_size=settings.batch_size, batch_wait_s=settings.batch_wait_s,
                 threads=settings.replica_threads, forward_threads=settings.forward_threads,
                 clip_format=settings.clip_format, precision=settings.precision,
                 telemetry_env=telemetry.exporter_env(), record_metrics=settings.metrics)
+
+
+def _runtime_of(target: Target, timeout_s: float) -> dict | None:
+    """Which runtime the target's replicas run, and why not the one asked for (their describe());
+    None when they do not answer in time (asked again at the next describe)."""
+    info = _try_within(timeout_s, lambda: target.handle().describe.remote().result(timeout_s=timeout_s))
+    if not isinstance(info, dict):
+        return None
+    return {"runtime": info.get("runtime", "torch"), "runtime_note": info.get("runtime_note")}
 
 
 def _wait_alive(actor, timeout_s: float) -> None:

@@ -36,7 +36,7 @@ class ModelReplica:
     def __init__(self, model: str, weights: str, *, device: str = "cpu", batch_size: int = 0,
                  batch_wait_s: float = 0.02, threads: int = 0, forward_threads: int = 1, clip_format: str = "auto",
                  precision: str = "float32", telemetry_env: dict[str, str] | None = None,
-                 record_metrics: bool = True):
+                 record_metrics: bool = True, runtime: str = "auto", model_cache: str | None = None):
         # OpenMP threads that spin while they wait burn the core a decoding thread needs: torch's
         # sleep instead (measured: a third less CPU per clip beside a busy decoder). Read once, when
         # torch loads its OpenMP runtime, so it is set before the first `import torch` here.
@@ -56,7 +56,9 @@ class ModelReplica:
         gpu = torch.device(device).type == "cuda"
         self.lanes = 1 if gpu else max(1, cores // max(1, forward_threads))
         torch.set_num_threads(cores if gpu else max(1, min(forward_threads, cores)))
-        self.clip_model = ClipModel.load(model, weights, device, precision)
+        # on OpenVINO (the default on CPUs), converted once per machine and kept in `model_cache`
+        self.clip_model = ClipModel.load(model, weights, device, precision, runtime=runtime, cache_dir=model_cache,
+                                         threads=cores)
         self.clip_format = clip_format if clip_format != "auto" else ("uint8" if gpu else "float32")
         self.batch_rates: dict[int, float] = {}
         if batch_size == 0:  # auto: the fastest batch size of this model on this machine (one lane's)
@@ -82,7 +84,8 @@ class ModelReplica:
         return {"weights_id": self.clip_model.weights_id, "num_classes": self.clip_model.num_classes,
                 "classes": self.clip_model.classes,  # a trained checkpoint's class names, else None
                 "clip_format": self.clip_format, "batch_size": self.batch_size, "batch_rates": self.batch_rates,
-                "lanes": self.lanes, "torch_threads": torch.get_num_threads(), "precision": self.clip_model.precision}
+                "lanes": self.lanes, "torch_threads": torch.get_num_threads(), "precision": self.clip_model.precision,
+                "runtime": self.clip_model.runtime, "runtime_note": self.clip_model.runtime_note}
 
     async def predict(self, clip, parent: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One clip's (probabilities, embedding), from a batch with whatever other clips wait. `parent`

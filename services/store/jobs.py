@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Literal, Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -55,6 +55,8 @@ class JobSpec(BaseModel):
     topk: int = Field(5, ge=1, le=1000)
     stride_s: float | None = Field(None, gt=0)
     embeddings: bool = True
+    runtime: Literal["auto", "torch", "openvino"] = Field(
+        "auto", description="where its forward passes run; auto: the stack's (REELFLOW_RUNTIME)")
     sinks: list[SinkUrl] = Field(default_factory=list, max_length=8,
                                  description="where its segments and its end also go: http(s)://, mqtt(s)://, file:///DIR")
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)

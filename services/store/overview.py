@@ -28,16 +28,18 @@ def stack_overview(queue: JobQueue) -> dict:
 
 
 def models_served(workers: list[dict]) -> list[dict]:
-    """Replicas per (model, weights) over all live workers; workers sharing a Ray cluster count once."""
+    """Replicas per (model, weights, runtime) over all live workers; workers sharing a Ray cluster
+    count once. `runtime` says where its forward passes run, `runtime_note` why not on the runtime asked."""
     seen: set[str] = set()
-    models: dict[tuple[str, str], dict] = {}
+    models: dict[tuple, dict] = {}
     for worker in workers:
         for m in worker.get("models", []):
             if m["serving"] in seen:
                 continue
             seen.add(m["serving"])
-            entry = models.setdefault((m["model"], m["weights"]),
-                                      {"name": m["model"], "weights": m["weights"], "replicas": 0, "workers": []})
+            entry = models.setdefault((m["model"], m["weights"], m.get("runtime")),
+                                      {"name": m["model"], "weights": m["weights"], "runtime": m.get("runtime"),
+                                       "runtime_note": m.get("runtime_note"), "replicas": 0, "workers": []})
             entry["replicas"] += m["replicas"]
             entry["workers"].append(worker["name"])
     return list(models.values())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
+from pathlib import Path
 
 from pipelines.errors import ReelflowError
 from pipelines.sources import SourcePolicy, open_checked
@@ -22,17 +23,22 @@ class InProcessPipeline:
 
     capacity = 1
 
-    def __init__(self, device: str = "cpu", sources: SourcePolicy | None = None):
+    def __init__(self, device: str = "cpu", sources: SourcePolicy | None = None, runtime: str = "auto",
+                 cache_dir: Path | None = None):
+        """`runtime`: where forward passes run when a job does not say (pipelines/runtimes); `cache_dir`:
+        where converted models are kept."""
         self.device = device
         self.sources = sources or SourcePolicy()
+        self.runtime = runtime
+        self.cache_dir = cache_dir
         self._classifiers: OrderedDict = OrderedDict()
 
-    def prepare(self, model: str, weights: str) -> None:
-        self._classifier(model, weights)
+    def prepare(self, model: str, weights: str, runtime: str = "auto") -> None:
+        self._classifier(model, weights, runtime)
 
     def segments(self, spec: JobSpec, skip: set[int]) -> Iterator[int | dict]:
         """The job's number of segments, then a result dict per segment not in `skip`."""
-        clf = self._classifier(spec.model, spec.weights)
+        clf = self._classifier(spec.model, spec.weights, spec.runtime)
         clf.topk = min(spec.topk, len(clf.labels))
         source, options, total = open_checked(spec.source, self.sources, clf.spec.clip_seconds, spec.stride_s)
         yield total
@@ -62,16 +68,19 @@ class InProcessPipeline:
 
     def describe(self) -> list[dict]:
         """The models loaded here: one replica each, in this process."""
-        return [{"model": m, "weights": w, "replicas": 1, "serving": f"in-process:{os.getpid()}"}
-                for m, w in list(self._classifiers)]
+        return [{"model": m, "weights": w, "replicas": 1, "serving": f"in-process:{os.getpid()}:{r}",
+                 "runtime": clf.clip_model.runtime, "runtime_note": clf.clip_model.runtime_note}
+                for (m, w, r), clf in list(self._classifiers.items())]
 
-    def _classifier(self, model: str, weights: str):
+    def _classifier(self, model: str, weights: str, runtime: str = "auto"):
         from pipelines.classifier import ActionClassifier  # torch loads with the first model, not with the CLI
 
-        key = (model, weights)
+        runtime = runtime if runtime != "auto" else self.runtime
+        key = (model, weights, runtime)
         if key not in self._classifiers:
             self.sources.check_model(model)
-            self._classifiers[key] = ActionClassifier(model, weights=weights, device=self.device)
+            self._classifiers[key] = ActionClassifier(model, weights=weights, device=self.device, runtime=runtime,
+                                                      cache_dir=self.cache_dir)
             while len(self._classifiers) > MAX_LOADED_MODELS:
                 self._classifiers.popitem(last=False)
         self._classifiers.move_to_end(key)

@@ -28,7 +28,7 @@ class Pipeline(Protocol):
     def capacity(self) -> int:
         """Jobs to run at once now (it may change as model replicas scale)."""
 
-    def prepare(self, model: str, weights: str) -> None:
+    def prepare(self, model: str, weights: str, runtime: str = "auto") -> None:
         """Load (or deploy) a model now, so its first job does not wait; a bad model raises ReelflowError."""
 
     def segments(self, spec: JobSpec, skip: set[int]) -> Iterator[int | dict]:

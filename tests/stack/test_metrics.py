@@ -143,6 +143,10 @@ def test_on_ray_one_scrape_of_up_has_the_stream_hosts_metrics_and_rays(tmp_path,
             wait_until(lambda: prom.value('max(reelflow_model_replicas{model="x3d_xs"})') == 1, 30,
                        "the replica count is not in up's scrape", up)
             assert prom.query('{__name__=~"ray_serve_.+"}'), "Ray Serve's own metrics are missing"
+            # the replica alerts' series, by the names and labels the shipped rules use
+            healthy = prom.query("ray_serve_deployment_replica_healthy")
+            assert healthy and all({"application", "deployment"} <= set(s["metric"]) for s in healthy), healthy
+            assert prom.query('{__name__=~"ray_serve_deployment_replica_starts(_total)?"}')
             assert not prom.query('{__name__=~"ray_reelflow_.+"}')  # served under their own names
     finally:
         up.stop()

@@ -45,7 +45,7 @@ def test_unknown_model_names_the_choices():
 
 @pytest.mark.parametrize("name", list(TABLE))
 def test_every_model_gives_probabilities_and_embeddings_of_its_size(name):
-    clip_model = ClipModel.load(name, "none")
+    clip_model = ClipModel.load(name, "none", runtime="torch")  # the converted runtime: tests/unit/test_runtimes.py
     spec = clip_model.spec
     batch = torch.randn(2, 3, spec.num_frames, spec.crop_size, spec.crop_size, generator=torch.Generator().manual_seed(0))
     probs, embeddings = clip_model.predict(batch)

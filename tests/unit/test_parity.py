@@ -1,6 +1,9 @@
 """ActionClassifier agrees with the PyTorchVideo reference (EncodedVideo.get_clip + the hub tutorial
 transforms, batch 1): same frames, scores within 1e-3 relative, same top-5, embeddings cosine >= 0.9999.
-Weights are random with the projection scaled up, so probabilities are far from uniform."""
+Weights are random with the projection scaled up, so probabilities are far from uniform.
+
+The fast models run on the default runtime (OpenVINO where installed, as users get them); the others
+on torch here, and each model's OpenVINO conversion is checked against torch in test_runtimes.py."""
 
 import pytest
 import torch
@@ -16,7 +19,7 @@ REST = ["c2d_r50", "x3d_m", "x3d_l", "slowfast_r101", "mvit_base_32x3"]
 
 def assert_parity(name, path, checkpoint, stride_s=None):
     ckpt, model = checkpoint(name)
-    clf = ActionClassifier(name, weights=str(ckpt), topk=5, batch_size=4)
+    clf = ActionClassifier(name, weights=str(ckpt), topk=5, batch_size=4, runtime="auto" if name in FAST else "torch")
     segments = clf.classify_video(path, stride_s=stride_s)
     reference = reference_outputs(model, clf.spec, str(path), [(s.start_s, s.end_s) for s in segments])
     assert len(segments) == len(reference)

@@ -1,0 +1,182 @@
+"""OpenVINO on the CPU: a clip model converted once, checked against torch, cached, compiled.
+
+The cache entry of a model is a directory under `<cache>/openvino/`, named by the model and a hash
+of everything its conversion depends on (model, weights, OpenVINO's version, input shape, graph
+version, precision). It holds the converted model (`model.xml`, `model.bin`) and `verdict.json`:
+whether the conversion matched torch (probabilities within `MAX_RELATIVE` of torch's, embeddings at
+cosine >= `MIN_COSINE`), the sizes and hash of the files. A verdict against OpenVINO is kept too, so
+a model that does not convert is tried once per version, not once per start. An entry that cannot
+be read, or whose files do not match their hash, is removed and built again.
+
+    >>> forward, note = load(clip_graph, spec, weights_id, reference, cache_dir, threads=2)  # doctest: +SKIP
+    >>> probs, embeddings = forward(batch)           # numpy (B, 3, T, H, W) -> (B, C), (B, D)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipelines.errors import one_line
+from pipelines.models import ModelSpec, model_slug
+from pipelines.runtimes.graph import GRAPH_VERSION
+
+log = logging.getLogger("reelflow.runtime")
+
+MAX_RELATIVE = 1e-3  # largest |p_ov - p_torch| over the largest |p_torch|
+MIN_COSINE = 0.9999  # smallest cosine between the two embeddings of a clip
+CHECK_CLIPS = 2  # clips of seeded random input the parity check runs
+
+
+class ConversionFailed(Exception):
+    """The model did not convert, or its outputs differ from torch's (the message says which)."""
+
+
+class OpenVINOForward:
+    """A compiled model; each calling thread (a replica's forward lane) gets its own infer request."""
+
+    def __init__(self, compiled, entry: Path):
+        self.compiled = compiled
+        self.entry = entry  # the cache directory it was read from
+        self._local = threading.local()
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        outputs = request.infer([np.ascontiguousarray(batch, dtype=np.float32)])
+        return np.array(outputs[0]), np.array(outputs[1])  # copies: the request reuses its buffers
+
+
+def version() -> str:
+    import openvino as ov
+
+    return ov.get_version().split("-")[0]
+
+
+def entry_dir(cache_dir: Path, spec: ModelSpec, weights_id: str, precision: str) -> Path:
+    key = (f"{spec.name}|{weights_id}|openvino={version()}|{spec.num_frames}x{spec.crop_size}x{spec.crop_size}"
+           f"|graph={GRAPH_VERSION}|{precision}")
+    return Path(cache_dir) / "openvino" / f"{model_slug(spec.name)}-{hashlib.sha1(key.encode()).hexdigest()[:16]}"
+
+
+def load(graph: Callable[[], torch.nn.Module], spec: ModelSpec, weights_id: str,
+         reference: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], cache_dir: Path, threads: int,
+         precision: str = "float32") -> OpenVINOForward:
+    """The model compiled for this CPU, from the cache or converted now (`graph()`: the ClipGraph to
+    convert; `reference`: torch's predict, for the parity check). ConversionFailed if it does not
+    convert or does not match torch (kept, so the next start does not try again)."""
+    import openvino as ov
+
+    core = ov.Core()
+    entry = entry_dir(cache_dir, spec, weights_id, precision)
+    verdict = _read_entry(entry)
+    if verdict is None:
+        verdict = _convert(core, graph, spec, reference, entry, threads, precision)
+    if not verdict["ok"]:
+        raise ConversionFailed(verdict["reason"])
+    return OpenVINOForward(_compile(core, core.read_model(entry / "model.xml"), threads, precision), entry)
+
+
+def _compile(core, model, threads: int, precision: str):
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": max(1, threads),
+              "INFERENCE_PRECISION_HINT": "f32" if precision == "float32" else "bf16"}
+    return core.compile_model(model, "CPU", config)
+
+
+def _read_entry(entry: Path) -> dict | None:
+    """The entry's verdict, or None when there is none or it is damaged (then it is removed)."""
+    if not entry.exists():
+        return None
+    try:
+        verdict = json.loads((entry / "verdict.json").read_text())
+        if verdict["ok"]:
+            for name, (size, digest) in verdict["files"].items():
+                path = entry / name
+                if path.stat().st_size != size or _sha256(path) != digest:
+                    raise ValueError(f"{name} does not match its hash")
+        return verdict
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("the converted model in %s is damaged (%s); converting it again", entry, one_line(e))
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+
+
+def _convert(core, graph, spec: ModelSpec, reference, entry: Path, threads: int, precision: str) -> dict:
+    import openvino as ov
+
+    started = time.perf_counter()
+    log.info("%s: converting to OpenVINO (once; kept in %s)", spec.name, entry)
+    shape = [spec.num_frames, spec.crop_size, spec.crop_size]
+    example = _check_input(spec)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=_made(entry.parent)))
+    tmp.chmod(0o755)  # a cache other users of the machine may read
+    try:
+        try:
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.jit.trace's deprecation and tracer warnings: not the user's
+                converted = ov.convert_model(graph(), example_input=(example,),
+                                             input=[ov.PartialShape([-1, 3, *shape])])
+            forward = OpenVINOForward(_compile(core, converted, threads, precision), tmp)
+            verdict = _parity(forward, reference, example)
+        except Exception as e:  # the converter's own errors are many and varied
+            verdict = {"ok": False, "reason": f"OpenVINO cannot convert {spec.name}: {one_line(e, limit=200)}"}
+        if verdict["ok"]:
+            ov.save_model(converted, tmp / "model.xml", compress_to_fp16=False)
+            verdict["files"] = {n: [(tmp / n).stat().st_size, _sha256(tmp / n)] for n in ("model.xml", "model.bin")}
+        verdict["seconds"] = round(time.perf_counter() - started, 1)
+        (tmp / "verdict.json").write_text(json.dumps(verdict, indent=1))
+        try:
+            os.replace(tmp, entry)  # whole or not at all; another replica may have put its own there first
+        except OSError:
+            pass
+        log.info("%s: %s after %.1f s", spec.name, "converted" if verdict["ok"] else verdict["reason"],
+                 verdict["seconds"])
+        if verdict["ok"] and not entry.exists():
+            raise ConversionFailed(f"cannot keep the converted {spec.name} in {entry}")
+        return verdict
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_input(spec: ModelSpec) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(CHECK_CLIPS, 3, spec.num_frames, spec.crop_size, spec.crop_size, generator=generator)
+
+
+def _parity(forward: OpenVINOForward, reference, example: torch.Tensor) -> dict:
+    """Both runtimes on the same clips: OpenVINO's numbers must be torch's, within the tolerances."""
+    want_probs, want_features = (t.numpy() for t in reference(example))
+    probs, features = forward(example.numpy())
+    relative = float(np.abs(probs - want_probs).max() / max(float(np.abs(want_probs).max()), 1e-12))
+    norms = np.linalg.norm(features, axis=1) * np.linalg.norm(want_features, axis=1)
+    cosine = float(((features * want_features).sum(axis=1) / np.maximum(norms, 1e-12)).min())
+    ok = relative <= MAX_RELATIVE and cosine >= MIN_COSINE
+    reason = "" if ok else (f"OpenVINO's outputs differ from torch's (relative {relative:.1e} > {MAX_RELATIVE:g} "
+                            f"or embedding cosine {cosine:.6f} < {MIN_COSINE})")
+    return {"ok": ok, "reason": reason, "relative": relative, "cosine": cosine}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _made(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

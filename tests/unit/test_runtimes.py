@@ -1,0 +1,154 @@
+"""The OpenVINO runtime (pipelines/runtimes): every model either converts with torch's numbers or runs
+on torch with a note; conversions are kept, damaged ones rebuilt; an explicit runtime that cannot run
+is a one-line error.
+
+Parity here is OpenVINO against torch on the same segments of a real video (the reference parity of
+torch itself is test_parity.py): scores within 1e-3 relative, the same top-5 labels, embeddings at
+cosine >= 0.9999. The big models are under the slow mark (their first conversion takes minutes here).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines import ActionClassifier
+from pipelines.inference import ClipModel
+from pipelines.runtimes import RuntimeUnavailable, resolve
+from pipelines.runtimes import openvino_runtime
+from pipelines.runtimes.graph import ClipGraph
+from pipelines.synthetic import make_video
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[3] / "shared" / "data" / "videos"
+
+FAST = ["x3d_xs", "x3d_s"]
+SLOW = ["c2d_r50", "i3d_r50", "slow_r50", "slowfast_r50", "slowfast_r101", "x3d_m", "x3d_l", "mvit_base_16x4",
+        "mvit_base_32x3"]
+
+
+@pytest.fixture(scope="module")
+def video(video_dir):
+    """A real video where the checkout has ../shared beside it, else a generated one."""
+    if (SHARED_VIDEOS / "mm_demo.mp4").is_file():
+        return SHARED_VIDEOS / "mm_demo.mp4"
+    path = video_dir / "runtimes.mp4"
+    make_video(path, seconds=4.0, fps=25, size=(400, 300))
+    return path
+
+
+def assert_same_segments(name, weights, video):
+    torch_clf = ActionClassifier(name, weights=weights, topk=5, runtime="torch")
+    fast_clf = ActionClassifier(name, weights=weights, topk=5, runtime="openvino")
+    assert fast_clf.clip_model.runtime == "openvino" and fast_clf.clip_model.runtime_note is None
+    expected, got = torch_clf.classify_video(video), fast_clf.classify_video(video)
+    assert [s.index for s in got] == [s.index for s in expected] and got
+    for want, seg in zip(expected, got):
+        assert seg.labels == want.labels, seg.index
+        torch.testing.assert_close(torch.tensor(seg.scores), torch.tensor(want.scores), rtol=1e-3, atol=0)
+        cosine = np.dot(seg.embedding, want.embedding) / np.linalg.norm(seg.embedding) / np.linalg.norm(want.embedding)
+        assert cosine >= 0.9999, (seg.index, cosine)
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_fast_models_on_openvino_give_torchs_segments(name, video, peaked_checkpoint):
+    ckpt, _ = peaked_checkpoint(name)
+    assert_same_segments(name, str(ckpt), video)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW)
+def test_every_other_model_on_openvino_gives_torchs_segments(name, video, peaked_checkpoint):
+    ckpt, _ = peaked_checkpoint(name)
+    assert_same_segments(name, str(ckpt), video)
+
+
+def test_a_hugging_face_videomae_on_openvino_gives_torchs_segments(tmp_path, video):
+    from support.tiny_videomae import save_tiny_videomae
+
+    directory = save_tiny_videomae(tmp_path / "videomae")
+    assert_same_segments(f"hf:{directory}", "pretrained", video)
+
+
+def test_auto_means_openvino_on_a_cpu_and_torch_on_cuda():
+    assert resolve("auto", "cpu") == "openvino"  # installed by `make` (reelflow[openvino])
+    assert resolve("auto", "cuda:0") == "torch"
+    with pytest.raises(RuntimeUnavailable, match="CPUs only; use --runtime torch"):
+        resolve("openvino", "cuda")
+    with pytest.raises(RuntimeUnavailable, match="unknown runtime 'tensorrt'; choose one of auto, torch, openvino"):
+        resolve("tensorrt", "cpu")
+
+
+def test_a_conversion_is_kept_and_a_damaged_one_is_rebuilt(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="reelflow.runtime")
+    first = ClipModel.load("x3d_xs", "none", cache_dir=tmp_path)
+    [entry] = (tmp_path / "openvino").iterdir()
+    assert first.runtime == "openvino" and "converting" in caplog.text
+    batch = first.example_batch(3)
+    want = first.predict(batch)
+
+    caplog.clear()
+    again = ClipModel.load("x3d_xs", "none", cache_dir=tmp_path)
+    assert again.runtime == "openvino" and "converting" not in caplog.text  # read, not converted
+
+    with open(entry / "model.bin", "r+b") as f:  # a disk that lost the end of the file
+        f.truncate(1000)
+    caplog.clear()
+    rebuilt = ClipModel.load("x3d_xs", "none", cache_dir=tmp_path)
+    assert rebuilt.runtime == "openvino" and "damaged" in caplog.text and "converting" in caplog.text
+    for a, b in zip(rebuilt.predict(batch), want):
+        torch.testing.assert_close(a, b)
+
+    (entry / "verdict.json").write_text("{not json")
+    assert ClipModel.load("x3d_xs", "none", cache_dir=tmp_path).runtime == "openvino"
+
+
+def test_outputs_that_differ_from_torch_mean_torch_with_a_note_or_an_error_when_asked_by_name(tmp_path, caplog):
+    """A conversion checked against other numbers than its own model's fails the parity check; the
+    verdict is kept, and the model then runs on torch (`auto`) or not at all (`openvino`)."""
+    model = ClipModel.load("x3d_xs", "none", runtime="torch")
+
+    def wrong_reference(batch):  # the same shapes, other numbers
+        probs, features = model._predict_torch(batch)
+        return probs.roll(1, dims=1), features * -1
+
+    with pytest.raises(openvino_runtime.ConversionFailed, match="differ from torch's"):
+        openvino_runtime.load(lambda: ClipGraph(model.model, model.spec).eval(), model.spec, model.weights_id,
+                              wrong_reference, tmp_path, threads=2)
+    caplog.set_level(logging.INFO, logger="reelflow.runtime")
+    fallback = ClipModel.load("x3d_xs", "none", cache_dir=tmp_path)
+    assert fallback.runtime == "torch" and "converting" not in caplog.text  # the verdict was kept
+    assert fallback.runtime_note.startswith("x3d_xs runs on torch: OpenVINO's outputs differ from torch's")
+    with pytest.raises(RuntimeUnavailable, match="differ from torch's .*; use --runtime torch"):
+        ClipModel.load("x3d_xs", "none", runtime="openvino", cache_dir=tmp_path)
+
+
+def test_forward_lanes_on_threads_each_get_their_own_results(tmp_path):
+    model = ClipModel.load("x3d_xs", "none", cache_dir=tmp_path, threads=2)
+    batches = [model.example_batch(n) for n in (1, 2, 3, 4)]
+    expected = [model._predict_torch(b) for b in batches]
+    got: dict[int, tuple] = {}
+
+    def lane(i):
+        for _ in range(3):
+            got[i] = model.predict(batches[i])
+
+    threads = [threading.Thread(target=lane, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, (probs, features) in enumerate(expected):
+        torch.testing.assert_close(got[i][0], probs, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(got[i][1], features, rtol=1e-4, atol=1e-5)
+
+
+def test_half_precision_is_torchs(tmp_path):
+    half = ClipModel.load("x3d_xs", "none", precision="half", cache_dir=tmp_path)
+    assert half.runtime == "torch" and "--precision half is torch's" in half.runtime_note
+    with pytest.raises(RuntimeUnavailable, match="float32 only"):
+        ClipModel.load("x3d_xs", "none", precision="half", runtime="openvino", cache_dir=tmp_path)
