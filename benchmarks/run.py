@@ -389,9 +389,11 @@ def main(argv=None) -> None:
         get_spec(model)  # an unknown model fails now, not after the first one's measurements
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the stacks' clean-up on SIGTERM too
     # The stacks' replicas keep their batch-size timings in $XDG_CACHE_HOME/reelflow: start from an
-    # empty one, so a model's first stack here pays for timing them as on a new machine.
+    # empty one, so a model's first stack here pays for timing them as on a new machine...
     cache = tempfile.TemporaryDirectory(prefix="reelflow-bench-cache-")
     os.environ["XDG_CACHE_HOME"] = cache.name
+    # ... and the same for models converted for a runtime: the first stack converts, later ones reuse
+    os.environ["REELFLOW_MODEL_CACHE"] = os.path.join(cache.name, "models")
     torch.set_num_threads(os.cpu_count() or 1)
     memory_videos = {} if args.quick else {k: long_video(s) for k, s in MEMORY_VIDEOS.items()}
     rows, stacks = [], {}

@@ -1,17 +1,25 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from pipelines.inference import default_cache_dir
 from pipelines.synthetic import make_video
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 
 # Keep the suite's own threads from fighting over the 2 cores of the development machines.
 torch.set_num_threads(2)
+
+# Stacks under test each get a home of their own; the models they convert for OpenVINO are kept in
+# one place for the whole suite (and later runs), as the pipelines' own default keeps them, so that
+# each test's `up` reads a conversion rather than making it again (tests/unit/test_runtimes.py
+# checks conversion and the cache themselves, in directories of their own).
+os.environ.setdefault("REELFLOW_MODEL_CACHE", str(default_cache_dir()))
 
 
 @pytest.fixture(scope="session")
