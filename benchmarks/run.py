@@ -157,16 +157,17 @@ def measure(model: str, paths: list[Path], label: str, profile: Profile, tutoria
             ) -> dict:
     """The in-process columns of one table row (`tutorial`: its (clips, seconds) measured already)."""
     spec = get_spec(model)
-    clf = ActionClassifier(model, weights="none")
+    clf = ActionClassifier(model, weights="none")  # the default runtime: OpenVINO where installed
     model_module = clf.clip_model.model
     list(clf.iter_videos([warmup_video()]))  # warm-up: first-call allocations are not throughput
     if tutorial is None:
         print(f"[{label}] {model}: tutorial loop ...", flush=True)
         tutorial = tutorial_loop(paths, spec, model_module)
     tut_clips, tut_s = tutorial
-    print(f"[{label}] {model}: model only ...", flush=True)
+    print(f"[{label}] {model}: model only, {clf.clip_model.runtime} ...", flush=True)
     rates = model_rates(clf.clip_model, spec, profile)
-    best_bs = max(rates, key=rates.get)
+    print(f"[{label}] {model}: model only, torch ...", flush=True)
+    torch_rates = model_rates(TorchForward(clf.clip_model), spec, profile)
     print(f"[{label}] {model}: decode only ...", flush=True)
     dec_clips, dec_s = decode_only(paths, spec, profile.repeats)
     print(f"[{label}] {model}: reelflow classify ...", flush=True)
@@ -174,7 +175,14 @@ def measure(model: str, paths: list[Path], label: str, profile: Profile, tutoria
     assert tut_clips == dec_clips == cls_clips, (tut_clips, dec_clips, cls_clips)
     return derive({"model": model, "corpus": label, "videos": len(paths), "clips": cls_clips,
                    "repeats": profile.repeats, "tutorial_s": tut_s, "decode_s": dec_s, "classify_s": cls_s,
-                   "model_rates": rates})
+                   "runtime": clf.clip_model.runtime, "model_rates": rates, "torch_model_rates": torch_rates})
+
+
+class TorchForward:
+    """A clip model's PyTorch eager forward pass, whatever runtime it runs on."""
+
+    def __init__(self, clip_model):
+        self.predict = clip_model._predict_torch
 
 
 def derive(row: dict) -> dict:
@@ -182,12 +190,17 @@ def derive(row: dict) -> dict:
     rates, clips = row["model_rates"], row["clips"]
     best_bs = max(rates, key=rates.get)
     bound_s = row["decode_s"] + clips / rates[best_bs]
+    torch_rates = row.get("torch_model_rates") or rates
+    row.update(torch_model_cps=max(torch_rates.values()), torch_best_batch=max(torch_rates, key=torch_rates.get))
     row.update(best_batch=best_bs, model_cps=rates[best_bs], bound_s=bound_s, tutorial_cps=clips / row["tutorial_s"],
                bound_cps=clips / bound_s, classify_cps=clips / row["classify_s"], vs_bound=bound_s / row["classify_s"],
                vs_tutorial=row["tutorial_s"] / row["classify_s"])
     if "bulk_s" in row and "metrics_off_s" in row:  # the bulk path with metrics on / off
         row.update(metrics_off_cps=row["metrics_off_clips"] / row["metrics_off_s"],
                    metrics_on_vs_off=row["metrics_off_s"] / row["bulk_s"])
+    if "bulk_s" in row and "torch_bulk_s" in row:  # the bulk path on the default runtime / on torch
+        row.update(torch_bulk_cps=row["torch_bulk_clips"] / row["torch_bulk_s"],
+                   bulk_vs_torch_bulk=row["torch_bulk_s"] / row["bulk_s"])
     if "bulk_s" in row:
         row.update(bulk_cps=row["bulk_clips"] / row["bulk_s"], bulk_vs_bound=row["bulk_clips"] / row["bulk_s"] / row["bound_cps"],
                    bulk_vs_tutorial=row["bulk_clips"] / row["bulk_s"] / row["tutorial_cps"])
@@ -202,11 +215,13 @@ def best_of(rounds: list[dict]) -> dict:
     bulk = [r for r in rounds if "bulk_s" in r]  # a round whose stack failed has none
     if bulk:
         row.update(min(({k: r[k] for k in ("bulk_clips", "bulk_s")} for r in bulk), key=lambda b: b["bulk_s"]))
-    off = [r for r in rounds if "metrics_off_s" in r]
-    if off:
-        row.update(min(({k: r[k] for k in ("metrics_off_clips", "metrics_off_s")} for r in off),
-                       key=lambda b: b["metrics_off_s"]))
+    for variant, _ in VARIANTS:
+        runs = [r for r in rounds if f"{variant}_s" in r]
+        if runs:
+            row.update(min(({k: r[k] for k in (f"{variant}_clips", f"{variant}_s")} for r in runs),
+                           key=lambda b: b[f"{variant}_s"]))
     row["model_rates"] = {bs: max(r["model_rates"][bs] for r in rounds) for bs in row["model_rates"]}
+    row["torch_model_rates"] = {bs: max(r["torch_model_rates"][bs] for r in rounds) for bs in row["torch_model_rates"]}
     row["rounds"] = len(rounds)
     derive(row)
     if bulk:  # each fresh stack's first run, against the same bound
@@ -230,14 +245,19 @@ def measure_bulk(model: str, plan: list[tuple[str, list[Path]]], rows: list[dict
     return {"startup_s": stack.startup_s, "memory": memory}
 
 
-def measure_metrics_off(model: str, paths: list[Path], profile: Profile) -> dict:
-    """The bulk path on a stack that records no metrics (REELFLOW_METRICS=0), same corpus and runs as
-    the row's metrics-on stack: what the metrics cost."""
-    print(f"[bulk] {model}: reelflow up with REELFLOW_METRICS=0 ...", flush=True)
-    with Stack(model, env={"REELFLOW_METRICS": "0"}) as stack:
+# The bulk path again on stacks with one setting changed, on a row's corpus: (name, environment).
+VARIANTS = [("metrics_off", {"REELFLOW_METRICS": "0"}),  # what the metrics cost (issue 19)
+            ("torch_bulk", {"REELFLOW_RUNTIME": "torch"})]  # what the fast runtime gains (issue 20)
+
+
+def measure_variant(model: str, paths: list[Path], profile: Profile, variant: str, env: dict[str, str]) -> dict:
+    """The bulk path on a stack with `env` on top of the default settings, same corpus and runs as
+    the row's default stack: `{variant}_s`, `{variant}_clips`."""
+    print(f"[bulk] {model}: reelflow up with {' '.join(f'{k}={v}' for k, v in env.items())} ...", flush=True)
+    with Stack(model, env=env) as stack:
         stack.submit_wait([warmup_video()])
-        off = bulk_rate(stack, paths, profile.repeats)
-    return {"metrics_off_s": off["bulk_s"], "metrics_off_clips": off["bulk_clips"]}
+        run = bulk_rate(stack, paths, profile.repeats)
+    return {f"{variant}_s": run["bulk_s"], f"{variant}_clips": run["bulk_clips"]}
 
 
 def stack_settings() -> dict:
@@ -267,10 +287,13 @@ def table_row(r: dict) -> str:
     """One markdown table row; the bulk cells say "failed" when the row's stack did not serve it."""
     bulk = (f"{r['bulk_cps']:.2f} | **{r['bulk_vs_bound']:.2f}** | **{r['bulk_vs_tutorial']:.1f}x**"
             if "bulk_cps" in r else "failed | — | —")
+    on_torch = (f"{r['torch_bulk_cps']:.2f} | **{r['bulk_vs_torch_bulk']:.2f}x**" if "bulk_vs_torch_bulk" in r
+                else "— | —")
     return (f"| {r['model']} | {r['corpus']} | {r['clips']} | {r['tutorial_cps']:.2f} | "
-            f"{r['model_cps']:.2f} (b={r['best_batch']}) | {r['decode_s']:.2f} | "
+            f"{r['torch_model_cps']:.2f} (b={r['torch_best_batch']}) | "
+            f"{r['model_cps']:.2f} (b={r['best_batch']}, {r.get('runtime', 'torch')}) | {r['decode_s']:.2f} | "
             f"{r['bound_cps']:.2f} | {r['classify_cps']:.2f} | **{r['vs_bound']:.2f}** | **{r['vs_tutorial']:.1f}x** | "
-            f"{bulk} |")
+            f"{bulk} | {on_torch} |")
 
 
 def stack_lines(rows: list[dict], stacks: dict, settings: dict) -> list[str]:
@@ -351,13 +374,17 @@ def write_markdown(info: dict, rows: list[dict], stacks: dict, settings: dict, c
         f"{info['date']} · {info['cpu']} · Python {info['python']} · torch {info['torch']} "
         f"({info['torch_threads']} threads) · PyAV {info['pyav']} · weights: random init (speed is the same)",
         "",
-        "Clips per second (higher is better), all measured in the same run. vs bound / vs tutorial: reelflow "
-        "classify (in-process) against the bound and the tutorial loop; bulk vs …: `reelflow submit --wait` "
-        "(wall time, client start-up and polling included) on a running stack against the same.",
+        "Clips per second (higher is better), all measured in the same run. The model alone on each runtime "
+        "(PyTorch eager; the default, OpenVINO where installed); the bound is decoding plus the clips at the "
+        "default runtime's best rate, with no overlap. vs bound / vs tutorial: reelflow classify (in-process) "
+        "against the bound and the tutorial loop; bulk vs …: `reelflow submit --wait` (wall time, client "
+        "start-up and polling included) on a running stack against the same; bulk, torch runtime: the same "
+        "on a stack with `REELFLOW_RUNTIME=torch`, in turns with the default one.",
         "",
-        "| model | corpus | clips | tutorial loop | model only (best batch) | decode only (s) | bound "
-        "| reelflow classify | vs bound | vs tutorial | reelflow bulk (submit --wait) | bulk vs bound | bulk vs tutorial |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | corpus | clips | tutorial loop | model only, torch (best batch) | model only, default runtime "
+        "| decode only (s) | bound | reelflow classify | vs bound | vs tutorial | reelflow bulk (submit --wait) "
+        "| bulk vs bound | bulk vs tutorial | bulk, torch runtime | bulk vs torch runtime |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [table_row(r) for r in rows]
     lines += stack_lines(rows, stacks, settings)
@@ -409,11 +436,13 @@ def main(argv=None) -> None:
                           for (label, paths), tut in zip(plan, tutorials)]
             last = k == profile.rounds - 1
             startups = stacks.get(model, {}).get("startups", [])
-            # the default model's first corpus again on a stack without metrics; before the metrics-on
+            # the first corpus again on stacks with one setting changed (VARIANTS): before the default
             # stack in odd rounds, after it in even ones, so drift does not favour either
-            metrics_off = model == DEFAULT_MODEL and not args.no_metrics_off
-            if metrics_off and k % 2:
-                model_rows[0].update(_or_failed(measure_metrics_off, model, plan[0][1], profile))
+            variants = [(v, env) for v, env in VARIANTS if v != "metrics_off" or
+                        (model == DEFAULT_MODEL and not args.no_metrics_off)]
+            if k % 2:
+                for variant, env in variants:
+                    model_rows[0].update(_or_failed(measure_variant, model, plan[0][1], profile, variant, env))
             try:
                 stacks[model] = measure_bulk(model, plan, model_rows, profile,
                                              memory_videos if model == DEFAULT_MODEL and last else {})
@@ -421,8 +450,9 @@ def main(argv=None) -> None:
             except StackError as e:
                 print(f"[bulk] {model}: FAILED: {e}", file=sys.stderr, flush=True)
                 stacks[model] = {"error": str(e).splitlines()[0] + " (details in the run's output)", "startups": startups}
-            if metrics_off and not k % 2:
-                model_rows[0].update(_or_failed(measure_metrics_off, model, plan[0][1], profile))
+            if not k % 2:
+                for variant, env in variants:
+                    model_rows[0].update(_or_failed(measure_variant, model, plan[0][1], profile, variant, env))
             rounds.append(model_rows)
         rows += [best_of(list(row_rounds)) for row_rounds in zip(*rounds)]
     classify_mb = {k: peak_rss_mb(DEFAULT_MODEL, p) for k, p in memory_videos.items()}
