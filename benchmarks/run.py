@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from bulk import StackError, Stack, bulk_rate, memory_by_length  # noqa: E402
-from streams import markdown as streams_markdown, measure_streams  # noqa: E402
+from streams import SIZES, markdown as streams_markdown, measure_streams  # noqa: E402
 from corpus import generated_videos, long_video, real_videos, short_corpus, warmup_video  # noqa: E402
 from support.tutorial_reference import tutorial_transform  # noqa: E402  (the tutorial's own transforms)
 
@@ -407,9 +407,17 @@ def main(argv=None) -> None:
     parser.add_argument("--no-metrics-off", action="store_true",
                         help="skip the bulk path on a stack without metrics (REELFLOW_METRICS=0)")
     parser.add_argument("--streams-only", action="store_true", help="only the live-streams measurement (printed)")
+    parser.add_argument("--stream-counts", metavar="N,N...", help="with --streams-only: the steps (default 8,16,...,48)")
+    parser.add_argument("--stream-sizes", metavar="WxH,...", help=f"with --streams-only: of {', '.join(SIZES)}")
     args = parser.parse_args(argv)
     if args.streams_only:
-        print("\n".join(streams_markdown(run_streams(args.quick))))
+        if args.stream_counts or args.stream_sizes:
+            counts = tuple(int(n) for n in (args.stream_counts or "8,16,24,32,40,48").split(","))
+            results = [measure_streams(size, DEFAULT_MODEL, counts=counts)
+                       for size in (args.stream_sizes.split(",") if args.stream_sizes else SIZES)]
+        else:
+            results = run_streams(args.quick)
+        print("\n".join(streams_markdown(results)))
         return
     models = args.models.split(",") if args.models else [DEFAULT_MODEL] if args.quick else list(MODELS)
     for model in models:
@@ -477,12 +485,11 @@ def _or_failed(measure_fn, *args) -> dict:
         return {}
 
 
-def run_streams(quick: bool) -> dict:
-    """Concurrent real-time 360p RTSP cameras on one stack (benchmarks/streams.py)."""
-    video = generated_videos()[0]
+def run_streams(quick: bool) -> list[dict]:
+    """Concurrent real-time cameras on one stack, 640x360 and 340x256 (benchmarks/streams.py)."""
     if quick:
-        return measure_streams(video, DEFAULT_MODEL, counts=(4,), seconds=15)
-    return measure_streams(video, DEFAULT_MODEL)
+        return [measure_streams("640x360", DEFAULT_MODEL, counts=(8,), seconds=15)]
+    return [measure_streams(size, DEFAULT_MODEL) for size in SIZES]
 
 
 def update_readme(markdown: str) -> None:

@@ -162,3 +162,26 @@ def test_each_traced_item_gets_its_batchs_forward_pass_as_a_span_under_its_own_p
     a, b = (job.get_span_context().span_id for job in jobs)
     assert found == sorted([(a, 0, 1), (a, 1, 3), (b, 0, 3)])
     assert all(s.attributes["reelflow.model"] == "x3d_xs" and s.end_time - s.start_time >= 40_000_000 for s in spans)
+
+
+def test_items_still_waiting_at_their_deadline_are_not_run_and_get_none():
+    ran = []
+
+    def forward(items):
+        time.sleep(0.1)  # busy: the next items wait
+        ran.extend(items)
+        return [f"done {x}" for x in items]
+
+    async def main():
+        batcher = Batcher(forward, max_batch_size=1, lanes=1)
+        now = time.time()
+        first = asyncio.ensure_future(batcher.submit("first"))
+        await asyncio.sleep(0.01)
+        late = batcher.submit("late", deadline=now + 0.05)  # passes while "first" runs
+        in_time = batcher.submit("in time", deadline=now + 10)
+        no_deadline = batcher.submit("no deadline")
+        return await asyncio.gather(first, late, in_time, no_deadline), batcher.late
+
+    results, late = run(main())
+    assert results == ["done first", None, "done in time", "done no deadline"]
+    assert ran == ["first", "in time", "no deadline"] and late == 1
