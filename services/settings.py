@@ -95,6 +95,10 @@ class Settings(BaseSettings):
         "`$REELFLOW_HOME/models`"))
     stream_cpus: PositiveFloat = Field(0.25, **_doc("CPUs Ray reserves for the actor that reads an `up`'s live "
                                                     "streams"))
+    stream_latency_s: PositiveFloat = Field(0.5, **_doc(
+        "live streams' latency target (a window's last frame to its result): a window not at the model by then is "
+        "dropped and counted (in `dropped`), so that an overloaded stack stays near its target with drops spread "
+        "over its streams"))
     max_streams: PositiveInt = Field(32, **_doc("live streams one `up` reads at most (more wait for another worker)"))
     min_replicas: PositiveInt = Field(1, **_doc("replicas per model when idle"))
     max_replicas: PositiveInt = Field(1, **_doc(

@@ -37,7 +37,7 @@ log = logging.getLogger("reelflow.runtime")
 
 MAX_RELATIVE = 1e-3  # largest |p_ov - p_torch| over the largest |p_torch|
 MIN_COSINE = 0.9999  # smallest cosine between the two embeddings of a clip
-CHECK_CLIPS = 2  # clips of seeded random input the parity check runs
+CHECK_CLIPS = 3  # clips of seeded random input the parity check runs (as batches of 1 and 2)
 
 
 class ConversionFailed(Exception):
@@ -157,9 +157,11 @@ def _check_input(spec: ModelSpec) -> torch.Tensor:
 
 
 def _parity(forward: OpenVINOForward, reference, example: torch.Tensor) -> dict:
-    """Both runtimes on the same clips: OpenVINO's numbers must be torch's, within the tolerances."""
+    """Both runtimes on the same clips: OpenVINO's numbers must be torch's, within the tolerances —
+    for a batch of one too (a converter that kept the example's batch size would fail there)."""
     want_probs, want_features = (t.numpy() for t in reference(example))
-    probs, features = forward(example.numpy())
+    probs, features = (np.concatenate(parts) for parts in zip(forward(example[:1].numpy()),
+                                                               forward(example[1:].numpy())))
     relative = float(np.abs(probs - want_probs).max() / max(float(np.abs(want_probs).max()), 1e-12))
     norms = np.linalg.norm(features, axis=1) * np.linalg.norm(want_features, axis=1)
     cosine = float(((features * want_features).sum(axis=1) / np.maximum(norms, 1e-12)).min())

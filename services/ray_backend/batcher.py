@@ -38,6 +38,7 @@ class Batcher:
         self.lanes = lanes
         self.wait_s = wait_s
         self.batch_sizes: Counter[int] = Counter()  # batch size -> batches run
+        self.late = 0  # items not run because their deadline had passed
         self._executor = ThreadPoolExecutor(lanes, thread_name_prefix="reelflow-forward")
         self._queue: asyncio.Queue | None = None  # made on the event loop that first submits
         self._workers: list[asyncio.Task] = []  # held: the event loop keeps only weak references to tasks
@@ -58,14 +59,15 @@ class Batcher:
         for _ in range(self.lanes):
             self._executor.submit(warm_lane)
 
-    async def submit(self, item, parent: tuple | None = None):
+    async def submit(self, item, parent: tuple | None = None, deadline: float | None = None):
         """The item's result, once a lane has run it in a batch. `parent` (a trace context, attributes):
-        the item's `reelflow.model_batch` span (its batch's forward pass) is recorded there."""
+        the item's `reelflow.model_batch` span (its batch's forward pass) is recorded there. An item
+        still waiting at `deadline` (wall clock, `time.time()`) is not run: its result is None."""
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._workers = [asyncio.ensure_future(self._lane()) for _ in range(self.lanes)]
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((item, future, parent))
+        self._queue.put_nowait((item, future, parent, deadline))
         return await future
 
     async def _lane(self) -> None:
@@ -79,23 +81,23 @@ class Batcher:
             metrics.set_gauge("reelflow_replica_clips_waiting", self._queue.qsize(), model=self.model)
             started, started_ns = time.perf_counter(), time.time_ns()
             try:
-                results = await loop.run_in_executor(self._executor, self.forward, [item for item, _, _ in batch])
+                results = await loop.run_in_executor(self._executor, self.forward, [item for item, _, _, _ in batch])
                 metrics.observe("reelflow_replica_forward_seconds", time.perf_counter() - started, model=self.model)
             except Exception as e:  # the batch's callers get the error; the lane goes on
                 log.warning("a forward pass of %d clips failed: %s", len(batch), e)
-                for _, future, _ in batch:
+                for _, future, _, _ in batch:
                     if not future.done():
                         future.set_exception(e)
                 continue
             self._record_spans(batch, started_ns, time.time_ns())
-            for (_, future, _), result in zip(batch, results):
+            for (_, future, _, _), result in zip(batch, results):
                 if not future.done():  # done: its caller gave up (a cancelled job)
                     future.set_result(result)
 
     def _record_spans(self, batch: list, started_ns: int, ended_ns: int) -> None:
         """A `reelflow.model_batch` span for each traced item: one batch serves several jobs, so each
         job's trace gets the pass its clip was in, with the batch's size."""
-        for _, _, parent in batch:
+        for _, _, parent, _ in batch:
             if parent is not None:
                 context, attributes = parent
                 telemetry.record_span("reelflow.model_batch", context, started_ns, ended_ns,
@@ -111,4 +113,9 @@ class Batcher:
                 await asyncio.sleep(POLL_S)
             else:
                 break
-        return [(item, future, parent) for item, future, parent in batch if not future.done()]
+        now = time.time()
+        for _, future, _, deadline in batch:  # too late to be of use (a live window): not run
+            if deadline is not None and now > deadline and not future.done():
+                future.set_result(None)
+                self.late += 1
+        return [entry for entry in batch if not entry[1].done()]

@@ -11,8 +11,13 @@ that finds its stream taken over (its worker was cut off from Redis longer than 
 Window indices go on from the last one published, whoever published it: an index is never
 published twice, and a gap in them is windows that were dropped, failed or not published.
 
-`classify(payload)` returns something with `.result(timeout_s=...)` (a Ray Serve response, or an
-already computed value); `prepare(frames)` turns sampled frames into that payload.
+`classify(payload, deadline)` returns something with `.result(timeout_s=...)` (a Ray Serve response,
+or an already computed value) whose value is None when the model did not get to the clip before
+`deadline` (the window's capture time plus the latency target, `REELFLOW_STREAM_LATENCY_S`);
+`prepare(frames)` turns sampled frames into that payload. Windows too late for the target are
+dropped and counted, before they are sent or by the model's batcher: an overloaded stack keeps its
+latency near the target, and its drops are spread over its streams (the batcher serves clips
+first come, first served).
 """
 
 from __future__ import annotations
@@ -75,7 +80,9 @@ class StreamRunner:
         self.events = LabelEvents(spec.enter, spec.exit)
         self.sinks: list[str] = []  # ids of the sinks its windows and events go to (re-read every SINKS_EVERY_S)
         self.sinks_read_at = 0.0
-        self.sink_backlog = Settings.from_env().sink_backlog
+        settings = Settings.from_env()
+        self.sink_backlog = settings.sink_backlog
+        self.latency_s = settings.stream_latency_s
         self.counted: dict[str, int] = {}  # the source's counters as last put into the metrics
 
     def run(self) -> None:
@@ -111,8 +118,7 @@ class StreamRunner:
                 with self.cond:
                     if len(self.ready) >= self.spec.max_in_flight:
                         self.ready.popleft()  # the model is behind: drop the oldest, keep latency flat
-                        self.dropped += 1
-                        metrics.inc("reelflow_stream_dropped_total", stream=self.spec.name)
+                        self._drop()
                     self.ready.append((clip, payload))
                     self.cond.notify()
         except Exception:  # a bug, not the stream: say so, and let the worker restart the stream
@@ -131,13 +137,17 @@ class StreamRunner:
             with self.cond:
                 while self.ready and len(sent) < SENT_AT_ONCE:
                     clip, payload = self.ready.popleft()
-                    sent.append((clip, self.classify(payload)))
+                    deadline = clip.captured_at + self.latency_s
+                    if time.time() > deadline:  # too late already: not worth the model's time
+                        self._drop()
+                        continue
+                    sent.append((clip, self.classify(payload, deadline)))
                 if not sent:
                     self.cond.wait(0.2)
                     continue
             clip, response = sent[0]
             try:
-                probs, _ = response.result(timeout_s=0.2)
+                output = response.result(timeout_s=0.2)
             except TimeoutError:
                 continue
             except Exception as e:  # a replica died mid-request: that clip is lost, counted; Serve replaces it
@@ -147,7 +157,14 @@ class StreamRunner:
                             one_line(e, limit=200))
                 continue
             sent.popleft()
-            self._publish(clip, np.asarray(probs))
+            if output is None:  # the model's batcher found it past its deadline
+                self._drop()
+                continue
+            self._publish(clip, np.asarray(output[0]))
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        metrics.inc("reelflow_stream_dropped_total", stream=self.spec.name)
 
     def _publish(self, clip, probs: np.ndarray) -> None:
         topk = min(self.spec.topk, len(self.labels))
