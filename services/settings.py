@@ -95,7 +95,7 @@ class Settings(BaseSettings):
         "`$REELFLOW_HOME/models`"))
     stream_cpus: PositiveFloat = Field(0.25, **_doc("CPUs Ray reserves for the actor that reads an `up`'s live "
                                                     "streams"))
-    stream_latency_s: PositiveFloat = Field(0.5, **_doc(
+    stream_latency_s: PositiveFloat = Field(1.0, **_doc(
         "live streams' latency target (a window's last frame to its result): a window not at the model by then is "
         "dropped and counted (in `dropped`), so that an overloaded stack stays near its target with drops spread "
         "over its streams"))

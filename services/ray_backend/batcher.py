@@ -22,11 +22,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from services import metrics, telemetry
 
 log = logging.getLogger("reelflow.replica")
 POLL_S = 0.002  # how often a lane gathering a batch looks for more clips
+MAX_KEYS = 10_000  # live streams whose last service the batcher remembers
 
 
 class Batcher:
@@ -38,7 +40,10 @@ class Batcher:
         self.lanes = lanes
         self.wait_s = wait_s
         self.batch_sizes: Counter[int] = Counter()  # batch size -> batches run
-        self.late = 0  # items not run because their deadline had passed
+        self.late = 0  # items not run because they could not make their deadlines
+        self._waiting: list[_Waiting] = []  # taken from the queue, not yet in a batch
+        self._served_at: dict[str, float] = {}  # key -> when an item of it last went into a batch
+        self._pass_s: float | None = None  # a forward pass's seconds, smoothed
         self._executor = ThreadPoolExecutor(lanes, thread_name_prefix="reelflow-forward")
         self._queue: asyncio.Queue | None = None  # made on the event loop that first submits
         self._workers: list[asyncio.Task] = []  # held: the event loop keeps only weak references to tasks
@@ -59,15 +64,19 @@ class Batcher:
         for _ in range(self.lanes):
             self._executor.submit(warm_lane)
 
-    async def submit(self, item, parent: tuple | None = None, deadline: float | None = None):
-        """The item's result, once a lane has run it in a batch. `parent` (a trace context, attributes):
-        the item's `reelflow.model_batch` span (its batch's forward pass) is recorded there. An item
-        still waiting at `deadline` (wall clock, `time.time()`) is not run: its result is None."""
+    async def submit(self, item, parent: tuple | None = None, deadline: float | None = None, key: str | None = None):
+        """The item's result, once a lane has run it in a batch.
+
+        `parent` (a trace context, attributes): the item's `reelflow.model_batch` span (its batch's
+        forward pass) is recorded there. `deadline` (wall clock, `time.time()`) and `key` (a live
+        stream's name): an item that cannot be done by its deadline is not run, and its result is
+        None; items with deadlines go first, the keys served longest ago first among them, so that
+        an overloaded replica drops windows evenly over its streams."""
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._workers = [asyncio.ensure_future(self._lane()) for _ in range(self.lanes)]
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((item, future, parent, deadline))
+        self._queue.put_nowait(_Waiting(item, future, parent, deadline, key))
         return await future
 
     async def _lane(self) -> None:
@@ -78,44 +87,79 @@ class Batcher:
                 continue
             self.batch_sizes[len(batch)] += 1
             metrics.observe("reelflow_replica_batch_clips", len(batch), model=self.model)
-            metrics.set_gauge("reelflow_replica_clips_waiting", self._queue.qsize(), model=self.model)
+            metrics.set_gauge("reelflow_replica_clips_waiting", len(self._waiting) + self._queue.qsize(),
+                              model=self.model)
             started, started_ns = time.perf_counter(), time.time_ns()
             try:
-                results = await loop.run_in_executor(self._executor, self.forward, [item for item, _, _, _ in batch])
-                metrics.observe("reelflow_replica_forward_seconds", time.perf_counter() - started, model=self.model)
+                results = await loop.run_in_executor(self._executor, self.forward, [w.item for w in batch])
+                seconds = time.perf_counter() - started
+                metrics.observe("reelflow_replica_forward_seconds", seconds, model=self.model)
+                self._pass_s = seconds if self._pass_s is None else 0.8 * self._pass_s + 0.2 * seconds
             except Exception as e:  # the batch's callers get the error; the lane goes on
                 log.warning("a forward pass of %d clips failed: %s", len(batch), e)
-                for _, future, _, _ in batch:
-                    if not future.done():
-                        future.set_exception(e)
+                for w in batch:
+                    if not w.future.done():
+                        w.future.set_exception(e)
                 continue
             self._record_spans(batch, started_ns, time.time_ns())
-            for (_, future, _, _), result in zip(batch, results):
-                if not future.done():  # done: its caller gave up (a cancelled job)
-                    future.set_result(result)
+            for w, result in zip(batch, results):
+                if not w.future.done():  # done: its caller gave up (a cancelled job)
+                    w.future.set_result(result)
 
     def _record_spans(self, batch: list, started_ns: int, ended_ns: int) -> None:
         """A `reelflow.model_batch` span for each traced item: one batch serves several jobs, so each
         job's trace gets the pass its clip was in, with the batch's size."""
-        for _, _, parent, _ in batch:
-            if parent is not None:
-                context, attributes = parent
+        for w in batch:
+            if w.parent is not None:
+                context, attributes = w.parent
                 telemetry.record_span("reelflow.model_batch", context, started_ns, ended_ns,
                                       {**attributes, "reelflow.batch_size": len(batch), "reelflow.model": self.model})
 
     async def _next_batch(self) -> list:
-        batch = [await self._queue.get()]
-        deadline = asyncio.get_running_loop().time() + self.wait_s
-        while len(batch) < self.max_batch_size:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            elif asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(POLL_S)
-            else:
+        loop = asyncio.get_running_loop()
+        if not self._waiting:
+            self._waiting.append(await self._queue.get())
+        gather_until = loop.time() + self.wait_s
+        while True:
+            while not self._queue.empty():
+                self._waiting.append(self._queue.get_nowait())
+            if len(self._waiting) >= self.max_batch_size or loop.time() >= gather_until:
                 break
+            await asyncio.sleep(POLL_S)
+        return self._take(self.max_batch_size)
+
+    def _take(self, size: int) -> list:
+        """Up to `size` waiting items for a forward pass: first those with deadlines they can still
+        make (the keys served longest ago first), then the others in arrival order. Items that can no
+        longer make their deadline get None."""
         now = time.time()
-        for _, future, _, deadline in batch:  # too late to be of use (a live window): not run
-            if deadline is not None and now > deadline and not future.done():
-                future.set_result(None)
+        finish = now + (self._pass_s or 0.0)  # when a pass started now would end
+        live, other = [], []
+        for w in self._waiting:
+            if w.future.done():  # its caller gave up (a cancelled job)
+                continue
+            if w.deadline is not None and finish > w.deadline:
+                w.future.set_result(None)
                 self.late += 1
-        return [entry for entry in batch if not entry[1].done()]
+            else:
+                (live if w.deadline is not None else other).append(w)
+        live.sort(key=lambda w: (self._served_at.get(w.key, 0.0), w.deadline))
+        batch = (live + other)[:size]
+        taken = {id(w) for w in batch}
+        self._waiting = [w for w in live + other if id(w) not in taken]
+        for w in batch:
+            if w.key is not None:
+                self._served_at[w.key] = now
+        if len(self._served_at) > MAX_KEYS:  # streams come and go: forget the longest unserved
+            for key in sorted(self._served_at, key=self._served_at.get)[:len(self._served_at) - MAX_KEYS]:
+                del self._served_at[key]
+        return batch
+
+
+@dataclass
+class _Waiting:
+    item: object
+    future: asyncio.Future
+    parent: tuple | None
+    deadline: float | None
+    key: str | None

@@ -87,20 +87,22 @@ class ModelReplica:
                 "lanes": self.lanes, "torch_threads": torch.get_num_threads(), "precision": self.clip_model.precision,
                 "runtime": self.clip_model.runtime, "runtime_note": self.clip_model.runtime_note}
 
-    async def predict(self, clip, parent: tuple | None = None, deadline: float | None = None
-                      ) -> tuple[np.ndarray, np.ndarray] | None:
+    async def predict(self, clip, parent: tuple | None = None, deadline: float | None = None,
+                      stream: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """One clip's (probabilities, embedding), from a batch with whatever other clips wait. `parent`
         (a trace context, span attributes): where its `reelflow.model_batch` span goes; `deadline`
-        (wall clock): a clip still waiting then is not run, and its result is None."""
-        return await self.batcher.submit(clip, parent, deadline)
+        (wall clock) and `stream`: a live window, which goes first, fairly among streams, and is
+        not run (its result is None) when it cannot be done by then."""
+        return await self.batcher.submit(clip, parent, deadline, stream)
 
-    async def __call__(self, clip, carried: tuple | None = None, deadline: float | None = None):
+    async def __call__(self, clip, carried: tuple | None = None, deadline: float | None = None,
+                       stream: str | None = None):
         """From another process: a decoder (`carried`: the clip's trace context as a W3C carrier) or a
-        live stream (`deadline`: when its window is too late to be worth classifying)."""
+        live stream (`deadline`: when its window is too late to be worth classifying; `stream`: its name)."""
         if carried is None:
-            return await self.predict(clip, None, deadline)
+            return await self.predict(clip, None, deadline, stream)
         carrier, attributes = carried
-        return await self.predict(clip, (telemetry.context_from(carrier), attributes), deadline)
+        return await self.predict(clip, (telemetry.context_from(carrier), attributes), deadline, stream)
 
     async def classify_job(self, spec_json: str, skip: list[int], sources, threads: int = 0):
         """A whole job, decoded here (streamed back: its segment count, then a result per segment);

@@ -42,7 +42,7 @@ class StreamHost:
         runner = StreamRunner(spec, StreamRegistry.at(redis_url), owner,
                               labels_for(info["num_classes"], classes=info.get("classes")), info["weights_id"],
                               prepare=lambda frames: payload_for(frames, model, info["clip_format"]),
-                              classify=lambda payload, deadline: handle.remote(payload, None, deadline),
+                              classify=lambda payload, deadline: handle.remote(payload, None, deadline, spec.name),
                               open_options=policy.ffmpeg_options(url))
         self.runners[spec.name] = runner
         try:

@@ -16,8 +16,8 @@ or an already computed value) whose value is None when the model did not get to 
 `deadline` (the window's capture time plus the latency target, `REELFLOW_STREAM_LATENCY_S`);
 `prepare(frames)` turns sampled frames into that payload. Windows too late for the target are
 dropped and counted, before they are sent or by the model's batcher: an overloaded stack keeps its
-latency near the target, and its drops are spread over its streams (the batcher serves clips
-first come, first served).
+latency near the target, and its drops are spread over its streams (the replica's batcher takes
+live windows before jobs' clips, from the streams it served longest ago first).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ class StreamRunner:
                     if time.time() > deadline:  # too late already: not worth the model's time
                         self._drop()
                         continue
-                    sent.append((clip, self.classify(payload, deadline)))
+                    sent.append((clip, self.classify(payload, deadline)))  # Ray: with the stream's name
                 if not sent:
                     self.cond.wait(0.2)
                     continue

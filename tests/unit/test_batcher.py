@@ -185,3 +185,25 @@ def test_items_still_waiting_at_their_deadline_are_not_run_and_get_none():
     results, late = run(main())
     assert results == ["done first", None, "done in time", "done no deadline"]
     assert ran == ["first", "in time", "no deadline"] and late == 1
+
+
+def test_live_items_go_first_and_the_streams_served_longest_ago_first_among_them():
+    order = []
+
+    def forward(items):
+        time.sleep(0.03)
+        order.extend(items)
+        return items
+
+    async def main():
+        batcher = Batcher(forward, max_batch_size=1, lanes=1)
+        far = time.time() + 30
+        first = asyncio.ensure_future(batcher.submit("job-0"))
+        await asyncio.sleep(0.01)  # the lane is busy: everything below waits together
+        waiting = [batcher.submit("job-1")]
+        waiting += [batcher.submit(f"a{i}", deadline=far, key="a") for i in range(1, 5)]
+        waiting += [batcher.submit(f"b{i}", deadline=far, key="b") for i in range(1, 3)]
+        await asyncio.gather(first, *waiting)
+
+    run(main())
+    assert order == ["job-0", "a1", "b1", "a2", "b2", "a3", "a4", "job-1"]
