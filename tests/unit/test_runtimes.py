@@ -41,10 +41,16 @@ def video(video_dir):
     return path
 
 
-def assert_same_segments(name, weights, video):
+def assert_same_segments(name, weights, video, fallback_allowed=False):
+    """The default runtime's segments are torch's (within the tolerances). With `fallback_allowed`,
+    the model may instead run on torch under `auto`, with the one-line note saying why."""
     torch_clf = ActionClassifier(name, weights=weights, topk=5, runtime="torch")
-    fast_clf = ActionClassifier(name, weights=weights, topk=5, runtime="openvino")
-    assert fast_clf.clip_model.runtime == "openvino" and fast_clf.clip_model.runtime_note is None
+    fast_clf = ActionClassifier(name, weights=weights, topk=5, runtime="auto")
+    note = fast_clf.clip_model.runtime_note
+    if fast_clf.clip_model.runtime == "torch" and fallback_allowed:
+        assert note.startswith(f"{name} runs on torch: OpenVINO's outputs differ from torch's"), note
+    else:
+        assert fast_clf.clip_model.runtime == "openvino" and note is None, note
     expected, got = torch_clf.classify_video(video), fast_clf.classify_video(video)
     assert [s.index for s in got] == [s.index for s in expected] and got
     for want, seg in zip(expected, got):
@@ -62,9 +68,12 @@ def test_fast_models_on_openvino_give_torchs_segments(name, video, peaked_checkp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SLOW)
-def test_every_other_model_on_openvino_gives_torchs_segments(name, video, peaked_checkpoint):
+def test_every_other_model_on_openvino_gives_torchs_segments_or_runs_on_torch_with_a_note(name, video,
+                                                                                         peaked_checkpoint):
+    """SlowFast's conversion differs from torch by ~3e-3 in its embeddings (cosine 0.999996, measured
+    here); peaked weights amplify that past 1e-3 in the scores, and then it runs on torch, saying so."""
     ckpt, _ = peaked_checkpoint(name)
-    assert_same_segments(name, str(ckpt), video)
+    assert_same_segments(name, str(ckpt), video, fallback_allowed=name.startswith("slowfast"))
 
 
 def test_a_hugging_face_videomae_on_openvino_gives_torchs_segments(tmp_path, video):
