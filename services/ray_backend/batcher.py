@@ -118,7 +118,8 @@ class Batcher:
     async def _next_batch(self) -> list:
         loop = asyncio.get_running_loop()
         if not self._waiting:
-            self._waiting.append(await self._queue.get())
+            first = await self._queue.get()  # awaited first: the list may be replaced meanwhile
+            self._waiting.append(first)
         gather_until = loop.time() + self.wait_s
         while True:
             while not self._queue.empty():
@@ -146,7 +147,7 @@ class Batcher:
         live.sort(key=lambda w: (self._served_at.get(w.key, 0.0), w.deadline))
         batch = (live + other)[:size]
         taken = {id(w) for w in batch}
-        self._waiting = [w for w in live + other if id(w) not in taken]
+        self._waiting[:] = [w for w in live + other if id(w) not in taken]  # in place: the one list
         for w in batch:
             if w.key is not None:
                 self._served_at[w.key] = now

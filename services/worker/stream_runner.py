@@ -71,6 +71,7 @@ class StreamRunner:
         self.ready: deque = deque()
         self.cond = threading.Condition()
         self.dropped = self.failed = self.published = self.unpublished = 0
+        self.drop_reasons: dict[str, int] = {}  # why windows were dropped: behind, late, late at the model
         self.outage = Outage.of_process()
         self.last_index: int | None = None
         self.first_index = 0  # this runner's window 0 is the stream's window `first_index`
@@ -118,7 +119,7 @@ class StreamRunner:
                 with self.cond:
                     if len(self.ready) >= self.spec.max_in_flight:
                         self.ready.popleft()  # the model is behind: drop the oldest, keep latency flat
-                        self._drop()
+                        self._drop("behind")
                     self.ready.append((clip, payload))
                     self.cond.notify()
         except Exception:  # a bug, not the stream: say so, and let the worker restart the stream
@@ -139,7 +140,7 @@ class StreamRunner:
                     clip, payload = self.ready.popleft()
                     deadline = clip.captured_at + self.latency_s
                     if time.time() > deadline:  # too late already: not worth the model's time
-                        self._drop()
+                        self._drop("late")
                         continue
                     sent.append((clip, self.classify(payload, deadline)))  # Ray: with the stream's name
                 if not sent:
@@ -158,12 +159,13 @@ class StreamRunner:
                 continue
             sent.popleft()
             if output is None:  # the model's batcher found it past its deadline
-                self._drop()
+                self._drop("late at the model")
                 continue
             self._publish(clip, np.asarray(output[0]))
 
-    def _drop(self) -> None:
+    def _drop(self, reason: str) -> None:
         self.dropped += 1
+        self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + 1
         metrics.inc("reelflow_stream_dropped_total", stream=self.spec.name)
 
     def _publish(self, clip, probs: np.ndarray) -> None:
@@ -211,7 +213,7 @@ class StreamRunner:
         return {"state": "stopped" if self.stop.is_set() else stats.state, "owner": self.owner,
                 "reconnects": stats.reconnects, "gaps": stats.gaps, "last_error": stats.last_error,
                 "transport": stats.transport,
-                "dropped": self.dropped, "failed": self.failed, "unpublished": self.unpublished,
+                "dropped": self.dropped, "drop_reasons": dict(self.drop_reasons), "failed": self.failed, "unpublished": self.unpublished,
                 "segments": self.published,
                 "last_index": self.last_index, "last_frame_at": stats.last_frame_at,
                 "latency_p50_s": percentile(0.5), "latency_p95_s": percentile(0.95), "updated_at": time.time()}

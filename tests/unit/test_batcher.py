@@ -207,3 +207,22 @@ def test_live_items_go_first_and_the_streams_served_longest_ago_first_among_them
 
     run(main())
     assert order == ["job-0", "a1", "b1", "a2", "b2", "a3", "a4", "job-1"]
+
+
+def test_no_item_is_lost_when_two_lanes_take_from_the_waiting_list_at_once():
+    def forward(items):
+        time.sleep(0.02)
+        return list(items)
+
+    async def stream(batcher, name):
+        got = []
+        for i in range(6):
+            got.append(await asyncio.wait_for(batcher.submit((name, i), deadline=time.time() + 30, key=name), 5))
+            await asyncio.sleep(0.05)
+        return got
+
+    async def main():
+        batcher = Batcher(forward, max_batch_size=8, lanes=2, wait_s=0.02)
+        return await asyncio.gather(*(stream(batcher, f"s{k}") for k in range(4)))
+
+    assert run(main()) == [[(f"s{k}", i) for i in range(6)] for k in range(4)]
