@@ -48,9 +48,11 @@ class UpProcess:
     """`reelflow up` in its own process group, with its log kept for failed assertions."""
 
     def __init__(self, home: Path, env: dict, *args: str, cwd: Path | None = None, prefix: tuple[str, ...] = (),
-                 ready_within: float = 60):
+                 ready_within: float | None = None):
         """`prefix`: a command that runs `up` (`ip netns exec NS`, say); `ready_within`: seconds `up` has
-        to say it is ready."""
+        to say it is ready (default 60 in-process, 180 on Ray: a busy 2-core machine starts Ray's worker
+        processes for the replicas slowly)."""
+        ready_within = ready_within or (60 if "--no-ray" in args else 180)
         home.mkdir(parents=True, exist_ok=True)
         self.log_path = home / f"up-{time.monotonic_ns()}.log"
         self.log = open(self.log_path, "w")
