@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from support.stack_process import UpProcess, reelflow, run, stack_env, wait_until
 
 
@@ -50,6 +52,7 @@ def test_a_runtime_that_cannot_run_here_is_one_line(tmp_path, clip_10s):
     assert bad.returncode == 2 and "invalid choice: 'tensorrt'" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow  # two model loads in fresh processes; `up` says its runtime in the fast tests
 def test_classify_says_its_runtime(tmp_path, clip_10s):
     env = stack_env(tmp_path / "home")
     out = reelflow("classify", str(clip_10s), "--weights", "none", "--runtime", "openvino", env=env).stdout

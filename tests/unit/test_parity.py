@@ -41,7 +41,7 @@ def generated(video_dir):
     return path
 
 
-@pytest.mark.parametrize("name", FAST + ["slowfast_r50"])
+@pytest.mark.parametrize("name", FAST + [pytest.param("slowfast_r50", marks=pytest.mark.slow)])
 def test_parity_on_a_generated_video(name, generated, peaked_checkpoint):
     assert_parity(name, generated, peaked_checkpoint)
 
@@ -53,6 +53,7 @@ def test_parity_fast_models_on_real_videos(name, video, shared_videos, peaked_ch
     assert_parity(name, shared_videos / video, peaked_checkpoint)
 
 
+@pytest.mark.slow  # a minute in all: `make test` stays under 15 minutes
 @pytest.mark.shared_data
 @pytest.mark.parametrize("name", HEAVY)
 def test_parity_heavy_models_on_a_real_720p_video(name, shared_videos, peaked_checkpoint):
