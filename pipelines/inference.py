@@ -28,6 +28,7 @@ from pipelines.models import ModelSpec, get_spec
 from pipelines.transforms import pack_pathways
 from pipelines.models.weights import load_model, projection_layer  # noqa: F401  (projection_layer: re-exported)
 from pipelines.runtimes import RuntimeUnavailable, resolve
+from pipelines.runtimes.graph import head_outputs
 
 log = logging.getLogger("reelflow.runtime")
 
@@ -123,9 +124,7 @@ class ClipModel:
                 features = self._local.captured.pop()
             finally:
                 self._local.captured = None
-        if features.dim() > 2:  # (B, T', H', W', D) positions left by the head's pooling
-            features = features.flatten(1, -2).mean(dim=1)
-        probs = out if self.spec.head_softmax else out.softmax(dim=1)
+        probs, features = head_outputs(out, features, self.spec)
         return probs.float().cpu(), features.float().cpu()
 
     def example_batch(self, size: int) -> torch.Tensor:

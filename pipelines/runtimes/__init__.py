@@ -1,5 +1,6 @@
 """Where a model's forward pass runs: `torch` (PyTorch eager, every device) or `openvino` (a CPU's
-fast runtime: 2-4x PyTorch eager's rate on this project's machines, the same numbers to 1e-6).
+fast runtime: 1.7-4.4x PyTorch eager's rate on this project's machines, with torch's numbers within
+the parity check's tolerances; benchmarks/runtimes.md).
 
 `auto` picks OpenVINO on a CPU when it is installed (`pip install reelflow[openvino]`) and torch on
 CUDA. A model is converted once per (model, weights, runtime version, input shape) and kept in a

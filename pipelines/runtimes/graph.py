@@ -32,8 +32,12 @@ class ClipGraph(nn.Module):
             out = self.model(pack_pathways(clips, self.spec))
         finally:
             hook.remove()
-        features = captured[-1]
-        if features.dim() > 2:  # (B, T', H', W', D) positions left by the head's pooling
-            features = features.flatten(1, -2).mean(dim=1)
-        probs = out if self.spec.head_softmax else out.softmax(dim=1)
-        return probs, features
+        return head_outputs(out, captured[-1], self.spec)
+
+
+def head_outputs(out: torch.Tensor, features: torch.Tensor, spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probabilities, embedding) from the model's output and its projection's input: positions
+    left by the head's pooling are averaged, and heads without their own softmax get one."""
+    if features.dim() > 2:  # (B, T', H', W', D)
+        features = features.flatten(1, -2).mean(dim=1)
+    return (out if spec.head_softmax else out.softmax(dim=1)), features

@@ -2,13 +2,13 @@
 
 The cache entry of a model is a directory under `<cache>/openvino/`, named by the model and a hash
 of everything its conversion depends on (model, weights, OpenVINO's version, input shape, graph
-version, precision). It holds the converted model (`model.xml`, `model.bin`) and `verdict.json`:
+version). It holds the converted model (`model.xml`, `model.bin`) and `verdict.json`:
 whether the conversion matched torch (probabilities within `MAX_RELATIVE` of torch's, embeddings at
 cosine >= `MIN_COSINE`), the sizes and hash of the files. A verdict against OpenVINO is kept too, so
 a model that does not convert is tried once per version, not once per start. An entry that cannot
 be read, or whose files do not match their hash, is removed and built again.
 
-    >>> forward, note = load(clip_graph, spec, weights_id, reference, cache_dir, threads=2)  # doctest: +SKIP
+    >>> forward = load(make_graph, spec, weights_id, reference, cache_dir, threads=2)  # doctest: +SKIP
     >>> probs, embeddings = forward(batch)           # numpy (B, 3, T, H, W) -> (B, C), (B, D)
 """
 
@@ -66,33 +66,33 @@ def version() -> str:
     return ov.get_version().split("-")[0]
 
 
-def entry_dir(cache_dir: Path, spec: ModelSpec, weights_id: str, precision: str) -> Path:
+def entry_dir(cache_dir: Path, spec: ModelSpec, weights_id: str) -> Path:
     key = (f"{spec.name}|{weights_id}|openvino={version()}|{spec.num_frames}x{spec.crop_size}x{spec.crop_size}"
-           f"|graph={GRAPH_VERSION}|{precision}")
+           f"|graph={GRAPH_VERSION}|float32")  # it runs float32 only (ClipModel.use_runtime)
     return Path(cache_dir) / "openvino" / f"{model_slug(spec.name)}-{hashlib.sha1(key.encode()).hexdigest()[:16]}"
 
 
 def load(graph: Callable[[], torch.nn.Module], spec: ModelSpec, weights_id: str,
-         reference: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], cache_dir: Path, threads: int,
-         precision: str = "float32") -> OpenVINOForward:
+         reference: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], cache_dir: Path, threads: int
+         ) -> OpenVINOForward:
     """The model compiled for this CPU, from the cache or converted now (`graph()`: the ClipGraph to
     convert; `reference`: torch's predict, for the parity check). ConversionFailed if it does not
     convert or does not match torch (kept, so the next start does not try again)."""
     import openvino as ov
 
     core = ov.Core()
-    entry = entry_dir(cache_dir, spec, weights_id, precision)
+    entry = entry_dir(cache_dir, spec, weights_id)
     verdict = _read_entry(entry)
     if verdict is None:
-        verdict = _convert(core, graph, spec, reference, entry, threads, precision)
+        verdict = _convert(core, graph, spec, reference, entry, threads)
     if not verdict["ok"]:
         raise ConversionFailed(verdict["reason"])
-    return OpenVINOForward(_compile(core, core.read_model(entry / "model.xml"), threads, precision), entry)
+    return OpenVINOForward(_compile(core, core.read_model(entry / "model.xml"), threads), entry)
 
 
-def _compile(core, model, threads: int, precision: str):
+def _compile(core, model, threads: int):
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": max(1, threads),
-              "INFERENCE_PRECISION_HINT": "f32" if precision == "float32" else "bf16"}
+              "INFERENCE_PRECISION_HINT": "f32"}
     return core.compile_model(model, "CPU", config)
 
 
@@ -114,7 +114,7 @@ def _read_entry(entry: Path) -> dict | None:
         return None
 
 
-def _convert(core, graph, spec: ModelSpec, reference, entry: Path, threads: int, precision: str) -> dict:
+def _convert(core, graph, spec: ModelSpec, reference, entry: Path, threads: int) -> dict:
     import openvino as ov
 
     started = time.perf_counter()
@@ -129,7 +129,7 @@ def _convert(core, graph, spec: ModelSpec, reference, entry: Path, threads: int,
                 warnings.simplefilter("ignore")  # torch.jit.trace's deprecation and tracer warnings: not the user's
                 converted = ov.convert_model(graph(), example_input=(example,),
                                              input=[ov.PartialShape([-1, 3, *shape])])
-            forward = OpenVINOForward(_compile(core, converted, threads, precision), tmp)
+            forward = OpenVINOForward(_compile(core, converted, threads), tmp)
             verdict = _parity(forward, reference, example)
         except Exception as e:  # the converter's own errors are many and varied
             verdict = {"ok": False, "reason": f"OpenVINO cannot convert {spec.name}: {one_line(e, limit=200)}"}

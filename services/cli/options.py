@@ -51,7 +51,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_runtime_option(parser: argparse.ArgumentParser, what: str = "the models") -> None:
-    parser.add_argument("--runtime", choices=["auto", "torch", "openvino"], default=None,
+    from pipelines.runtimes import CHOICES  # torch-free: only looks for OpenVINO when asked
+
+    parser.add_argument("--runtime", choices=CHOICES, default=None,
                         help=f"where {what} run: openvino (CPUs; 2-4x PyTorch eager, the same numbers), torch, or "
                              "auto: OpenVINO on a CPU where it is installed, else torch (default $REELFLOW_RUNTIME, "
                              "else auto); a model is converted once and kept in $REELFLOW_HOME/models")

@@ -362,7 +362,8 @@ def replica_deployment(settings: Settings, name: str = REPLICA, autoscaling: dic
 
 def replica_options(settings: Settings, device: str, runtime: str = "auto") -> dict:
     """The keyword arguments a ModelReplica is built with (`runtime`: a job's, `auto` for the settings')."""
-    return dict(device=device, runtime=settings.runtime_for(runtime), model_cache=str(settings.model_cache_dir), batch_size=settings.batch_size, batch_wait_s=settings.batch_wait_s,
+    return dict(device=device, runtime=settings.runtime_for(runtime), model_cache=str(settings.model_cache_dir),
+                batch_size=settings.batch_size, batch_wait_s=settings.batch_wait_s,
                 threads=settings.replica_threads, forward_threads=settings.forward_threads,
                 clip_format=settings.clip_format, precision=settings.precision,
                 telemetry_env=telemetry.exporter_env(), record_metrics=settings.metrics)

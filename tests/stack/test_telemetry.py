@@ -8,10 +8,7 @@ import json
 
 import pytest
 import redis
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support.spans import in_memory_spans
 
 from services.cli.jobs import submit_sources
 from services.store.embedded import EmbeddedRedis
@@ -23,13 +20,7 @@ from services.worker.in_process import InProcessPipeline
 
 @pytest.fixture(scope="module")
 def spans():
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
+    return in_memory_spans()
 
 
 def test_the_job_and_its_segments_join_the_submitters_trace(spans, tmp_path, clip_10s):

@@ -129,16 +129,10 @@ def test_warm_runs_once_on_each_lane_thread_before_any_clip_there():
 
 def test_each_traced_item_gets_its_batchs_forward_pass_as_a_span_under_its_own_parent():
     from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    from support.spans import in_memory_spans
+
+    exporter = in_memory_spans()
     tracer = trace.get_tracer("test")
     jobs = [tracer.start_span(f"job-{i}") for i in range(2)]
     parents = [trace.set_span_in_context(job) for job in jobs]
