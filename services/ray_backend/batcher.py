@@ -70,8 +70,9 @@ class Batcher:
         `parent` (a trace context, attributes): the item's `reelflow.model_batch` span (its batch's
         forward pass) is recorded there. `deadline` (wall clock, `time.time()`) and `key` (a live
         stream's name): an item that cannot be done by its deadline is not run, and its result is
-        None; items with deadlines go first, the keys served longest ago first among them, so that
-        an overloaded replica drops windows evenly over its streams."""
+        None, unless it is its key's newest (then it runs after those on time); items with deadlines
+        go first, the keys served longest ago first among them, so that an overloaded replica drops
+        windows evenly over its streams."""
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._workers = [asyncio.ensure_future(self._lane()) for _ in range(self.lanes)]
@@ -131,23 +132,34 @@ class Batcher:
 
     def _take(self, size: int) -> list:
         """Up to `size` waiting items for a forward pass: first those with deadlines they can still
-        make (the keys served longest ago first), then the others in arrival order. Items that can no
-        longer make their deadline get None."""
+        make (the keys served longest ago first), then live items already too late, then the others
+        in arrival order. A late item is dropped (its result None) when a newer one of its key waits:
+        a stream's freshest window is always run, so a model slower than the latency target still
+        serves every stream, at the latency it can."""
         now = time.time()
         finish = now + (self._pass_s or 0.0)  # when a pass started now would end
-        live, other = [], []
+        newest: dict[str, float] = {}  # key -> the latest deadline waiting
+        for w in self._waiting:
+            if w.deadline is not None and w.key is not None and not w.future.done():
+                newest[w.key] = max(newest.get(w.key, w.deadline), w.deadline)
+        live, late, other = [], [], []
         for w in self._waiting:
             if w.future.done():  # its caller gave up (a cancelled job)
                 continue
-            if w.deadline is not None and finish > w.deadline:
-                w.future.set_result(None)
-                self.late += 1
+            if w.deadline is None:
+                other.append(w)
+            elif finish <= w.deadline:
+                live.append(w)
+            elif w.key is not None and newest[w.key] <= w.deadline:
+                late.append(w)  # its stream's freshest: run it when nothing on time waits
             else:
-                (live if w.deadline is not None else other).append(w)
+                w.future.set_result(None)  # superseded by a newer window of its stream
+                self.late += 1
         live.sort(key=lambda w: (self._served_at.get(w.key, 0.0), w.deadline))
-        batch = (live + other)[:size]
+        late.sort(key=lambda w: (self._served_at.get(w.key, 0.0), w.deadline))
+        batch = (live + late + other)[:size]
         taken = {id(w) for w in batch}
-        self._waiting[:] = [w for w in live + other if id(w) not in taken]  # in place: the one list
+        self._waiting[:] = [w for w in live + late + other if id(w) not in taken]  # in place: the one list
         for w in batch:
             if w.key is not None:
                 self._served_at[w.key] = now

@@ -128,8 +128,10 @@ class Worker:
                     if self._through_outage(self.queue.store_segment, claim, result["index"], json.dumps(result)):
                         metrics.inc("reelflow_segments_stored_total", model=spec.model)
             if self._through_outage(self.queue.complete, claim):
+                log.info("job %s: done", job_id)
                 self._ended(claim, "done")
             else:
+                log.warning("job %s: not every segment was stored; retrying it", job_id)
                 self.queue.retry(claim, "not every segment was stored")
                 metrics.inc("reelflow_jobs_retried_total", model=spec.model)
         except LeaseLost as e:  # cut off from Redis for longer than the lease: the job is another worker's now

@@ -5,7 +5,6 @@ of the tests that need no Ray. One job at a time; live streams on threads of thi
 from __future__ import annotations
 
 import os
-import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,9 +57,7 @@ class InProcessPipeline:
         url = policy.check(spec.url)
         clf = self._classifier(spec.model, spec.weights)
 
-        def classify(clip, deadline: float | None = None):
-            if deadline is not None and time.time() > deadline:  # too late for the latency target
-                return Done(None)
+        def classify(clip, deadline: float | None = None):  # the runner dropped what was late and superseded
             probs, features = clf.clip_model.predict(clip[None])
             return Done((probs[0].numpy(), features[0].numpy()))
 

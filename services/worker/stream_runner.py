@@ -15,9 +15,11 @@ published twice, and a gap in them is windows that were dropped, failed or not p
 or an already computed value) whose value is None when the model did not get to the clip before
 `deadline` (the window's capture time plus the latency target, `REELFLOW_STREAM_LATENCY_S`);
 `prepare(frames)` turns sampled frames into that payload. Windows too late for the target are
-dropped and counted, before they are sent or by the model's batcher: an overloaded stack keeps its
-latency near the target, and its drops are spread over its streams (the replica's batcher takes
-live windows before jobs' clips, from the streams it served longest ago first).
+dropped and counted, before they are sent or by the model's batcher, when a newer window of the
+stream waits: an overloaded stack keeps its latency near the target, and its drops are spread over
+its streams (the replica's batcher takes live windows before jobs' clips, from the streams it served
+longest ago first). A stream's freshest window is always classified, so a model slower than the
+target still serves every stream, at the latency it can.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ class StreamRunner:
                 while self.ready and len(sent) < SENT_AT_ONCE:
                     clip, payload = self.ready.popleft()
                     deadline = clip.captured_at + self.latency_s
-                    if time.time() > deadline:  # too late already: not worth the model's time
+                    if time.time() > deadline and self.ready:  # too late, and a newer window waits
                         self._drop("late")
                         continue
                     sent.append((clip, self.classify(payload, deadline)))  # Ray: with the stream's name

@@ -53,8 +53,9 @@ def redis_both_sides(tmp_path):
 def test_a_partitioned_worker_loses_its_job_and_stream_and_stores_nothing_twice(tmp_path, video_dir,
                                                                                  redis_both_sides):
     net, url_inside, url_here = redis_both_sides
-    video, camera = video_dir / "partition_40s.mp4", video_dir / "partition_camera.mp4"
-    make_video(video, seconds=40.0, fps=15, size=(160, 120))
+    # the job must outlast the partition (a minute or so) on the fast runtime: ~3000 segments
+    video, camera = video_dir / "partition_300s.mp4", video_dir / "partition_camera.mp4"
+    make_video(video, seconds=300.0, fps=10, size=(160, 120))
     make_video(camera, seconds=3.0, fps=25, size=(160, 120))
     client = redis.Redis.from_url(url_here)
     registry = StreamRegistry(client)
@@ -64,13 +65,14 @@ def test_a_partitioned_worker_loses_its_job_and_stream_and_stores_nothing_twice(
     b = None
     try:
         run(env_b, "watch", camera, "--name", "cam", "--weights", "none")
-        job_id = json.loads(run(env_b, "submit", video, "--weights", "none", "--stride", "0.25", "--no-embeddings",
+        job_id = json.loads(run(env_b, "submit", video, "--weights", "none", "--stride", "0.1", "--no-embeddings",
                                 "--json").stdout)["job_id"]
         owner_a = wait_until(lambda: registry.owner("cam"), 60, "worker A did not take the stream", a)
         wait_until(lambda: len(registry.recent("cam", 10)) >= 2 and int(client.hget(keys.job(job_id), "segments_done")
                                                                     or 0) >= 3, 120, "worker A made no progress", a)
         b = UpProcess(tmp_path / "b", env_b, "--no-ray", "--weights", "none")
 
+        assert client.hget(keys.job(job_id), "state") == b"running", "the job ended before the partition: lengthen it"
         net.cut()
         wait_until(lambda: registry.owner("cam") not in (None, owner_a), 60, "worker B did not take the stream over",
                    a, b)

@@ -173,7 +173,9 @@ def test_rtsp_cameras_live_latency_outage_and_stop(home, camera):
     from support.rtsp_camera import Camera
 
     cameras = {name: Camera(camera).start() for name in ("door", "yard")}
-    env = stack_env(home)
+    # the outage must drop nothing; a window late for the 1 s target on a busy 2-core machine would
+    # be dropped by the overload policy (tested on its own), so the target here is looser
+    env = stack_env(home, REELFLOW_STREAM_LATENCY_S="3")
     up = UpProcess(home, env, "--weights", "none")
     try:
         for name, cam in cameras.items():
@@ -195,7 +197,7 @@ def test_rtsp_cameras_live_latency_outage_and_stop(home, camera):
             resumed = result["captured_at"] > back_at
         assert resumed, "door's results did not resume within 20 s"
         rows = listing(env)
-        assert rows["door"]["reconnects"] >= 1 and rows["door"]["dropped"] == 0 and rows["yard"]["dropped"] == 0
+        assert rows["door"]["reconnects"] >= 1 and rows["door"]["dropped"] == 0 and rows["yard"]["dropped"] == 0, rows
         [yard] = tail(env, "yard", 1)
         assert yard["captured_at"] > down_at  # the other camera went on
         run(env, "streams", "stop", "yard")

@@ -181,6 +181,31 @@ def test_items_still_waiting_at_their_deadline_are_not_run_and_get_none():
     assert ran == ["first", "in time", "no deadline"] and late == 1
 
 
+def test_a_late_window_is_dropped_only_when_a_newer_one_of_its_stream_waits():
+    """A model slower than the latency target must still serve every stream: a stream's freshest
+    window runs late (after those on time), the older ones are dropped."""
+    ran = []
+
+    def forward(items):
+        time.sleep(0.1)
+        ran.extend(items)
+        return [f"done {x}" for x in items]
+
+    async def main():
+        batcher = Batcher(forward, max_batch_size=1, lanes=1)
+        now = time.time()
+        first = asyncio.ensure_future(batcher.submit("first"))
+        await asyncio.sleep(0.01)
+        a1 = batcher.submit("a1", deadline=now + 0.05, key="a")  # both late once "first" is done
+        a2 = batcher.submit("a2", deadline=now + 0.06, key="a")
+        b1 = batcher.submit("b1", deadline=now + 10, key="b")
+        return await asyncio.gather(first, a1, a2, b1), batcher.late
+
+    results, late = run(main())
+    assert results == ["done first", None, "done a2", "done b1"]
+    assert ran == ["first", "b1", "a2"] and late == 1
+
+
 def test_live_items_go_first_and_the_streams_served_longest_ago_first_among_them():
     order = []
 
