@@ -68,6 +68,11 @@ METRICS = [
                ("model",)),
     MetricSpec("reelflow_decode_seconds", "histogram", "seconds to decode and sample one clip of a job (its transform not included)",
                ("model",), (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)),
+    # the vector index (its indexers)
+    MetricSpec("reelflow_index_segments_total", "counter", "segments this worker's indexer put in the vector index",
+               ()),
+    MetricSpec("reelflow_index_waiting", "gauge", "segments waiting in Redis for the vector index, read at each "
+               "scrape", ()),
     # sinks (the deliverers)
     MetricSpec("reelflow_sink_delivered_total", "counter", "messages a sink took", ("kind",)),
     MetricSpec("reelflow_sink_failures_total", "counter", "deliveries that failed (retried, or dead-lettered)",
@@ -171,7 +176,7 @@ class _ReadAtScrape:
         except Exception:  # Redis away: no sample this scrape, rather than a failed scrape
             values = {}
         for label, value in values.items():
-            family.add_metric([label], value)
+            family.add_metric([label] if self.spec.labels else [], value)
         yield family
 
     def describe(self):
@@ -179,7 +184,8 @@ class _ReadAtScrape:
 
 
 def read_at_scrape(name: str, read: Callable[[], dict[str, float]]) -> Callable[[], None]:
-    """Register `read` (-> {label value: value}) for the gauge `name`; returns its unregistering."""
+    """Register `read` (-> {label value: value}; a gauge without labels: {"": value}) for the gauge
+    `name`; returns its unregistering."""
     collector = _ReadAtScrape(name, read)
     REGISTRY.register(collector)
     return lambda: REGISTRY.unregister(collector)

@@ -132,6 +132,15 @@ class Settings(BaseSettings):
         "dead-letter list"))
     sink_batch: PositiveInt = Field(100, **_doc("most messages per delivery (a webhook POST, a burst of MQTT "
                                                 "publishes)"))
+    index: bool = Field(True, **_doc(
+        "0: index no segment's embedding for `reelflow search` (jobs and streams opt out one by one with "
+        "`--no-index`)", "1"))
+    index_uri: str | None = Field(None, **_doc(
+        "where the vector index lives: a directory, or what LanceDB connects to (`s3://bucket/path`, `gs://...`, "
+        "`db://...`) so that a cluster's workers share one", "`$REELFLOW_HOME/index`"))
+    index_backlog: PositiveInt = Field(20_000, **_doc(
+        "segments that may wait in Redis for the indexer (about 8 KiB each) before new ones skip the index (and "
+        "are counted); storing results never waits for the index"))
     allowed_roots: str = Field("", **_doc(
         "colon-separated directories job sources must lie under (links resolved)", "the stack's working directory"))
     allowed_url_hosts: str = Field("", **_doc("comma-separated hosts `http(s)://` job sources may come from", "(any)"))
@@ -184,6 +193,10 @@ class Settings(BaseSettings):
     @property
     def model_cache_dir(self) -> Path:
         return self.model_cache or self.home / "models"
+
+    @property
+    def index_location(self) -> str:
+        return self.index_uri or str(self.home / "index")
 
     def runtime_for(self, requested: str | None) -> str:
         """A job's runtime: its own, or (`auto`, unset) this stack's."""

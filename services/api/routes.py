@@ -17,7 +17,7 @@ import json
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from pipelines.errors import ReelflowError, SourceNotAllowed, validation_problems
 from services.api.dashboard import data as dashboard_data, events as dashboard_events, pages as dashboard_pages
@@ -40,7 +40,7 @@ ERRORS = {code: {"model": Problem, "description": what} for code, what in {
     400: "the source cannot be used (no such file, unresolvable host)",
     401: "missing or wrong bearer token (when REELFLOW_API_TOKEN is set)",
     403: "the source is not allowed (outside REELFLOW_ALLOWED_ROOTS, a URL scheme or address not allowed)",
-    404: "no such job or stream",
+    404: "no such job or stream (or not in the vector index)",
     409: "a stream of that name is watched already",
     413: "request body over REELFLOW_API_MAX_BODY",
     422: "the body or a parameter does not fit the schema",
@@ -87,7 +87,9 @@ for _unavailable in StoreUnavailable:  # Redis away (a restart, a failover): 503
 
 @api.exception_handler(ReelflowError)
 async def reelflow_error(request: Request, error: ReelflowError) -> JSONResponse:
-    status = 403 if isinstance(error, SourceNotAllowed) else 400
+    from services.index.search import NotInIndex
+
+    status = 403 if isinstance(error, SourceNotAllowed) else 404 if isinstance(error, NotInIndex) else 400
     return JSONResponse({"detail": str(error)}, status_code=status)
 
 
@@ -236,3 +238,67 @@ async def stream_results(name: str, follow: bool = True, from_start: bool = Fals
                 yield ": keep-alive\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+# -- search (the vector index of segment embeddings) --
+
+class VectorQuery(BaseModel):
+    """Search with an embedding of your own (e.g. a segment's `embedding_b64`, decoded, from a job's
+    results or `reelflow classify --json --embeddings`), of the model and weights it came from."""
+
+    vector: list[float] = Field(min_length=1, max_length=65536)
+    model: str
+    weights: str
+    top: int = Field(10, ge=1, le=1000)
+    source: str | None = None
+    job: str | None = None
+    stream: str | None = None
+    label: str | None = None
+    since: str | None = None
+    until: str | None = None
+    min_similarity: float | None = Field(None, ge=-1, le=1)
+    thumbnails: bool = False
+
+
+@api.get("/v1/search", tags=["search"], dependencies=[Depends(authorized)])
+def search_like(like: str | None = Query(None, description="JOB:SEGMENT, an indexed segment of a job"),
+                like_stream: str | None = Query(None, description="a stream's name: its latest indexed window"),
+                top: int = Query(10, ge=1, le=1000), source: str | None = None, job: str | None = None,
+                stream: str | None = None, label: str | None = None,
+                since: str | None = Query(None, description="2026-11-30, 2026-11-30T08:00, or an age: 15m, 2h, 7d"),
+                until: str | None = None, min_similarity: float | None = Query(None, ge=-1, le=1),
+                thumbnails: bool = Query(False, description="a JPEG data: URI per match whose video is readable")
+                ) -> dict:
+    """What `reelflow search --like JOB:SEGMENT` / `--like-stream NAME --json` gives: the matches
+    grouped by video or stream, best first, with times and cosine similarity."""
+    from services.index.search import SearchError, answer, filters, like_segment, like_stream as latest_of
+
+    if (like is None) == (like_stream is None):
+        raise SearchError("give one of `like` (JOB:SEGMENT) or `like_stream` (a stream's name)")
+    index = _index()
+    query = like_segment(index, like) if like is not None else latest_of(index, like_stream)
+    return answer(index, query, top, filters(source, job, stream, label, since, until), min_similarity, thumbnails)
+
+
+@api.post("/v1/search", tags=["search"], dependencies=[Depends(authorized)])
+def search_vector(body: VectorQuery) -> dict:
+    """The same, for an embedding of your own."""
+    import numpy as np
+
+    from services.index.search import Query as VectorSearch, answer, filters
+
+    query = VectorSearch(body.model, body.weights, [np.asarray(body.vector, np.float32)], "the vector given")
+    where = filters(body.source, body.job, body.stream, body.label, body.since, body.until)
+    return answer(_index(), query, body.top, where, body.min_similarity, body.thumbnails)
+
+
+_INDEXES: dict[str, object] = {}  # location -> its VectorIndex, whose open tables are kept between requests
+
+
+def _index():
+    from services.index.vectors import VectorIndex
+
+    location = STACK.settings.index_location
+    if location not in _INDEXES:
+        _INDEXES[location] = VectorIndex(location)
+    return _INDEXES[location]

@@ -13,9 +13,8 @@ from typing import NamedTuple
 from pipelines.errors import ReelflowError, one_line
 from pipelines.progress import Bar
 from services import telemetry
-from services.cli.options import (add_json_option, add_model_options, add_overwrite_option, add_runtime_option,
-                                  add_segment_options,
-                                  add_sink_option)
+from services.cli.options import (add_index_option, add_json_option, add_model_options, add_overwrite_option,
+                                  add_runtime_option, add_segment_options, add_sink_option)
 from services.cli.output import SegmentWriter, check_output, output_file
 from services.settings import settings_for
 from services.sinks import check_sink_urls
@@ -35,6 +34,7 @@ def add_commands(commands, home) -> None:
     add_model_options(submit)
     add_runtime_option(submit, "its forward passes")
     add_segment_options(submit)
+    add_index_option(submit, "the jobs' segments")
     submit.add_argument("--idempotency-key", metavar="KEY",
                         help="resubmitting with the same key (per source) returns the first job instead of a new one")
     submit.add_argument("--priority", type=int, default=0, help="stored with the job (scheduling by priority: planned)")
@@ -106,7 +106,9 @@ def submit_sources(queue: JobQueue, args) -> tuple[list[Submitted], int]:
         with telemetry.tracer().start_as_current_span("reelflow.submit", attributes={"reelflow.source": source}):
             try:
                 spec = JobSpec(source=source, model=args.model, weights=args.weights, topk=args.topk,
-                               stride_s=args.stride, embeddings=not args.no_embeddings, idempotency_key=key,
+                               stride_s=args.stride, embeddings=not args.no_embeddings,
+                               index=not getattr(args, "no_index", False),
+                               idempotency_key=key,
                                sinks=sinks, runtime=getattr(args, "runtime", None) or "auto",
                                priority=getattr(args, "priority", 0), trace=telemetry.current_context())
             except ValueError as e:
@@ -184,6 +186,10 @@ def run_status(args) -> int:
                                                        "`reelflow dlq list --sinks`)" if overview["sink_dead_letters"]
                                                        else ""))
     print(f"sinks    {len(overview['sinks'])}" + "".join(f"\n  {_sink_line(s)}" for s in overview["sinks"]))
+    index = overview["index"]
+    print(f"index    {index['indexed']} segments indexed, {index['waiting']} waiting, {index['dropped']} skipped "
+          "(backlog full)" + (f"; failing: {index['last_error']}" if index["last_error"] else "") +
+          " (`reelflow search`)")
     return 0
 
 

@@ -15,7 +15,7 @@ import sys
 
 from pipelines.errors import ReelflowError, one_line
 from pipelines.models import MODELS
-from services.cli import classify, jobs, stack, streams, train, view
+from services.cli import classify, jobs, search, stack, streams, train, view
 from services.cli.options import add_json_option, home_parent
 from services.store.outage import StoreUnavailable
 
@@ -30,6 +30,7 @@ examples:
   reelflow dlq list                                    # jobs that failed, and why
   reelflow watch rtsp://cam1/stream --name door        # a live camera, classified continuously
   reelflow tail door --json                            # its results as they come
+  reelflow search --like clip.mp4 --at 12              # moments like this one, in every indexed segment
   reelflow report segments.jsonl --video video.mp4 -o report.html   # timeline, scores, look-alikes
   reelflow annotate video.mp4 segments.jsonl -o annotated.mp4        # labels drawn on the video
   reelflow train dataset/ --linear-probe -o ckpt.pyth  # your own classes: train/ and val/ class folders
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_commands(commands, home)
     streams.add_commands(commands, home)
     view.add_commands(commands, home)
+    search.add_commands(commands, home)
     train.add_commands(commands)
     models = commands.add_parser("models", help="list the models and how each samples a clip")
     add_json_option(models)

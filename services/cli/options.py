@@ -76,7 +76,13 @@ def add_segment_options(parser: argparse.ArgumentParser, embeddings: bool = True
     parser.add_argument("--stride", type=positive_float, default=None, metavar="SECONDS",
                         help="seconds between segment starts (default: the model's clip length)")
     if embeddings:
-        parser.add_argument("--no-embeddings", action="store_true", help="do not store segment embeddings")
+        parser.add_argument("--no-embeddings", action="store_true",
+                            help="do not store segment embeddings (nor index them for `reelflow search`)")
+
+
+def add_index_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--no-index", action="store_true",
+                        help=f"leave {what} out of the vector index that `reelflow search` searches")
 
 
 def add_sink_option(parser: argparse.ArgumentParser, what: str) -> None:

@@ -28,9 +28,9 @@ from pipelines.errors import ReelflowError, one_line
 from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS, get_spec
 from pipelines.models.weight_files import check_weights
 from services.cli.jobs import submit_sources, wait_for
-from services.cli.options import (add_device_option, add_model_options, add_no_ray_option, add_overwrite_option,
-                                  add_runtime_option, with_runtime,
-                                  add_segment_options, model_arg)
+from services.cli.options import (add_device_option, add_index_option, add_model_options, add_no_ray_option,
+                                  add_overwrite_option, add_runtime_option, add_segment_options, model_arg,
+                                  with_runtime)
 from services.cli.output import SegmentWriter, output_file, refuse_existing, result_names
 from services.settings import Settings, default_allowed_roots, settings_for
 from services.sinks import check_sink_urls
@@ -74,6 +74,7 @@ def add_commands(commands, home) -> None:
                          help="where the per-video JSON lines go (default ./reelflow-results)")
     add_overwrite_option(process)
     add_segment_options(process)
+    add_index_option(process, "the videos' segments")
     add_device_option(process)
     add_runtime_option(process)
     add_no_ray_option(process)

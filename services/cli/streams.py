@@ -12,7 +12,8 @@ import sys
 from pydantic import ValidationError
 
 from pipelines.errors import ReelflowError, one_line
-from services.cli.options import add_json_option, add_model_options, add_segment_options, add_sink_option, positive_int
+from services.cli.options import (add_index_option, add_json_option, add_model_options, add_segment_options,
+                                  add_sink_option, positive_int)
 from services.settings import settings_for
 from services.sinks import check_sink_urls
 from services.store.connection import connect
@@ -32,6 +33,7 @@ def add_commands(commands, home) -> None:
     watch.add_argument("--name", required=True, help="the stream's name (letters, digits, . _ -)")
     add_model_options(watch)
     add_segment_options(watch, embeddings=False)
+    add_index_option(watch, "its windows")
     add_sink_option(watch, "its windows and label events")
     watch.add_argument("--transport", choices=["auto", "tcp", "udp"], default="auto",
                        help="RTSP transport: auto (default) tries TCP, then UDP, and keeps the one that works; "
@@ -75,7 +77,7 @@ def run_watch(args) -> int:
     try:
         spec = StreamSpec(name=args.name, url=url, model=args.model, weights=args.weights, stride_s=args.stride,
                           transport=args.transport, topk=args.topk, smoothing=args.smoothing,
-                          enter=args.enter, exit=args.exit, sinks=args.sinks)
+                          enter=args.enter, exit=args.exit, sinks=args.sinks, index=not args.no_index)
     except ValidationError as e:
         raise ReelflowError(one_line(e)) from None
     if not registry.register(spec):

@@ -18,6 +18,7 @@ from pipelines.errors import ReelflowError
 from pipelines.progress import Bar
 from services.cli.options import add_overwrite_option
 from services.cli.output import check_output, output_file
+from services.settings import settings_for
 
 
 def add_commands(commands, home) -> None:
@@ -54,12 +55,20 @@ def run_report(args) -> int:
             _check_video_length(args.video, results.segments[-1].end_s)
         except ReelflowError as e:
             raise ReelflowError(f"--video: {e}") from None
-    html = render_report(results, video=args.video)
+    html = render_report(results, video=args.video, index=_index_for_report(args.home))
     with output_file(args.output, overwrite=args.overwrite) as f:
         f.write(html)
     print(f"wrote {args.output} ({len(results.segments)} segments, {len(html) / 1e6:.1f} MB, self-contained: "
           "opens offline)", file=sys.stderr)
     return 0
+
+
+def _index_for_report(home: str | None):
+    """The stack's vector index, for the report's "similar moments elsewhere" (None: there is none here)."""
+    from services.index.vectors import VectorIndex
+
+    location = settings_for(home).index_location
+    return VectorIndex(location) if "://" in location or Path(location).is_dir() else None
 
 
 def run_annotate(args) -> int:

@@ -23,12 +23,14 @@ TOP_CLASSES = 5
 MAX_THUMBNAILS = 240  # a long video's page stays light: evenly spaced segments past this
 
 
-def render_report(results: Results, video: str | os.PathLike | None = None) -> str:
-    """The report's HTML. `video` (the video the results are of) adds a thumbnail per segment."""
+def render_report(results: Results, video: str | os.PathLike | None = None, index=None) -> str:
+    """The report's HTML. `video` (the video the results are of) adds a thumbnail per segment;
+    `index` (a services.index VectorIndex) the segments of other videos and streams most like these."""
     import numpy as np
 
     from services.report import figures, page, timeline  # plotly: loads when a report is made
-    from services.report.thumbnails import thumbnails  # PyAV
+    from pipelines.thumbnails import thumbnails  # PyAV
+    from services.report.elsewhere import similar_elsewhere
 
     segments = results.segments
     bands = timeline.bands(segments)
@@ -67,6 +69,7 @@ def render_report(results: Results, video: str | os.PathLike | None = None) -> s
                                 + (f"; {figures.MAX_HEATMAP} of {len(segments)} segments shown, evenly spaced"
                                    if subsampled else "") + ".</p>")
     sections.append(("Which parts look alike", look_alike))
+    sections.append(("Similar moments elsewhere", similar_elsewhere(segments, index, results.origin)))
     sections.append(("Labels by total time", page.label_table(
         [(colours[t.label], t.label, t.seconds, t.share, t.segments, t.mean_score) for t in times])))
 

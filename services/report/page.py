@@ -28,6 +28,9 @@ section { background: #fff; border: 1px solid var(--line); border-radius: 8px; p
 .thumbs figcaption { margin-top: 3px; color: var(--muted); overflow: hidden; text-overflow: ellipsis;
                      white-space: nowrap; }
 .thumbs b { color: var(--ink); font-weight: 600; }
+.elsewhere { border-collapse: collapse; font-size: 13px; }
+.elsewhere th, .elsewhere td { text-align: left; vertical-align: top; padding: 6px 10px 6px 0; }
+.elsewhere img { height: 64px; display: block; border-radius: 4px; margin-bottom: 3px; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--line); }
 th { font-weight: 600; color: var(--muted); }

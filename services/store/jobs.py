@@ -55,6 +55,8 @@ class JobSpec(BaseModel):
     topk: int = Field(5, ge=1, le=1000)
     stride_s: float | None = Field(None, gt=0)
     embeddings: bool = True
+    index: bool = Field(True, description="its segments' embeddings go to the vector index (`reelflow search`); "
+                                          "needs embeddings")
     runtime: Literal["auto", "torch", "openvino"] = Field(
         "auto", description="where its forward passes run; auto: the stack's (REELFLOW_RUNTIME)")
     sinks: list[SinkUrl] = Field(default_factory=list, max_length=8,

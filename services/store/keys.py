@@ -22,6 +22,10 @@
 | reelflow:sink:{id}:status | hash | delivered, dead-lettered, dropped (live, over the backlog), last error, retrying since |
 | reelflow:sink:{id}:lease | string | the worker delivering to the sink (one at a time: in order); a lease it renews |
 | reelflow:sinks:dlq | hash | dead-letter id -> a batch a sink gave up on (sink, reason, when, its messages) |
+| reelflow:index:outbox | stream | segments waiting for the vector index (fields `row`, `v`: the embedding) or a job's deletion (`delete`); consumer group `indexers` |
+| reelflow:index:status | hash | segments indexed, and dropped (the outbox was at REELFLOW_INDEX_BACKLOG) |
+| reelflow:index:deleted | sorted set | jobs whose vectors were deleted, by when (a day): late repeats are not indexed |
+| reelflow:index:maintainer | string | the worker training and sweeping the index now; a lease |
 """
 
 PREFIX = "reelflow"
@@ -83,3 +87,9 @@ def sink_status(sink_id: str) -> str:
 
 def sink_lease(sink_id: str) -> str:
     return f"{PREFIX}:sink:{sink_id}:lease"
+
+
+INDEX_OUTBOX = f"{PREFIX}:index:outbox"
+INDEX_STATUS = f"{PREFIX}:index:status"
+INDEX_DELETED = f"{PREFIX}:index:deleted"
+INDEX_MAINTAINER = f"{PREFIX}:index:maintainer"

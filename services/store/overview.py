@@ -7,6 +7,7 @@ the HTTP API (`/v1/status`, `/v1/streams`) and the dashboard.
 
 from __future__ import annotations
 
+from services.store.index_outbox import IndexOutbox
 from services.store.outbox import Outboxes
 from services.store.queue import JobQueue
 from services.store.streams import StreamRegistry
@@ -24,7 +25,7 @@ def stack_overview(queue: JobQueue) -> dict:
     workers = queue.workers()
     return {"queue": queue.depth(), "jobs": states, "models": models_served(workers), "workers": workers,
             "dead_letters": len(queue.dead_letters()), "sinks": queue.outboxes.statuses(),
-            "sink_dead_letters": len(queue.outboxes.dead_letters())}
+            "sink_dead_letters": len(queue.outboxes.dead_letters()), "index": IndexOutbox(queue.r).status()}
 
 
 def models_served(workers: list[dict]) -> list[dict]:

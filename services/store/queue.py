@@ -18,17 +18,21 @@ job another worker took meanwhile, gets `LeaseLost` when it comes back, and stop
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import time
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
 import redis
 from pydantic import ValidationError
 
 from pipelines.errors import validation_problems
 from services.store import keys
+from services.store.client import redact
+from services.store.index_outbox import OFFER_LUA, IndexOutbox, index_entry
 from services.store.jobs import JobRecord, JobSpec, JobState
 from services.store.outbox import Outboxes, enqueue, job_end_message, segment_message
 from services.store.results import add_end, without_embedding
@@ -47,8 +51,10 @@ redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
 return 1
 """
 
-# Store a segment once, and only while the caller's claim is the job's current one.
-STORE_IF_CLAIMED = """
+# Store a segment once, and only while the caller's claim is the job's current one; offer it to
+# the vector index (KEYS[4], KEYS[5]; ARGV[9..11]: backlog limit, row, vector; an empty row: not
+# indexed) and queue its message for the job's sinks (KEYS[6..]).
+STORE_IF_CLAIMED = OFFER_LUA + """
 if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'running' then
   return -1
 end
@@ -56,7 +62,8 @@ if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'segments_done', redis.call('HLEN', KEYS[2]), 'updated_at', ARGV[4])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'kind', 'segment', 'job_id', ARGV[5], 'index', ARGV[2],
            'result', ARGV[6])
-for i = 4, #KEYS do redis.call('XADD', KEYS[i], '*', 'm', ARGV[8]) end  -- the job's sinks' outboxes
+offer(KEYS[4], KEYS[5], ARGV[9], ARGV[10], ARGV[11])
+for i = 6, #KEYS do redis.call('XADD', KEYS[i], '*', 'm', ARGV[8]) end  -- the job's sinks' outboxes
 return 1
 """
 
@@ -220,13 +227,26 @@ class JobQueue:
         light = without_embedding(result_json)
         message = segment_message(claim.job_id, index, json.loads(result_json if self.settings.sink_embeddings
                                                                   else light)) if claim.sinks else ""
+        row, vector = self._index_entry(claim, json.loads(result_json))
         stored = self._store_script(keys=[keys.job(claim.job_id), keys.segments(claim.job_id), keys.RESULTS,
-                                          *map(keys.sink_outbox, claim.sinks)],
+                                          keys.INDEX_OUTBOX, keys.INDEX_STATUS, *map(keys.sink_outbox, claim.sinks)],
                                     args=[claim.token, str(index), result_json, time.time(), claim.job_id,
-                                          light, self.settings.results_stream_max, message])
+                                          light, self.settings.results_stream_max, message,
+                                          self.settings.index_backlog, row, vector])
         if stored == -1:
             raise LeaseLost(claim.job_id)
         return bool(stored)
+
+    def _index_entry(self, claim: Claim, result: dict) -> tuple[str, bytes]:
+        """The segment's row and embedding for the vector index ("" and b"": not indexed)."""
+        if not (self.settings.index and claim.spec.index and "embedding_b64" in result):
+            return "", b""
+        row = {"id": f"job:{claim.job_id}:{result['index']}", "kind": "job", "job": claim.job_id, "stream": "",
+               "source": redact(claim.spec.source), "segment": result["index"], "start_s": result["start_s"],
+               "end_s": result["end_s"], "label": (result.get("labels") or [""])[0],
+               "score": (result.get("scores") or [0.0])[0], "at": time.time(), "model": result["model"],
+               "weights": result["weights"]}
+        return index_entry(row, np.frombuffer(base64.b64decode(result["embedding_b64"]), dtype="<f4"))
 
     def stored_indices(self, job_id: str) -> set[int]:
         return {int(i) for i in self.r.hkeys(keys.segments(job_id))}
@@ -325,6 +345,7 @@ class JobQueue:
                     p.zrem(keys.RETRIES, job_id)
                     self._expire(p, job_id)
                     self._end(p, job_id, JobState.CANCELLED, stored, "", targets)
+                    IndexOutbox(self.r).delete_job(p, job_id)  # a cancelled job's segments leave the index
                     p.execute()
                     return JobState.CANCELLED
                 except redis.WatchError:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS
 from services.store import keys
 from services.store.client import redis_client
+from services.store.index_outbox import OFFER_LUA, index_entry
 from services.store.jobs import ModelName, SinkUrl
 from services.store.leases import Leases
 from services.store.outbox import Outboxes, stream_event_message, stream_segment_message
@@ -32,20 +33,23 @@ EVENTS_KEPT = 1_000
 
 # Publish a window only while the caller owns the stream: a worker cut off from Redis longer than its
 # lease, whose stream another worker took meanwhile, publishes nothing when it comes back.
-# The window and its events also go to the stream's sinks' outboxes (KEYS[4..]: outbox, status
-# pairs), as messages ARGV[7+n..7+2n]; one whose backlog is at ARGV[5] drops them, counted.
-PUBLISH_IF_OWNER = """
+# The window is offered to the vector index (KEYS[4], KEYS[5]; ARGV[7..9]: the backlog limit, the
+# row, the vector; an empty row: not indexed). The window and its events also go to the stream's
+# sinks' outboxes (KEYS[6..]: outbox, status pairs), as messages ARGV[10+n..10+2n]; one whose
+# backlog is at ARGV[5] drops them, counted.
+PUBLISH_IF_OWNER = OFFER_LUA + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local n = tonumber(ARGV[6])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'result', ARGV[2])
-for i = 7, 6 + n do
+for i = 10, 9 + n do
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[i])
 end
-for k = 4, #KEYS, 2 do
+offer(KEYS[4], KEYS[5], ARGV[7], ARGV[8], ARGV[9])
+for k = 6, #KEYS, 2 do
   if redis.call('XLEN', KEYS[k]) >= tonumber(ARGV[5]) then  -- the window and its events: all or none
     redis.call('HINCRBY', KEYS[k + 1], 'dropped', n + 1)
   else
-    for j = 7 + n, 7 + 2 * n do redis.call('XADD', KEYS[k], '*', 'm', ARGV[j], 'live', '1') end
+    for j = 10 + n, 10 + 2 * n do redis.call('XADD', KEYS[k], '*', 'm', ARGV[j], 'live', '1') end
   end
 end
 return 1
@@ -76,6 +80,7 @@ class StreamSpec(BaseModel):
     max_in_flight: int = Field(2, ge=1, le=64, description="clips waiting for the model before the oldest is dropped")
     sinks: list[SinkUrl] = Field(default_factory=list, max_length=8,
                                  description="where its segments and label events also go: http(s)://, mqtt(s)://, file:///DIR")
+    index: bool = Field(True, description="its windows' embeddings go to the vector index (`reelflow search`)")
     created_at: float = Field(default_factory=time.time)
 
     @field_validator("name")
@@ -138,14 +143,18 @@ class StreamRegistry:
     # -- what it found --
 
     def publish(self, name: str, owner: str, result: dict, events: list[dict], sinks: list[str] = (),
-                backlog: int = 10_000) -> bool:
+                backlog: int = 10_000, index: tuple[dict, object, int] | None = None) -> bool:
         """Add a window's result and its label events, atomically, if `owner` still owns the stream;
         False (nothing added) if it does not. They go to the outboxes of `sinks` (ids) too, unless a
-        sink has `backlog` messages waiting (then they are dropped and counted in its status)."""
+        sink has `backlog` messages waiting (then they are dropped and counted in its status).
+        `index` (row, embedding, backlog limit): the window is offered to the vector index too."""
         messages = [stream_segment_message(name, result), *(stream_event_message(name, e) for e in events)] if sinks else []
+        row, vector = index_entry(index[0], index[1]) if index else ("", b"")
         published = self._publish(keys=[keys.stream_owner(name), keys.stream_results(name), keys.stream_events(name),
+                                        keys.INDEX_OUTBOX, keys.INDEX_STATUS,
                                         *(k for sid in sinks for k in (keys.sink_outbox(sid), keys.sink_status(sid)))],
                                   args=[owner, json.dumps(result), RESULTS_KEPT, EVENTS_KEPT, backlog, len(events),
+                                        index[2] if index else 0, row, vector,
                                         *(json.dumps(e) for e in events), *messages])
         return bool(published)
 

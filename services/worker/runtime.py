@@ -22,8 +22,12 @@ from collections.abc import Callable
 from pipelines.errors import ReelflowError, one_line
 from services import metrics
 from services.settings import Settings
+from services.index.indexer import Indexer
+from services.index.vectors import VectorIndex
 from services.sinks.publisher import SinkPublisher
 from services.store.connection import StackRedis
+from services.store.index_outbox import IndexOutbox
+from services.store.leases import Leases
 from services.store.queue import JobQueue
 from services.worker.consumer import STOP_GRACE_S, Worker, default_consumer_name
 from services.worker.pipeline import Pipeline
@@ -47,6 +51,8 @@ class Runtime:
         self.streams = StreamManager(queue.stream_registry(), self.worker.consumer, pipeline, redis_url,
                                      settings.max_streams) if streams else None
         self.sinks = SinkPublisher(queue.outboxes, settings, self.worker.consumer)
+        self.indexer = Indexer(IndexOutbox(queue.r), VectorIndex(settings.index_location), settings,
+                               self.worker.consumer, Leases(queue.r)) if settings.index else None
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None  # what ended `run`, if it did not end cleanly
 
@@ -59,7 +65,12 @@ class Runtime:
         if self.streams is not None:
             self.streams.start()
         self.sinks.start()
-        unregister = metrics.read_at_scrape("reelflow_queue_jobs", self._queue_depth)
+        if self.indexer is not None:
+            self.indexer.start()
+        unregisters = [metrics.read_at_scrape("reelflow_queue_jobs", self._queue_depth)]
+        if self.indexer is not None:
+            unregisters.append(metrics.read_at_scrape("reelflow_index_waiting",
+                                                      lambda: {"": self.indexer.outbox.backlog()}))
         try:
             self.worker.run(block_ms=block_ms)
         except BaseException as e:  # kept for whoever started this thread (`LocalStack.run` raises it)
@@ -69,7 +80,10 @@ class Runtime:
             if self.streams is not None:
                 self.streams.close()
             self.sinks.stop()
-            unregister()
+            if self.indexer is not None:
+                self.indexer.stop()
+            for unregister in unregisters:
+                unregister()
 
     def _queue_depth(self) -> dict[str, float]:
         queue = self.worker.queue

@@ -40,6 +40,7 @@ from pipelines.models import get_spec
 from pipelines.smoothing import LabelEvents, Smoother
 from services import metrics
 from services.settings import Settings
+from services.store.client import redact
 from services.store.outage import Outage, StoreUnavailable
 from services.store.streams import StreamRegistry, StreamSpec
 
@@ -86,6 +87,7 @@ class StreamRunner:
         settings = Settings.from_env()
         self.sink_backlog = settings.sink_backlog
         self.latency_s = settings.stream_latency_s
+        self.index_backlog = settings.index_backlog if settings.index and spec.index else 0  # 0: not indexed
         self.counted: dict[str, int] = {}  # the source's counters as last put into the metrics
 
     def run(self) -> None:
@@ -163,14 +165,14 @@ class StreamRunner:
             if output is None:  # the model's batcher found it past its deadline
                 self._drop("late at the model")
                 continue
-            self._publish(clip, np.asarray(output[0]))
+            self._publish(clip, np.asarray(output[0]), np.asarray(output[1]) if len(output) > 1 else None)
 
     def _drop(self, reason: str) -> None:
         self.dropped += 1
         self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + 1
         metrics.inc("reelflow_stream_dropped_total", stream=self.spec.name)
 
-    def _publish(self, clip, probs: np.ndarray) -> None:
+    def _publish(self, clip, probs: np.ndarray, embedding: np.ndarray | None = None) -> None:
         topk = min(self.spec.topk, len(self.labels))
         index = self.first_index + clip.index  # numbered on from the stream's last published window
         shift = self.first_index * (self.spec.stride_s or self.model.clip_seconds)
@@ -188,7 +190,8 @@ class StreamRunner:
         }
         result["published_at"] = time.time()
         try:
-            owned = self.registry.publish(self.spec.name, self.owner, result, events, self.sinks, self.sink_backlog)
+            owned = self.registry.publish(self.spec.name, self.owner, result, events, self.sinks, self.sink_backlog,
+                                          index=self._index_row(result, embedding))
         except StoreUnavailable as e:  # Redis away: this window is lost, counted, and the stream goes on
             self.unpublished += 1
             self.outage.failed(e)
@@ -206,6 +209,17 @@ class StreamRunner:
         metrics.observe("reelflow_stream_latency_seconds", result["published_at"] - clip.captured_at,
                         stream=self.spec.name)
         self.last_index = index
+
+    def _index_row(self, result: dict, embedding: np.ndarray | None) -> tuple[dict, np.ndarray, int] | None:
+        """The window's row for the vector index, its embedding and the outbox's limit; None: not indexed."""
+        if not self.index_backlog or embedding is None:
+            return None
+        row = {"id": f"stream:{self.spec.name}:{result['index']}", "kind": "stream", "job": "",
+               "stream": self.spec.name, "source": redact(self.spec.url), "segment": result["index"],
+               "start_s": result["start_s"], "end_s": result["end_s"], "label": result["labels"][0],
+               "score": result["scores"][0], "at": result["captured_at"], "model": self.spec.model,
+               "weights": self.weights_id}
+        return row, embedding, self.index_backlog
 
     def status(self) -> dict:
         latencies = sorted(self.latencies)
