@@ -198,6 +198,9 @@ def derive(row: dict) -> dict:
     if "bulk_s" in row and "metrics_off_s" in row:  # the bulk path with metrics on / off
         row.update(metrics_off_cps=row["metrics_off_clips"] / row["metrics_off_s"],
                    metrics_on_vs_off=row["metrics_off_s"] / row["bulk_s"])
+    if "bulk_s" in row and "index_off_s" in row:  # the bulk path with the vector index on / off
+        row.update(index_off_cps=row["index_off_clips"] / row["index_off_s"],
+                   index_on_vs_off=row["index_off_s"] / row["bulk_s"])
     if "bulk_s" in row and "torch_bulk_s" in row:  # the bulk path on the default runtime / on torch
         row.update(torch_bulk_cps=row["torch_bulk_clips"] / row["torch_bulk_s"],
                    bulk_vs_torch_bulk=row["torch_bulk_s"] / row["bulk_s"])
@@ -247,7 +250,9 @@ def measure_bulk(model: str, plan: list[tuple[str, list[Path]]], rows: list[dict
 
 # The bulk path again on stacks with one setting changed, on a row's corpus: (name, environment).
 VARIANTS = [("metrics_off", {"REELFLOW_METRICS": "0"}),  # what the metrics cost (issue 19)
-            ("torch_bulk", {"REELFLOW_RUNTIME": "torch"})]  # what the fast runtime gains (issue 20)
+            ("torch_bulk", {"REELFLOW_RUNTIME": "torch"}),  # what the fast runtime gains (issue 20)
+            ("index_off", {"REELFLOW_INDEX": "0"})]  # what indexing the embeddings costs (issue 21)
+DEFAULT_MODEL_ONLY = ("metrics_off", "index_off")
 
 
 def measure_variant(model: str, paths: list[Path], profile: Profile, variant: str, env: dict[str, str]) -> dict:
@@ -330,6 +335,12 @@ def stack_lines(rows: list[dict], stacks: dict, settings: dict) -> list[str]:
                       f"{r['bulk_cps']:.2f} vs {r['metrics_off_cps']:.2f} clips/s — on/off "
                       f"**{r['metrics_on_vs_off']:.2f}** (1.00: no cost; this machine's run-to-run noise is a few "
                       "percent)."]
+    for r in rows:
+        if "index_on_vs_off" in r:
+            lines += ["", f"Indexing cost (issue 21): the bulk path of {r['model']} on {r['corpus']}, on stacks "
+                      f"indexing every segment's embedding (the default) and with `REELFLOW_INDEX=0`, in turns in "
+                      f"the same run: {r['bulk_cps']:.2f} vs {r['index_off_cps']:.2f} clips/s — on/off "
+                      f"**{r['index_on_vs_off']:.2f}** (1.00: no cost)."]
     failed = [f"{m}: {s['error']}" for m, s in stacks.items() if s.get("error")]
     if failed:
         lines += ["", "Bulk path failed — " + "; ".join(failed)]
@@ -446,8 +457,8 @@ def main(argv=None) -> None:
             startups = stacks.get(model, {}).get("startups", [])
             # the first corpus again on stacks with one setting changed (VARIANTS): before the default
             # stack in odd rounds, after it in even ones, so drift does not favour either
-            variants = [(v, env) for v, env in VARIANTS if v != "metrics_off" or
-                        (model == DEFAULT_MODEL and not args.no_metrics_off)]
+            variants = [(v, env) for v, env in VARIANTS if v not in DEFAULT_MODEL_ONLY or
+                        (model == DEFAULT_MODEL and not (v == "metrics_off" and args.no_metrics_off))]
             if k % 2:
                 for variant, env in variants:
                     model_rows[0].update(_or_failed(measure_variant, model, plan[0][1], profile, variant, env))

@@ -249,7 +249,13 @@ def _normalised(vector) -> np.ndarray:
     return v / norm if norm > 0 else v
 
 
+SCALAR_INDEXES = {"id": "BTREE", "job": "BTREE", "stream": "BITMAP", "label": "BITMAP", "kind": "BITMAP"}
+
+
 def _create_index(table, rows: int) -> None:
-    """An IVF index with RaBitQ codes: partitions of ~sqrt(rows) vectors each."""
+    """An IVF index with RaBitQ codes (partitions of ~sqrt(rows) vectors each), and indexes of the
+    columns that lookups and filters name, so that they read a few rows rather than scan them all."""
     table.create_index(metric="cosine", index_type="IVF_RQ", num_partitions=max(8, int(math.sqrt(rows))),
                        name="vector_idx", replace=True)
+    for column, kind in SCALAR_INDEXES.items():
+        table.create_scalar_index(column, index_type=kind, replace=True)

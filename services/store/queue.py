@@ -242,10 +242,11 @@ class JobQueue:
         if not (self.settings.index and claim.spec.index and "embedding_b64" in result):
             return "", b""
         row = {"id": f"job:{claim.job_id}:{result['index']}", "kind": "job", "job": claim.job_id, "stream": "",
-               "source": redact(claim.spec.source), "segment": result["index"], "start_s": result["start_s"],
-               "end_s": result["end_s"], "label": (result.get("labels") or [""])[0],
-               "score": (result.get("scores") or [0.0])[0], "at": time.time(), "model": result["model"],
-               "weights": result["weights"]}
+               "source": redact(claim.spec.source), "segment": result["index"],
+               "start_s": result.get("start_s", 0.0), "end_s": result.get("end_s", 0.0),
+               "label": (result.get("labels") or [""])[0], "score": (result.get("scores") or [0.0])[0],
+               "at": time.time(), "model": result.get("model", claim.spec.model),
+               "weights": result.get("weights", claim.spec.weights)}
         return index_entry(row, np.frombuffer(base64.b64decode(result["embedding_b64"]), dtype="<f4"))
 
     def stored_indices(self, job_id: str) -> set[int]:

@@ -68,6 +68,8 @@ def test_a_large_table_gets_an_ann_index_and_still_finds_itself(tmp_path):
     assert any("indexed 3000 rows" in done for done in index.maintain())
     [stats] = index.stats()
     assert stats["rows"] == 3000 and stats["indexed_rows"] == 3000
+    table = index._table(table_name("x3d_xs", "w1"))
+    assert {c for i in table.list_indices() for c in i.columns} >= {"vector", "id", "job", "label"}
     index.add(rows(10, "j3", seed=3))  # newer than the ANN index: found by the scan of new rows
     for row in rows(1500, "j2", seed=2)[::150] + rows(10, "j3", seed=3)[::3]:
         assert index.search("x3d_xs", "w1", row["vector"], top=1)[0].row["id"] == row["id"]
