@@ -114,12 +114,21 @@ def parse_when(text: str, name: str) -> float:
 
 def run(index: VectorIndex, query: Query, top: int, where: str | None) -> list[Match]:
     """The `top` best matches of the query's vectors (a row matched by several: its best)."""
+    require_table(index, query)
     best: dict[str, Match] = {}
     for vector in query.vectors:
         for match in index.search(query.model, query.weights, vector, top, where):
             if match.row["id"] not in best or match.similarity > best[match.row["id"]].similarity:
                 best[match.row["id"]] = match
     return sorted(best.values(), key=lambda m: -m.similarity)[:top]
+
+
+def require_table(index: VectorIndex, query: Query) -> None:
+    """NotInIndex, naming what is indexed, when nothing is for the query's model and weights."""
+    if not index.has(query.model, query.weights):
+        held = ", ".join(f"{t['model']} with weights {t['weights']}" for t in index.stats()) or "nothing yet"
+        raise NotInIndex(f"nothing is indexed for {query.model} with weights {query.weights} (indexed: {held}); "
+                         "pick those with --model and --weights")
 
 
 def group_by_source(matches: list[Match]) -> list[dict]:
@@ -174,6 +183,7 @@ def duplicates(index: VectorIndex, query: Query, where: str | None = None, per_s
     similarity of a match at that offset (0 where none), so a partial copy scores its share."""
     if not query.vectors:
         return []
+    require_table(index, query)
     starts = [t[0] for t in query.times]
     step = min((b - a for a, b in zip(starts, starts[1:]) if b > a), default=query.times[0][1] - query.times[0][0])
     tolerance = max(0.25, step / 2)

@@ -170,6 +170,9 @@ class VectorIndex:
 
     # -- reading --
 
+    def has(self, model: str, weights: str) -> bool:
+        return self._table(table_name(model, weights)) is not None
+
     def search(self, model: str, weights: str, vector, top: int = 10, where: str | None = None,
                exclude: str | None = None) -> list[Match]:
         """The `top` rows of (model, weights) most like `vector`, best first; `where` filters (a Lance
@@ -177,8 +180,13 @@ class VectorIndex:
         table = self._table(table_name(model, weights))
         if table is None:
             return []
+        vector = _normalised(vector)
+        dim = table.schema.field("vector").type.list_size
+        if vector.size != dim or not np.isfinite(vector).all() or not vector.any():
+            raise VectorIndexError(f"a query vector must hold {dim} finite float32 values, not all zero ({model}'s "
+                                   f"embeddings); this one has {vector.size}")
         filters = " AND ".join(f"({w})" for w in (where, f"id != {quote(exclude)}" if exclude else None) if w)
-        query = (table.search(_normalised(vector), vector_column_name="vector").distance_type("cosine")
+        query = (table.search(vector, vector_column_name="vector").distance_type("cosine")
                  .nprobes(NPROBES).refine_factor(REFINE).limit(top * 2 + 2).select([*COLUMNS, "_distance"]))
         if filters:
             query = query.where(filters, prefilter=True)
@@ -244,9 +252,11 @@ def _schema(dim: int):
 
 
 def _normalised(vector) -> np.ndarray:
-    v = np.asarray(vector, dtype=np.float32).ravel()
-    norm = float(np.linalg.norm(v))
-    return v / norm if norm > 0 else v
+    with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: not finite, refused by the caller
+        v = np.asarray(vector, dtype=np.float32).ravel()
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = float(np.linalg.norm(v))
+        return v / norm if norm > 0 and np.isfinite(norm) else v
 
 
 SCALAR_INDEXES = {"id": "BTREE", "job": "BTREE", "stream": "BITMAP", "label": "BITMAP", "kind": "BITMAP"}

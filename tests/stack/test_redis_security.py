@@ -253,7 +253,7 @@ def test_up_prints_the_embedded_url_without_the_password(tmp_path):
 def test_cluster_mode_and_sentinel_are_refused_in_one_line(tmp_path):
     """reelflow needs one standalone Redis: a cluster-mode node, a Sentinel and a sentinel URL are
     each refused before any work, in one line naming the URL and what to give instead."""
-    cluster_port, sentinel_port = free_port(), free_port()
+    cluster_port, sentinel_port = free_port(below=55536), free_port()
     cluster = start_server(tmp_path / "cluster", "--port", str(cluster_port), "--cluster-enabled", "yes",
                            "--cluster-config-file", str(tmp_path / "cluster" / "nodes.conf"))
     sentinel_dir = tmp_path / "sentinel"

@@ -102,11 +102,14 @@ def run(env: dict, *args, check: bool = True, timeout: float = 300) -> subproces
     return result
 
 
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on (now)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(below: int = 65536) -> int:
+    """A TCP port on loopback that nothing listens on (now), under `below` (a Redis cluster node needs
+    its port + 10000 free too: below 55536)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            if (port := s.getsockname()[1]) < below:
+                return port
 
 
 @contextmanager

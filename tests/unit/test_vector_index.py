@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from services.index.search import (Query, SearchError, duplicates, filters, group_by_source, like_segment,
-                                   parse_when)
+                                   parse_when, run)
 from services.index.vectors import VectorIndex, VectorIndexError, table_name
 
 DIM = 64
@@ -45,6 +45,9 @@ def test_models_and_weights_never_mix(tmp_path):
     found = index.search("x3d_xs", "w2", rows(5, "a", weights="w1")[0]["vector"], top=10)
     assert {m.row["job"] for m in found} == {"b"}
     assert index.search("x3d_m", "w1", rows(1)[0]["vector"]) == []  # no such table: nothing, not an error
+    for bad in (np.ones(32, np.float32), np.full(DIM, 1e39), np.zeros(DIM)):  # a query of another size, inf, 0
+        with pytest.raises(VectorIndexError, match="must hold 64 finite float32 values"):
+            index.search("x3d_xs", "w1", bad)
     with pytest.raises(VectorIndexError, match="embeddings of 32 values"):
         index.add([{**rows(1, "c", weights="w1")[0], "vector": np.ones(32, np.float32)}])
 
@@ -84,6 +87,8 @@ def test_like_segment_and_bad_queries_are_one_line_errors(tmp_path):
     for ref, message in [("abc123:9", "not in the index"), ("abc123:x", "is not JOB:SEGMENT")]:
         with pytest.raises(SearchError, match=message):
             like_segment(index, ref)
+    with pytest.raises(SearchError, match="nothing is indexed for x3d_m with weights w1 .indexed: x3d_xs with weights w1"):
+        run(index, Query("x3d_m", "w1", [np.ones(DIM, np.float32)], "a vector"), 3, None)
     with pytest.raises(SearchError, match="is not a time"):
         parse_when("yesterday", "since")
     assert abs(parse_when("2h", "since") - (time.time() - 7200)) < 5
