@@ -51,13 +51,24 @@ class OpenVINOForward:
         self.compiled = compiled
         self.entry = entry  # the cache directory it was read from
         self._local = threading.local()
+        # Two lanes setting their requests' inputs at once (a new batch size reshapes the input) deadlocked
+        # OpenVINO 2026.4 here: both threads asleep in `tensor.data[:] = ...` of its data dispatcher, a
+        # replica's warm-up never ending. Inputs and outputs pass one thread at a time; the forward passes
+        # themselves (`infer`, which releases the GIL) still overlap.
+        self._io = threading.Lock()
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
-        outputs = request.infer([np.ascontiguousarray(batch, dtype=np.float32)])
-        return np.array(outputs[0]), np.array(outputs[1])  # copies: the request reuses its buffers
+        import openvino as ov
+
+        with self._io:
+            request = getattr(self._local, "request", None)
+            if request is None:
+                request = self._local.request = self.compiled.create_infer_request()
+            data = np.ascontiguousarray(batch, dtype=np.float32)  # held until the pass is done
+            request.set_input_tensor(ov.Tensor(data))
+        request.infer()
+        with self._io:  # copies: the request reuses its buffers
+            return request.get_output_tensor(0).data.copy(), request.get_output_tensor(1).data.copy()
 
 
 def version() -> str:
