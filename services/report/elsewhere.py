@@ -47,7 +47,7 @@ def similar_elsewhere(segments: Sequence[SegmentResult], index: VectorIndex | No
         cells = "".join(_match_cell(m, pictures.get(m.row["id"])) for m in matches) or "<td>—</td>"
         rows.append(f"<tr><th>#{segment.index} {segment.start_s:.1f}–{segment.end_s:.1f} s<br>"
                     f"<small>{escape(segment.labels[0] if segment.labels else '')}</small></th>{cells}</tr>")
-    return ('<table class="elsewhere">' + "".join(rows) + "</table>"
+    return ('<table class="elsewhere"><tbody>' + "".join(rows) + "</tbody></table>"
             + _note(f"Cosine similarity (1: the same) of {len(picks)} of this video's segments to the most similar "
                     f"segments of other videos and streams indexed for {escape(first.model)}; "
                     "`reelflow search --like JOB:SEGMENT` searches with any of them."))

@@ -90,6 +90,7 @@ def label_table(rows: Sequence[tuple[str, str, float, float, int, float]]) -> st
         f'<td><span class="share" style="width: {max(2, round(share * 160))}px"></span></td>'
         f'<td class="num">{segments}</td><td class="num">{mean:.3f}</td></tr>'
         for colour, label, seconds, share, segments, mean in rows)
-    return ("<table><thead><tr><th>top label</th><th class=\"num\">seconds</th><th class=\"num\">share</th><th></th>"
-            "<th class=\"num\">segments</th><th class=\"num\">mean score</th></tr></thead>"
+    return ("<table class=\"labels\"><thead><tr><th>top label</th><th class=\"num\">seconds</th>"
+            "<th class=\"num\">share</th><th></th><th class=\"num\">segments</th>"
+            "<th class=\"num\">mean score</th></tr></thead>"
             f"<tbody>{lines}</tbody></table>")

@@ -66,7 +66,7 @@ def test_the_report_of_a_real_video_renders_offline_and_loads_nothing_from_the_n
         assert thumbnails.count() == 7  # one per segment...
         assert page.evaluate("[...document.querySelectorAll('.thumbs img')]"
                              ".every(img => img.complete && img.naturalWidth > 0)")  # ...each a decoded picture
-        table = page.locator("table tbody tr")
+        table = page.locator("table.labels tbody tr")
         assert table.count() == len(top_labels)
         assert set(table.locator("td:first-child").all_inner_texts()) == top_labels
         assert "random weights" in page.locator(".warn").inner_text().lower()
