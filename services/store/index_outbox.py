@@ -25,10 +25,21 @@ import numpy as np
 import redis
 
 from services.store import keys
+from services.store.client import redact
 
 GROUP = "indexers"
 CLAIM_IDLE_MS = 60_000  # an entry read this long ago and not acknowledged: its indexer died
 DELETED_KEPT_S = 24 * 3600
+
+
+def index_row(kind: str, name: str, source: str, result: dict, model: str, weights: str, at: float) -> dict:
+    """A segment's row for the vector index (vectors.COLUMNS, model, weights): `kind` "job" (`name`:
+    the job id) or "stream" (the stream's name); `result` the segment's result as stored."""
+    return {"id": f"{kind}:{name}:{result['index']}", "kind": kind, "job": name if kind == "job" else "",
+            "stream": name if kind == "stream" else "", "source": redact(source), "segment": result["index"],
+            "start_s": result.get("start_s", 0.0), "end_s": result.get("end_s", 0.0),
+            "label": (result.get("labels") or [""])[0], "score": (result.get("scores") or [0.0])[0], "at": at,
+            "model": result.get("model", model), "weights": result.get("weights", weights)}
 
 
 def index_entry(row: dict, embedding) -> tuple[str, bytes]:

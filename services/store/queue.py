@@ -31,8 +31,7 @@ from pydantic import ValidationError
 
 from pipelines.errors import validation_problems
 from services.store import keys
-from services.store.client import redact
-from services.store.index_outbox import OFFER_LUA, IndexOutbox, index_entry
+from services.store.index_outbox import OFFER_LUA, IndexOutbox, index_entry, index_row
 from services.store.jobs import JobRecord, JobSpec, JobState
 from services.store.outbox import Outboxes, enqueue, job_end_message, segment_message
 from services.store.results import add_end, without_embedding
@@ -224,10 +223,10 @@ class JobQueue:
     def store_segment(self, claim: Claim, index: int, result_json: str) -> bool:
         """Store a segment result once; False if that index was already stored. Raises LeaseLost
         when the claim is no longer the job's (nothing is stored then)."""
-        light = without_embedding(result_json)
-        message = segment_message(claim.job_id, index, json.loads(result_json if self.settings.sink_embeddings
-                                                                  else light)) if claim.sinks else ""
-        row, vector = self._index_entry(claim, json.loads(result_json))
+        result, light = json.loads(result_json), without_embedding(result_json)
+        message = segment_message(claim.job_id, index, result if self.settings.sink_embeddings
+                                  else json.loads(light)) if claim.sinks else ""
+        row, vector = self._index_entry(claim, result)
         stored = self._store_script(keys=[keys.job(claim.job_id), keys.segments(claim.job_id), keys.RESULTS,
                                           keys.INDEX_OUTBOX, keys.INDEX_STATUS, *map(keys.sink_outbox, claim.sinks)],
                                     args=[claim.token, str(index), result_json, time.time(), claim.job_id,
@@ -241,12 +240,8 @@ class JobQueue:
         """The segment's row and embedding for the vector index ("" and b"": not indexed)."""
         if not (self.settings.index and claim.spec.index and "embedding_b64" in result):
             return "", b""
-        row = {"id": f"job:{claim.job_id}:{result['index']}", "kind": "job", "job": claim.job_id, "stream": "",
-               "source": redact(claim.spec.source), "segment": result["index"],
-               "start_s": result.get("start_s", 0.0), "end_s": result.get("end_s", 0.0),
-               "label": (result.get("labels") or [""])[0], "score": (result.get("scores") or [0.0])[0],
-               "at": time.time(), "model": result.get("model", claim.spec.model),
-               "weights": result.get("weights", claim.spec.weights)}
+        row = index_row("job", claim.job_id, claim.spec.source, result, claim.spec.model, claim.spec.weights,
+                        time.time())
         return index_entry(row, np.frombuffer(base64.b64decode(result["embedding_b64"]), dtype="<f4"))
 
     def stored_indices(self, job_id: str) -> set[int]:

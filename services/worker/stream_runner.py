@@ -40,7 +40,7 @@ from pipelines.models import get_spec
 from pipelines.smoothing import LabelEvents, Smoother
 from services import metrics
 from services.settings import Settings
-from services.store.client import redact
+from services.store.index_outbox import index_row
 from services.store.outage import Outage, StoreUnavailable
 from services.store.streams import StreamRegistry, StreamSpec
 
@@ -214,11 +214,8 @@ class StreamRunner:
         """The window's row for the vector index, its embedding and the outbox's limit; None: not indexed."""
         if not self.index_backlog or embedding is None:
             return None
-        row = {"id": f"stream:{self.spec.name}:{result['index']}", "kind": "stream", "job": "",
-               "stream": self.spec.name, "source": redact(self.spec.url), "segment": result["index"],
-               "start_s": result["start_s"], "end_s": result["end_s"], "label": result["labels"][0],
-               "score": result["scores"][0], "at": result["captured_at"], "model": self.spec.model,
-               "weights": self.weights_id}
+        row = index_row("stream", self.spec.name, self.spec.url, result, self.spec.model, self.weights_id,
+                        result["captured_at"])
         return row, embedding, self.index_backlog
 
     def status(self) -> dict:
