@@ -159,20 +159,32 @@ def answer(index: VectorIndex, query: Query, top: int, where: str | None, min_si
 
 
 def add_thumbnails(groups: list[dict]) -> None:
-    """A JPEG data URI (`thumbnail`) on each match whose video this process can read; none elsewhere
-    (streams, URLs, moved files)."""
+    """A JPEG data URI (`thumbnail`) on each match whose video this process can read."""
+    matches = [m for group in groups for m in group["matches"]]
+    pictures = thumbnails_by_id(matches)
+    for match in matches:
+        if match["id"] in pictures:
+            match["thumbnail"] = pictures[match["id"]]
+
+
+def thumbnails_by_id(rows: list[dict]) -> dict[str, str]:
+    """id -> a JPEG data URI of the row's segment, for the rows whose video this process can read
+    (none for streams, URLs, moved files); one pass over each video."""
     from pipelines.errors import VideoError
     from pipelines.thumbnails import thumbnails  # PyAV
 
-    for group in groups:
-        if group["kind"] != "job" or not os.path.isfile(group["source"]):
-            continue
+    by_source: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["kind"] == "job" and os.path.isfile(row["source"]):
+            by_source.setdefault(row["source"], []).append(row)
+    pictures = {}
+    for source, of_source in by_source.items():
         try:
-            uris = thumbnails(group["source"], [(m["start_s"] + m["end_s"]) / 2 for m in group["matches"]])
+            uris = thumbnails(source, [(r["start_s"] + r["end_s"]) / 2 for r in of_source])
         except VideoError:
             continue
-        for match, uri in zip(group["matches"], uris):
-            match["thumbnail"] = uri
+        pictures.update({r["id"]: uri for r, uri in zip(of_source, uris)})
+    return pictures
 
 
 def duplicates(index: VectorIndex, query: Query, where: str | None = None, per_segment: int = 20,

@@ -13,8 +13,8 @@ from html import escape
 
 import numpy as np
 
-from pipelines.errors import VideoError
 from pipelines.results import SegmentResult
+from services.index.search import thumbnails_by_id
 from services.index.vectors import Match, VectorIndex, VectorIndexError, quote
 
 MAX_QUERIES = 12  # segments searched for (evenly spaced over a long video)
@@ -41,7 +41,7 @@ def similar_elsewhere(segments: Sequence[SegmentResult], index: VectorIndex | No
     if not any(matches for _, matches in found):
         return _note(f"Nothing else is indexed for {first.model} with these weights yet: other jobs and streams "
                      "of a stack are indexed as they are stored.")
-    pictures = _thumbnails([m for _, matches in found for m in matches])
+    pictures = thumbnails_by_id([m.row for _, matches in found for m in matches])
     rows = []
     for segment, matches in found:
         cells = "".join(_match_cell(m, pictures.get(m.row["id"])) for m in matches) or "<td>—</td>"
@@ -59,24 +59,6 @@ def _match_cell(match: Match, picture: str | None) -> str:
     image = f'<img src="{picture}" alt="">' if picture else ""
     return (f"<td>{image}<div>{escape(where)} {r['start_s']:.1f}–{r['end_s']:.1f} s<br>"
             f"<b>{match.similarity:.3f}</b> {escape(r['label'])}</div></td>")
-
-
-def _thumbnails(matches: list[Match]) -> dict[str, str]:
-    """id -> a JPEG data URI, for the matches whose video this process can read."""
-    from pipelines.thumbnails import thumbnails  # PyAV
-
-    by_source: dict[str, list[Match]] = {}
-    for m in matches:
-        if m.row["kind"] == "job" and os.path.isfile(m.row["source"]):
-            by_source.setdefault(m.row["source"], []).append(m)
-    pictures = {}
-    for source, ms in by_source.items():
-        try:
-            uris = thumbnails(source, [(m.row["start_s"] + m.row["end_s"]) / 2 for m in ms])
-        except VideoError:
-            continue
-        pictures.update({m.row["id"]: uri for m, uri in zip(ms, uris)})
-    return pictures
 
 
 def _note(text: str) -> str:
