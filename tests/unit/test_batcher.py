@@ -158,13 +158,18 @@ def test_each_traced_item_gets_its_batchs_forward_pass_as_a_span_under_its_own_p
     assert all(s.attributes["reelflow.model"] == "x3d_xs" and s.end_time - s.start_time >= 40_000_000 for s in spans)
 
 
-def test_items_still_waiting_at_their_deadline_are_not_run_and_get_none():
-    ran = []
-
+def busy_forward(ran: list):
+    """A forward pass of 0.1 s (the next items wait) that notes what it ran."""
     def forward(items):
-        time.sleep(0.1)  # busy: the next items wait
+        time.sleep(0.1)
         ran.extend(items)
         return [f"done {x}" for x in items]
+    return forward
+
+
+def test_items_still_waiting_at_their_deadline_are_not_run_and_get_none():
+    ran = []
+    forward = busy_forward(ran)
 
     async def main():
         batcher = Batcher(forward, max_batch_size=1, lanes=1)
@@ -185,11 +190,7 @@ def test_a_late_window_is_dropped_only_when_a_newer_one_of_its_stream_waits():
     """A model slower than the latency target must still serve every stream: a stream's freshest
     window runs late (after those on time), the older ones are dropped."""
     ran = []
-
-    def forward(items):
-        time.sleep(0.1)
-        ran.extend(items)
-        return [f"done {x}" for x in items]
+    forward = busy_forward(ran)
 
     async def main():
         batcher = Batcher(forward, max_batch_size=1, lanes=1)
