@@ -287,7 +287,9 @@ def search_vector(body: VectorQuery) -> dict:
 
     from services.index.search import Query as VectorSearch, answer, filters
 
-    query = VectorSearch(body.model, body.weights, [np.asarray(body.vector, np.float32)], "the vector given")
+    with np.errstate(over="ignore"):  # too large for float32: infinite, refused with its one-line reason
+        vector = np.asarray(body.vector, np.float32)
+    query = VectorSearch(body.model, body.weights, [vector], "the vector given")
     where = filters(body.source, body.job, body.stream, body.label, body.since, body.until)
     return answer(_index(), query, body.top, where, body.min_similarity, body.thumbnails)
 
