@@ -20,10 +20,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from pipelines.errors import ReelflowError, SourceNotAllowed, validation_problems
+from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS
 from services.api.dashboard import data as dashboard_data, events as dashboard_events, pages as dashboard_pages
 from services.api.deps import STACK, authorized, authorized_header_or_query
 from services.sinks import check_sink_urls
-from services.store.jobs import JobSpec, check_job_source
+from services.store.jobs import JobSpec, ModelName, check_job_source
 from services.store.outage import StoreUnavailable
 from services.store.overview import stack_overview, stream_rows
 from services.store.results import follow_job
@@ -260,24 +261,65 @@ class VectorQuery(BaseModel):
     thumbnails: bool = False
 
 
+VIDEO_EMBED_TIMEOUT_S = 600.0  # a video to search with is classified by the API process, in a child
+
+
 @api.get("/v1/search", tags=["search"], dependencies=[Depends(authorized)])
 def search_like(like: str | None = Query(None, description="JOB:SEGMENT, an indexed segment of a job"),
                 like_stream: str | None = Query(None, description="a stream's name: its latest indexed window"),
+                video: str | None = Query(None, description="a video the stack can read (a path inside "
+                                          "REELFLOW_ALLOWED_ROOTS or a URL), classified here with `model`/`weights`"),
+                at: float | None = Query(None, ge=0, description="with `video`: the segment covering this time "
+                                         "(default: every segment)"),
+                model: ModelName = DEFAULT_MODEL, weights: str = DEFAULT_WEIGHTS,
                 top: int = Query(10, ge=1, le=1000), source: str | None = None, job: str | None = None,
                 stream: str | None = None, label: str | None = None,
                 since: str | None = Query(None, description="2026-11-30, 2026-11-30T08:00, or an age: 15m, 2h, 7d"),
                 until: str | None = None, min_similarity: float | None = Query(None, ge=-1, le=1),
                 thumbnails: bool = Query(False, description="a JPEG data: URI per match whose video is readable")
                 ) -> dict:
-    """What `reelflow search --like JOB:SEGMENT` / `--like-stream NAME --json` gives: the matches
-    grouped by video or stream, best first, with times and cosine similarity."""
+    """What `reelflow search --like JOB:SEGMENT|VIDEO` / `--like-stream NAME --json` gives: the
+    matches grouped by video or stream, best first, with times and cosine similarity."""
     from services.index.search import SearchError, answer, filters, like_segment, like_stream as latest_of
 
-    if (like is None) == (like_stream is None):
-        raise SearchError("give one of `like` (JOB:SEGMENT) or `like_stream` (a stream's name)")
+    if sum(x is not None for x in (like, like_stream, video)) != 1:
+        raise SearchError("give one of `like` (JOB:SEGMENT), `like_stream` (a stream's name) or `video` (a path or URL)")
+    if at is not None and video is None:
+        raise SearchError("`at` goes with `video` (a time in that video)")
     index = _index()
-    query = like_segment(index, like) if like is not None else latest_of(index, like_stream)
+    if video is not None:
+        query = _video_query(video, model, weights, at, "video")
+    elif like is not None:
+        query = like_segment(index, like)
+    else:
+        query = latest_of(index, like_stream)
     return answer(index, query, top, filters(source, job, stream, label, since, until), min_similarity, thumbnails)
+
+
+@api.get("/v1/search/duplicates", tags=["search"], dependencies=[Depends(authorized)])
+def search_duplicates(video: str = Query(description="a video the stack can read (a path inside "
+                                         "REELFLOW_ALLOWED_ROOTS or a URL)"),
+                      model: ModelName = DEFAULT_MODEL, weights: str = DEFAULT_WEIGHTS,
+                      top: int = Query(10, ge=1, le=1000), source: str | None = None, job: str | None = None,
+                      stream: str | None = None, label: str | None = None, since: str | None = None,
+                      until: str | None = None, min_similarity: float = Query(0.8, ge=-1, le=1)) -> dict:
+    """What `reelflow search --duplicates-of VIDEO --json` gives: indexed videos whose segments match
+    this one's in order (re-encodes, crops, trims), with a score and the time offset in them."""
+    from services.index.search import duplicates, filters
+
+    query = _video_query(video, model, weights, None, "video")
+    where = filters(source, job, stream, label, since, until)
+    found = duplicates(_index(), query, where, min_score=min_similarity)[:top]
+    return {"query": {"what": query.what, "model": query.model, "weights": query.weights}, "filter": where,
+            "min_score": min_similarity, "duplicates": found}
+
+
+def _video_query(video: str, model: str, weights: str, at: float | None, flag: str):
+    """A video to search with: checked against the source policy as a job's would be, then embedded."""
+    from services.index.embed import embed_video
+
+    checked = check_job_source(STACK.settings.sources, video)
+    return embed_video(checked, model, weights, at=at, flag=flag, timeout_s=VIDEO_EMBED_TIMEOUT_S)
 
 
 @api.post("/v1/search", tags=["search"], dependencies=[Depends(authorized)])

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
-from pipelines.errors import ReelflowError
 from services.cli.options import add_json_option, add_model_options, add_runtime_option, positive_float, positive_int
 from services.settings import settings_for
 
@@ -103,29 +100,12 @@ def _is_segment_ref(text: str) -> bool:
 
 
 def _like_video(args, path: str | None = None):
-    """The video's segments with embeddings, from `reelflow classify` in a child process (which
-    checks the path and survives a decoder crash)."""
-    from services.index.search import SearchError, like_video
+    """The video's segments with embeddings (services.index.embed: `reelflow classify` in a child process)."""
+    from services.index.embed import embed_video
 
-    path = path or args.like
-    if "://" not in path and not os.path.exists(path):
-        raise SearchError(f"--like {path!r}: no such file, and not JOB:SEGMENT; pass a video file or a job's segment")
-    command = [sys.executable, "-m", "services", "classify", path, "--json", "--embeddings", "--model", args.model,
-               "--weights", args.weights, "--topk", "1"] + (["--runtime", args.runtime] if args.runtime else [])
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines()
-        errors = [line for line in lines if line.startswith("reelflow: error: ")] or lines[-1:]
-        reason = errors[-1] if errors else f"exit status {done.returncode}"
-        raise ReelflowError(f"--like {path}: {reason.removeprefix('reelflow: error: ')}")
-    segments = []
-    for line in done.stdout.splitlines():
-        if line.strip():
-            seg = json.loads(line)
-            segments.append({"start_s": seg["start_s"], "end_s": seg["end_s"], "embedding": seg["embedding"],
-                             "weights": seg["weights"]})
-    weights = segments[0]["weights"] if segments else args.weights
-    return like_video(segments, args.model, weights, path, args.at if path == args.like else None)
+    if path is not None:
+        return embed_video(path, args.model, args.weights, runtime=args.runtime, flag="--duplicates-of")
+    return embed_video(args.like, args.model, args.weights, at=args.at, runtime=args.runtime)
 
 
 def _print_duplicates(index, query, where, args) -> int:

@@ -167,7 +167,7 @@ def test_the_http_api_searches_like_the_cli(tmp_path, clip_10s):
     from support.stack_process import free_port
 
     home = tmp_path / "home"
-    env = stack_env(home)
+    env = stack_env(home, REELFLOW_ALLOWED_ROOTS=f"{clip_10s.parent}:{tmp_path}")
     port = free_port()
     up = UpProcess(home, env, "--no-ray", "--weights", "none", "--http-port", str(port))
     url = f"http://127.0.0.1:{port}/v1/search"
@@ -185,9 +185,22 @@ def test_the_http_api_searches_like_the_cli(tmp_path, clip_10s):
         mine = requests.post(url, json={"vector": vector, "model": "x3d_xs", "weights": segment["weights"], "top": 1},
                              timeout=30).json()
         assert mine["groups"][0]["matches"][0]["id"] == f"job:{job}:2"
+        # a video the stack can read, classified by the API as `search --like VIDEO` does here
+        by_video = requests.get(url, params={"video": str(clip_10s), "at": 5, "weights": "none", "top": 3},
+                                timeout=120).json()
+        assert by_video["groups"] == search(env, "--like", clip_10s, "--at", "5", "--weights", "none",
+                                            "--top", "3")["groups"]
+        assert by_video["groups"][0]["job"] == job and by_video["groups"][0]["matches"][0]["start_s"] <= 5
+        twins = requests.get(f"{url}/duplicates", params={"video": str(clip_10s), "weights": "none"}, timeout=120)
+        [twin] = twins.json()["duplicates"]
+        assert twin["job"] == job and abs(twin["offset_s"]) < 0.5 and twin["score"] > 0.99, twins.text
         for params, code, words in [({"like": f"{job}:99"}, 404, "not in the index"), ({}, 400, "give one of"),
-                                    ({"like": f"{job}:1", "since": "soon"}, 400, "is not a time")]:
-            response = requests.get(url, params=params, timeout=30)
-            assert response.status_code == code and words in response.json()["detail"], response.text
+                                    ({"like": f"{job}:1", "since": "soon"}, 400, "is not a time"),
+                                    ({"like": f"{job}:1", "at": 3}, 400, "goes with `video`"),
+                                    ({"video": str(tmp_path / "nowhere.mp4")}, 400, "nowhere.mp4"),
+                                    ({"video": "/etc/hostname"}, 403, "allowed"),
+                                    ({"video": str(clip_10s), "model": "resnet"}, 422, "unknown model")]:
+            response = requests.get(url, params=params, timeout=60)
+            assert response.status_code == code and words in response.text, response.text
     finally:
         up.stop()
