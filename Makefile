@@ -36,11 +36,11 @@ demo: venv
 # report and dashboard tests; iproute2 (`ip netns`) for the network-partition test; mosquitto (and its
 # clients, mosquitto_sub) as the real MQTT broker of the sink tests; prometheus (and promtool), the
 # server that scrapes a stack in the metrics tests. Installed only if missing; tests start their own servers.
-SYSTEM_PACKAGES = redis-server openssl iproute2 mosquitto mosquitto-clients prometheus python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad chromium
+SYSTEM_PACKAGES = redis-server openssl iproute2 mosquitto mosquitto-clients prometheus python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad chromium ffmpeg
 system-deps:
 	@command -v redis-server >/dev/null && command -v openssl >/dev/null && command -v chromium >/dev/null && \
 	  command -v ip >/dev/null && command -v mosquitto_sub >/dev/null && \
-	  { command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto; } && command -v promtool >/dev/null && \
+	  { command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto; } && command -v promtool >/dev/null && command -v ffprobe >/dev/null && \
 	  /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" 2>/dev/null && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES); \

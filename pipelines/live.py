@@ -80,7 +80,7 @@ class LiveSource:
 
     def __init__(self, url: str, *, transport: str = "auto", open_timeout_s: float = 10.0, stale_s: float = 5.0,
                  backoff_s: float = 0.5, max_backoff_s: float = 15.0, loop: bool = True,
-                 options: dict[str, str] | None = None, format: str | None = None):
+                 options: dict[str, str] | None = None, format: str | None = None, ring=None):
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
         self.url = url
@@ -93,6 +93,7 @@ class LiveSource:
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.loop = loop  # a local file starts over at its end (as a looping camera)
         self.options = dict(options or {})
+        self.ring = ring  # a pipelines.recording.PacketRing fed with the encoded packets (evidence clips)
         self.is_device = bool(DEVICE.match(url))
         # FFmpeg's demuxer, when probing cannot tell: a capture device is read through Video4Linux2.
         self.format = format or ("v4l2" if self.is_device else None)
@@ -117,10 +118,14 @@ class LiveSource:
                         offset = 0.0 if zero is None else now - zero
                         self.stats.state, failures = "live", 0
                         self.stats.transport = self._transports[0] if self._transports else None
+                        if self.ring is not None:
+                            self.ring.timed(offset - first)
                     time_s = offset + (t - first)
                     zero = now - time_s if zero is None else min(zero, now - time_s)
                     self.stats.frames += 1
                     self.stats.last_frame_at = time.time()
+                    if self.ring is not None:
+                        self.ring.frame(time_s, frame)
                     yield LiveFrame(time_s, frame, self.stats.last_frame_at)
                 reason = "the stream ended"
             except av.ExitError:  # PyAV's timeout ("Immediate exit requested"): say which one
@@ -171,7 +176,9 @@ class LiveSource:
             arrival = not paced and bool(container.format.flags & av.format.Flags.no_timestamps.value)
             wall0 = time.monotonic()
             t0 = None
-            for frame in container.decode(stream):
+            if self.ring is not None:
+                self.ring.connected(stream)
+            for frame in self._decoded(container, stream):
                 if stop.is_set():
                     return
                 t = time.monotonic() - wall0 if arrival else frame.time
@@ -185,7 +192,19 @@ class LiveSource:
                         return
                 yield t, frame
         finally:
+            if self.ring is not None:
+                self.ring.disconnected()
             container.close()
+
+    def _decoded(self, container, stream) -> Iterator[av.VideoFrame]:
+        """The stream's frames; with a ring, each encoded packet goes to it first (no decoding)."""
+        if self.ring is None:
+            yield from container.decode(stream)
+            return
+        for packet in container.demux(stream):
+            if packet.pts is not None and packet.time_base is not None:
+                self.ring.packet(packet, float(packet.pts * packet.time_base))
+            yield from packet.decode()
 
 
 def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, stride_s: float | None = None

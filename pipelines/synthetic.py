@@ -63,10 +63,12 @@ def make_video(
     noise: bool = False,
     seed: int = 0,
     preset: str = "ultrafast",
+    gop: int | None = None,
 ) -> list[int]:
     """Write a video and return the pts of its frames (in `time_base`, default 1/fps).
 
     Give `pts` for variable frame rate or a start offset; otherwise frames are 1/fps apart.
+    `gop`: frames from one keyframe to the next (libx264; default: the encoder's, 250).
     """
     width, height = size
     tb = time_base or 1 / Fraction(fps)
@@ -81,7 +83,8 @@ def make_video(
         stream.time_base = tb
         stream.codec_context.time_base = tb
         if codec == "libx264":
-            stream.options = {"preset": preset, "bf": "2" if bframes else "0", "crf": "20"}
+            stream.options = {"preset": preset, "bf": "2" if bframes else "0", "crf": "20",
+                              **({"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"} if gop else {})}
         elif codec in ("libvpx-vp9", "libaom-av1", "libsvtav1"):
             stream.options = {"cpu-used": "8", "deadline": "realtime"} if codec == "libvpx-vp9" else {"preset": "12"} if codec == "libsvtav1" else {"cpu-used": "8"}
         if audio:

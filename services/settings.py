@@ -141,6 +141,12 @@ class Settings(BaseSettings):
     index_backlog: PositiveInt = Field(20_000, **_doc(
         "segments that may wait in Redis for the indexer (about 8 KiB each) before new ones skip the index (and "
         "are counted); storing results never waits for the index"))
+    clips_dir: Path | None = Field(None, **_doc(
+        "where live streams' evidence clips are written (a directory every worker and the API can reach)",
+        "`$REELFLOW_HOME/clips`"))
+    clips_max_age_s: PositiveFloat = Field(7 * 24 * 3600, **_doc("clips older than this are deleted (seconds; 7 days)"))
+    clips_max_bytes: PositiveInt = Field(10 * 2**30, **_doc(
+        "most bytes of clips kept (per clips directory); past it the oldest are deleted first", "10 GiB"))
     allowed_roots: str = Field("", **_doc(
         "colon-separated directories job sources must lie under (links resolved)", "the stack's working directory"))
     allowed_url_hosts: str = Field("", **_doc("comma-separated hosts `http(s)://` job sources may come from", "(any)"))
@@ -193,6 +199,10 @@ class Settings(BaseSettings):
     @property
     def model_cache_dir(self) -> Path:
         return self.model_cache or self.home / "models"
+
+    @property
+    def clips_location(self) -> Path:
+        return (self.clips_dir or self.home / "clips").expanduser()
 
     @property
     def index_location(self) -> str:

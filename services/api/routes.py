@@ -16,14 +16,15 @@ import json
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipelines.errors import ReelflowError, SourceNotAllowed, validation_problems
+from pipelines.errors import ReelflowError, SourceNotAllowed, one_line, validation_problems
 from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS
 from services.api.dashboard import data as dashboard_data, events as dashboard_events, pages as dashboard_pages
 from services.api.deps import STACK, authorized, authorized_header_or_query
 from services.sinks import check_sink_urls
+from services.store.clips import ClipStore
 from services.store.jobs import JobSpec, ModelName, check_job_source
 from services.store.outage import StoreUnavailable
 from services.store.overview import stack_overview, stream_rows
@@ -211,6 +212,64 @@ def stop_stream(name: str) -> dict:
     if not STACK.streams.stop(name):
         raise HTTPException(404, f"no stream named {name!r} is watched")
     return {"name": name, "stopped": True}
+
+
+class RecordingRules(BaseModel):
+    """A stream's evidence-clip rules: which labels' enter events record a clip (["*"]: every one,
+    []: none), and its seconds before and after the event."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    record: list[str] = Field(max_length=64)
+    pre_s: float = Field(5.0, ge=0, le=60)
+    post_s: float = Field(5.0, ge=0, le=300)
+    max_clip_s: float = Field(60.0, ge=1, le=600)
+
+
+@api.put("/v1/streams/{name}/recording", tags=["clips"], dependencies=[Depends(authorized)])
+def set_recording(name: str, rules: RecordingRules) -> dict:
+    """Change what a watched stream records (its worker applies it within 10 s)."""
+    try:
+        spec = STACK.streams.set_recording(name, rules.record, rules.pre_s, rules.post_s, rules.max_clip_s)
+    except ValidationError as e:
+        raise HTTPException(422, one_line(e)) from None
+    if spec is None:
+        raise HTTPException(404, f"no stream named {name!r} is watched")
+    return {"name": name, "record": spec.record, "pre_s": spec.pre_s, "post_s": spec.post_s,
+            "max_clip_s": spec.max_clip_s}
+
+
+@api.get("/v1/clips", tags=["clips"], dependencies=[Depends(authorized)])
+def list_clips(stream: str | None = None, limit: int = Query(50, ge=1, le=1000)) -> list[dict]:
+    """Evidence clips, the latest first (what `reelflow clips list --json` shows): id, stream, label,
+    path, start (`start_s` stream time, `started_at` Unix time), duration, state, reason."""
+    return ClipStore(STACK.queue.r).list(stream, limit)
+
+
+@api.get("/v1/clips/{clip_id}", tags=["clips"], dependencies=[Depends(authorized)])
+def get_clip(clip_id: str) -> dict:
+    return _clip(clip_id)
+
+
+@api.get("/v1/clips/{clip_id}/video", tags=["clips"], dependencies=[Depends(authorized_header_or_query)],
+         response_class=FileResponse)
+def clip_video(clip_id: str):
+    """The clip's file (MP4, or Matroska for codecs MP4 does not take), with range requests: a
+    `<video>` can play it (`?token=` when the API has a token)."""
+    record = _clip(clip_id)
+    if record["state"] != "ready":
+        raise HTTPException(409, f"clip {clip_id} is {record['state']}"
+                            + (f": {record['reason']}" if record.get("reason") else "; try again when it is ready"))
+    path = record["path"]
+    return FileResponse(path, media_type="video/mp4" if path.endswith(".mp4") else "video/x-matroska",
+                        filename=path.rsplit("/", 1)[-1])
+
+
+def _clip(clip_id: str) -> dict:
+    record = ClipStore(STACK.queue.r).get(clip_id)
+    if record is None:
+        raise HTTPException(404, f"no clip {clip_id!r} (expired, or never recorded); GET /v1/clips lists them")
+    return record
 
 
 @api.get("/v1/streams/{name}/results", tags=["streams"], dependencies=[Depends(authorized)])

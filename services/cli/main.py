@@ -15,7 +15,7 @@ import sys
 
 from pipelines.errors import ReelflowError, one_line
 from pipelines.models import MODELS
-from services.cli import classify, jobs, search, stack, streams, train, view
+from services.cli import classify, clips, jobs, search, stack, streams, train, view
 from services.cli.options import add_json_option, home_parent
 from services.store.outage import StoreUnavailable
 
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_commands(commands, home)
     jobs.add_commands(commands, home)
     streams.add_commands(commands, home)
+    clips.add_commands(commands, home)
     view.add_commands(commands, home)
     search.add_commands(commands, home)
     train.add_commands(commands)

@@ -5,6 +5,7 @@ Clients of a running stack (`reelflow up` reads the streams); they import neithe
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -42,6 +43,7 @@ def add_commands(commands, home) -> None:
                        help="moving average of scores over the last K segments (default 3)")
     watch.add_argument("--enter", type=float, default=0.5, help="smoothed score at which a label starts (default 0.5)")
     watch.add_argument("--exit", type=float, default=0.3, help="smoothed score below which it ends (default 0.3)")
+    add_recording_options(watch)
     watch.set_defaults(run=run_watch)
 
     tail = commands.add_parser("tail", parents=[home], help="follow a stream's results as they come")
@@ -53,13 +55,36 @@ def add_commands(commands, home) -> None:
                       help="print the stream's label events (enter/exit of the smoothed top label) kept so far")
     tail.set_defaults(run=run_tail)
 
-    listing = commands.add_parser("streams", parents=[home], help="list the watched streams, or stop one",
-                                  description="`streams list`: state, reconnects, dropped clips, segments, latency. "
-                                              "`streams stop NAME`: stop watching (results are kept).")
-    listing.add_argument("action", nargs="?", choices=["list", "stop"], default="list")
-    listing.add_argument("name", nargs="?", metavar="NAME", help="with stop: the stream to stop")
+    listing = commands.add_parser("streams", parents=[home], help="list the watched streams, stop one, or change "
+                                                                  "what it records",
+                                  description="`streams list`: state, reconnects, dropped clips, segments, latency, "
+                                              "evidence clips. `streams stop NAME`: stop watching (results are kept). "
+                                              "`streams record NAME --record LABEL,... [--pre S] [--post S]`: change "
+                                              "its recording rules while it runs (`--record none`: record nothing).",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    listing.add_argument("action", nargs="?", choices=["list", "stop", "record"], default="list")
+    listing.add_argument("name", nargs="?", metavar="NAME", help="with stop or record: the stream")
+    add_recording_options(listing, default=None)
     add_json_option(listing)
     listing.set_defaults(run=run_streams)
+
+
+def add_recording_options(parser, default: str | None = "") -> None:
+    """Evidence clips: which label events record one, and how much before and after."""
+    parser.add_argument("--record", metavar="LABEL[,LABEL...]", default=default,
+                        help="record a clip (from --pre seconds before the label's enter event to --post after) "
+                             "when one of these labels enters; `all`: every enter event; `none`: nothing"
+                             + (" (default: nothing)" if default == "" else ""))
+    parser.add_argument("--pre", type=float, default=None, metavar="SECONDS", help="seconds before the event (default 5)")
+    parser.add_argument("--post", type=float, default=None, metavar="SECONDS", help="seconds after it (default 5)")
+    parser.add_argument("--max-clip", type=float, default=None, metavar="SECONDS",
+                        help="longest clip: enter events during a clip extend it up to this (default 60)")
+
+
+def _record_labels(text: str | None) -> list[str]:
+    if not text or text.strip().lower() == "none":
+        return []
+    return ["*"] if text.strip().lower() == "all" else [label.strip() for label in text.split(",") if label.strip()]
 
 
 def _registry(args) -> tuple[StreamRegistry, object]:
@@ -77,7 +102,10 @@ def run_watch(args) -> int:
     try:
         spec = StreamSpec(name=args.name, url=url, model=args.model, weights=args.weights, stride_s=args.stride,
                           transport=args.transport, topk=args.topk, smoothing=args.smoothing,
-                          enter=args.enter, exit=args.exit, sinks=args.sinks, index=not args.no_index)
+                          enter=args.enter, exit=args.exit, sinks=args.sinks, index=not args.no_index,
+                          record=_record_labels(args.record),
+                          **{k: v for k, v in (("pre_s", args.pre), ("post_s", args.post),
+                                               ("max_clip_s", args.max_clip)) if v is not None})
     except ValidationError as e:
         raise ReelflowError(one_line(e)) from None
     if not registry.register(spec):
@@ -119,6 +147,10 @@ def _line(result: dict) -> str:
 
 def run_streams(args) -> int:
     registry, _ = _registry(args)
+    if args.action == "record":
+        return _set_recording(registry, args)
+    if args.record is not None or args.pre is not None or args.post is not None or args.max_clip is not None:
+        raise ReelflowError("--record, --pre, --post and --max-clip go with `streams record NAME` (or `watch`)")
     if args.action == "stop":
         if not args.name:
             raise ReelflowError("which stream? `reelflow streams stop NAME`")
@@ -138,6 +170,45 @@ def run_streams(args) -> int:
               f"{row['reconnects'] or 0:<3} dropped {row['dropped'] or 0:<4} p95 {p95:<8} {row['url']}"
               + (f" (over {row['transport'].upper()})" if row.get("transport") else "")
               + (f"  ({row['last_error']})" if row["last_error"] and row["state"] != "live" else "")
-              + (f"  [sink failing: {row['sink_error']}]" if row.get("sink_error") else ""))
+              + (f"  [sink failing: {row['sink_error']}]" if row.get("sink_error") else "")
+              + _recording_line(row.get("recording") or {}))
+    return 0
+
+
+def _recording_line(rec: dict) -> str:
+    """What `streams list` says of a stream's evidence clips."""
+    if not rec:
+        return ""
+    rules = "every label" if rec["record"] == ["*"] else ", ".join(rec["record"]) or "nothing"
+    line = (f"\n    records {rules} ({rec['pre_s']:g} s before, {rec['post_s']:g} after; {rec['mode'] or '-'}, "
+            f"buffer {rec['ring_bytes'] / 2**20:.1f} MiB): {rec['clips_ready']} clips, {rec['clips_failed']} failed")
+    if rec.get("mode_note"):
+        line += f"; {rec['mode_note']}"
+    last = rec.get("last_clip")
+    if last:
+        line += f"; last {last['state']}: {last['path']}" + (f" ({last['reason']})" if last.get("reason") else "")
+    if rec.get("rule_error"):
+        line += f"\n    {rec['rule_error']}"
+    return line
+
+
+def _set_recording(registry: StreamRegistry, args) -> int:
+    if not args.name:
+        raise ReelflowError("which stream? `reelflow streams record NAME --record LABEL,...`")
+    spec = registry.spec(args.name)
+    if spec is None:
+        raise ReelflowError(f"no stream named {args.name!r} is watched; `reelflow streams list` shows them")
+    record = spec.record if args.record is None else _record_labels(args.record)
+    try:
+        spec = registry.set_recording(args.name, record, spec.pre_s if args.pre is None else args.pre,
+                                      spec.post_s if args.post is None else args.post,
+                                      spec.max_clip_s if args.max_clip is None else args.max_clip)
+    except ValidationError as e:
+        raise ReelflowError(one_line(e)) from None
+    if spec is None:
+        raise ReelflowError(f"stream {args.name!r} was stopped meanwhile")
+    what = "nothing" if not spec.record else "every label" if spec.record == ["*"] else ", ".join(spec.record)
+    print(f"{spec.name} records {what} ({spec.pre_s:g} s before, {spec.post_s:g} s after, at most "
+          f"{spec.max_clip_s:g} s); its worker applies this within 10 s")
     return 0
 

@@ -26,6 +26,8 @@
 | reelflow:index:status | hash | segments indexed, and dropped (the outbox was at REELFLOW_INDEX_BACKLOG) |
 | reelflow:index:deleted | sorted set | jobs whose vectors were deleted, by when (a day): late repeats are not indexed |
 | reelflow:index:maintainer | string | the worker training and sweeping the index now; a lease |
+| reelflow:clips | sorted set | evidence clips of live streams by id, scored by when they start |
+| reelflow:clip:ID | string | a clip's record (JSON: stream, label, path, start, duration, state, reason); expires with the clip |
 """
 
 PREFIX = "reelflow"
@@ -93,3 +95,9 @@ INDEX_OUTBOX = f"{PREFIX}:index:outbox"
 INDEX_STATUS = f"{PREFIX}:index:status"
 INDEX_DELETED = f"{PREFIX}:index:deleted"
 INDEX_MAINTAINER = f"{PREFIX}:index:maintainer"
+
+CLIPS = f"{PREFIX}:clips"
+
+
+def clip(clip_id: str) -> str:
+    return f"{PREFIX}:clip:{clip_id}"

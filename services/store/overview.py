@@ -58,6 +58,7 @@ def stream_rows(registry: StreamRegistry) -> list[dict]:
                      "state": status.get("state", "waiting for a worker") if registry.owner(name) else "unowned",
                      **{k: status.get(k) for k in ("transport", "reconnects", "gaps", "dropped", "failed", "unpublished", "segments", "last_index",
                                                    "latency_p50_s", "latency_p95_s", "last_error")},
+                     "recording": status.get("recording") or None,  # evidence clips (issue 22)
                      "sinks": len(sinks),
                      "sink_error": f"{failing[0]['url']}: {failing[0]['last_error']}" if failing else None})
     return rows

@@ -81,7 +81,20 @@ class StreamSpec(BaseModel):
     sinks: list[SinkUrl] = Field(default_factory=list, max_length=8,
                                  description="where its segments and label events also go: http(s)://, mqtt(s)://, file:///DIR")
     index: bool = Field(True, description="its windows' embeddings go to the vector index (`reelflow search`)")
+    record: list[str] = Field(default_factory=list, max_length=64,
+                              description="labels whose enter events record an evidence clip; [\"*\"]: every one")
+    pre_s: float = Field(5.0, ge=0, le=60, description="seconds of video a clip keeps before its event")
+    post_s: float = Field(5.0, ge=0, le=300, description="seconds a clip records after its (latest) event")
+    max_clip_s: float = Field(60.0, ge=1, le=600, description="longest clip: events inside a clip extend it up to this")
     created_at: float = Field(default_factory=time.time)
+
+    @field_validator("record")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        labels = [label.strip() for label in value if label.strip()]
+        if any(len(label) > 200 for label in labels):
+            raise ValueError("a label to record is at most 200 characters")
+        return ["*"] if "*" in labels or "all" in labels else sorted(set(labels))
 
     @field_validator("name")
     @classmethod
@@ -118,6 +131,26 @@ class StreamRegistry:
     def stop(self, name: str) -> bool:
         """Stop watching; its owner notices within a lease renewal. Its results are kept."""
         return bool(self.r.hdel(keys.STREAMS, name))
+
+    def set_recording(self, name: str, record: list[str], pre_s: float, post_s: float, max_clip_s: float
+                      ) -> StreamSpec | None:
+        """Change a watched stream's recording rules (its runner picks them up within SINKS_EVERY_S);
+        None if no stream of that name is watched. Raises ValidationError for bad rules."""
+        with self.r.pipeline() as p:
+            while True:
+                try:
+                    p.watch(keys.STREAMS)
+                    raw = p.hget(keys.STREAMS, name)
+                    if raw is None:
+                        return None
+                    spec = StreamSpec.model_validate({**json.loads(raw), "record": record, "pre_s": pre_s,
+                                                      "post_s": post_s, "max_clip_s": max_clip_s})
+                    p.multi()
+                    p.hset(keys.STREAMS, name, spec.model_dump_json())
+                    p.execute()
+                    return spec
+                except redis.WatchError:
+                    continue
 
     def specs(self) -> dict[str, StreamSpec]:
         return {k.decode(): StreamSpec.model_validate_json(v) for k, v in self.r.hgetall(keys.STREAMS).items()}

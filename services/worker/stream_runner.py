@@ -42,7 +42,9 @@ from services import metrics
 from services.settings import Settings
 from services.store.index_outbox import index_row
 from services.store.outage import Outage, StoreUnavailable
+from services.store.clips import ClipStore
 from services.store.streams import StreamRegistry, StreamSpec
+from services.worker.recorder import StreamRecorder
 
 log = logging.getLogger("reelflow.streams")
 
@@ -69,7 +71,9 @@ class StreamRunner:
         self.labels, self.weights_id = labels, weights_id
         self.prepare, self.classify = prepare, classify
         self.model = get_spec(spec.model)
-        self.source = LiveSource(spec.url, transport=spec.transport, options=open_options)
+        settings = Settings.from_env()
+        self.recorder = StreamRecorder(spec, ClipStore(registry.r), settings, labels)  # evidence clips
+        self.source = LiveSource(spec.url, transport=spec.transport, options=open_options, ring=self.recorder.ring)
         self.stop = threading.Event()
         self.ready: deque = deque()
         self.cond = threading.Condition()
@@ -84,7 +88,6 @@ class StreamRunner:
         self.events = LabelEvents(spec.enter, spec.exit)
         self.sinks: list[str] = []  # ids of the sinks its windows and events go to (re-read every SINKS_EVERY_S)
         self.sinks_read_at = 0.0
-        settings = Settings.from_env()
         self.sink_backlog = settings.sink_backlog
         self.latency_s = settings.stream_latency_s
         self.index_backlog = settings.index_backlog if settings.index and spec.index else 0  # 0: not indexed
@@ -100,6 +103,7 @@ class StreamRunner:
         finally:
             self.stop.set()
             reader.join(timeout=15)
+            self.recorder.close()
             self._write_status()
 
     def _next_index(self) -> int:
@@ -179,6 +183,8 @@ class StreamRunner:
         smoothed = self.smoother.add(probs)
         events = [{**e, "label": self.labels[e["label"]], "stream": self.spec.name, "at": time.time()}
                   for e in self.events.update(smoothed, index)]
+        self.recorder.on_events(events, clip.start_s, clip.captured_at, clip.end_s, shift)  # clips they start
+        events += self.recorder.poll()  # clips written since the last window: ready or failed
         labels, scores = top_labels(probs, self.labels, topk, decimals=6)
         smoothed_labels, smoothed_scores = top_labels(smoothed, self.labels, topk, decimals=6)
         result = {
@@ -229,12 +235,17 @@ class StreamRunner:
                 "dropped": self.dropped, "drop_reasons": dict(self.drop_reasons), "failed": self.failed, "unpublished": self.unpublished,
                 "segments": self.published,
                 "last_index": self.last_index, "last_frame_at": stats.last_frame_at,
-                "latency_p50_s": percentile(0.5), "latency_p95_s": percentile(0.95), "updated_at": time.time()}
+                "latency_p50_s": percentile(0.5), "latency_p95_s": percentile(0.95),
+                "recording": self.recorder.status(), "updated_at": time.time()}
 
     def _read_sinks(self) -> None:
         """The global sinks (REELFLOW_SINKS of the stack) and the stream's own."""
         self.sinks = self.registry.sink_targets(self.spec.sinks)
         self.sinks_read_at = time.monotonic()
+        spec = self.registry.spec(self.spec.name)  # recording rules changed by the API or `streams record`
+        if spec is not None and _rules(spec) != _rules(self.spec):
+            self.spec = self.spec.model_copy(update=dict(zip(("record", "pre_s", "post_s", "max_clip_s"), _rules(spec))))
+            self.recorder.apply(self.spec)
 
     def _count_source(self) -> None:
         """The source's counters since the last call, into the metrics."""
@@ -255,6 +266,10 @@ class StreamRunner:
             self.registry.set_status(self.spec.name, self.owner, self.status())
         except StoreUnavailable as e:  # Redis away: the next status write catches up
             self.outage.failed(e)
+
+
+def _rules(spec: StreamSpec) -> tuple:
+    return spec.record, spec.pre_s, spec.post_s, spec.max_clip_s
 
 
 class ThreadHandle:
