@@ -78,7 +78,8 @@ def measure_streams(size: str, model: str, counts=(8, 16, 24, 32, 40, 48), secon
     clip_s = get_spec(model).clip_seconds
     video = camera_video(SIZES[size])
     rows, watched, failures = [], 0, 0
-    with Stack(model) as stack:
+    # one `up` reads every camera of the largest step (REELFLOW_MAX_STREAMS would leave the rest waiting)
+    with Stack(model, env={"REELFLOW_MAX_STREAMS": str(max(counts))}) as stack:
         registry = StreamRegistry(redis.Redis.from_url((stack.home / "redis" / "url").read_text().strip()))
         for count in counts:
             while watched < count:
