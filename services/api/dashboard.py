@@ -1,5 +1,6 @@
 """The live dashboard the HTTP API serves at `/`: jobs with their progress, cameras with their
-current (smoothed) label, latency, drops and a timeline — updated by server-sent events.
+current (smoothed) label, latency, drops, a timeline, their latest evidence clips (playable) and
+their recording rules (editable) — updated by server-sent events.
 
 The page (`static/dashboard.html` + `static/dashboard.js`, plain DOM, no framework) holds no data;
 it asks for it with the API token, the same one every `/v1` route needs:
@@ -24,6 +25,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response, StreamingResponse
 
 from services.api.deps import STACK
+from services.store.clips import ClipStore
 from services.store.outage import StoreUnavailable
 from services.store.overview import models_served, stream_rows
 from services.store.streams import StreamRegistry
@@ -33,11 +35,14 @@ TIMELINE_KEPT = 90  # results per camera sent when the page connects (~2.5 min a
 STATE_EVERY_S = 1.0  # how often the events route looks for changes
 KEEP_ALIVE_S = 15.0  # a comment line when nothing changed, so proxies keep the connection
 RECONNECT_MS = 2000  # EventSource's retry delay after a dropped connection
+CLIPS_PER_CAMERA = 3  # its latest evidence clips, playable in the page
+CLIPS_LISTED = 200
 
 ASSETS = {"dashboard.html": "text/html; charset=utf-8", "dashboard.js": "text/javascript; charset=utf-8"}
 # The page may talk to its own origin only: no script, style, font or fetch from anywhere else.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; connect-src 'self'; img-src 'self' data:; "
+                               "media-src 'self'; "
                                "style-src 'self' 'unsafe-inline'; base-uri 'none'; form-action 'self'; "
                                "frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
@@ -74,10 +79,13 @@ def snapshot(queue, registry: StreamRegistry) -> dict:
     jobs = [r.summary() for r in records.values() if r is not None]
     workers = queue.workers()
     cameras = []
+    clips: dict[str, list[dict]] = {}
+    for clip in ClipStore(registry.r).list(limit=CLIPS_LISTED):
+        clips.setdefault(clip["stream"], []).append(clip)
     for row in stream_rows(registry):
         latest = registry.recent(row["name"], 1)
         current = compact(latest[-1][1]) if latest else None
-        cameras.append({**row, "current": current})
+        cameras.append({**row, "current": current, "clips": clips.get(row["name"], [])[:CLIPS_PER_CAMERA]})
     return {"queue": queue.depth(), "jobs": jobs, "cameras": cameras, "workers": len(workers),
             "models": [{"name": m["name"], "weights": m["weights"], "replicas": m["replicas"]}
                        for m in models_served(workers)]}

@@ -8,7 +8,7 @@ what it is about, as Frigate and DeepStream publish theirs.
 |---|---|
 | `<prefix>/jobs/<job id>` | a job's segments (`type` segment) and its end (`type` job) |
 | `<prefix>/streams/<name>/segments` | a stream's windows |
-| `<prefix>/streams/<name>/events` | a stream's label enter/exit events |
+| `<prefix>/streams/<name>/events` | a stream's label enter/exit events, and its evidence clips' states (`clip`) |
 
 The client reconnects on its own (paho's loop, 1 s to 30 s apart); a batch counts as delivered
 when the broker has acknowledged every message of it.

@@ -59,6 +59,8 @@ def stream_rows(registry: StreamRegistry) -> list[dict]:
                      **{k: status.get(k) for k in ("transport", "reconnects", "gaps", "dropped", "failed", "unpublished", "segments", "last_index",
                                                    "latency_p50_s", "latency_p95_s", "last_error")},
                      "recording": status.get("recording") or None,  # evidence clips (issue 22)
+                     "rules": {"record": spec.record, "pre_s": spec.pre_s, "post_s": spec.post_s,
+                               "max_clip_s": spec.max_clip_s},
                      "sinks": len(sinks),
                      "sink_error": f"{failing[0]['url']}: {failing[0]['last_error']}" if failing else None})
     return rows

@@ -35,8 +35,11 @@ CLIP_SUFFIXES = (".mp4", ".mkv")
 
 
 class StreamRecorder:
-    def __init__(self, spec, store: ClipStore, settings: Settings, labels: list[str]):
+    def __init__(self, spec, store: ClipStore, settings: Settings, labels: list[str], window_s: float):
         self.name, self.store, self.settings = spec.name, store, settings
+        # an event is known when its window is classified: up to a window and the latency target
+        # after the window's start, from which the clip reaches `pre_s` back
+        self.lag_s = window_s + settings.stream_latency_s + 1.0
         self.model_labels = set(labels)
         self.ring = PacketRing(keep_s=0.0)
         self.writing: list[tuple[ClipWriter, dict]] = []  # clips not yet finished, with their records
@@ -52,7 +55,7 @@ class StreamRecorder:
         """The spec's recording rules (at start, and when the API or `streams record` changes them)."""
         self.record = set(spec.record)
         self.pre_s, self.post_s, self.max_clip_s = spec.pre_s, spec.post_s, spec.max_clip_s
-        self.ring.keep_s = self.pre_s + 1.0 if self.record else 0.0  # a second more: the window's own length
+        self.ring.keep_s = self.pre_s + self.lag_s if self.record else 0.0
         unknown = sorted(self.record - self.model_labels - {"*"})
         self.rule_error = (f"--record {', '.join(unknown)}: not a label of this model; `reelflow classify` or the "
                            "label list shows its labels" if unknown else "")

@@ -72,7 +72,8 @@ class StreamRunner:
         self.prepare, self.classify = prepare, classify
         self.model = get_spec(spec.model)
         settings = Settings.from_env()
-        self.recorder = StreamRecorder(spec, ClipStore(registry.r), settings, labels)  # evidence clips
+        self.recorder = StreamRecorder(spec, ClipStore(registry.r), settings, labels,  # evidence clips
+                                       window_s=self.model.clip_seconds)
         self.source = LiveSource(spec.url, transport=spec.transport, options=open_options, ring=self.recorder.ring)
         self.stop = threading.Event()
         self.ready: deque = deque()

@@ -229,8 +229,76 @@ function cameraCard(camera) {
       el("span", {}, "segments ", el("b", {}, row.segments ?? 0)),
       el("span", {}, "model ", el("b", {}, row.model))),
     ...timeline(results),
-    row.last_error && state !== "live" ? el("div", {class: "metrics"}, row.last_error) : null);
+    row.last_error && state !== "live" ? el("div", {class: "metrics"}, row.last_error) : null,
+    clipsBox(camera, row),
+    rulesForm(camera, row));
   return camera.card;
+}
+
+// -- evidence clips: the latest of each camera, playable here; and its recording rules, editable --
+
+// A clip's player is made once and moved into each new card, so a clip playing goes on playing.
+function clipsBox(camera, row) {
+  camera.clipNodes = camera.clipNodes || new Map();
+  const clips = row.clips || [];
+  const rec = row.recording || {};
+  const shown = clips.map((clip) => {
+    const key = clip.id + "/" + clip.state;
+    if (!camera.clipNodes.has(key)) camera.clipNodes.set(key, clipNode(clip));
+    return camera.clipNodes.get(key);
+  });
+  const keys = new Set(clips.map((clip) => clip.id + "/" + clip.state));
+  for (const key of [...camera.clipNodes.keys()]) if (!keys.has(key)) camera.clipNodes.delete(key);
+  const summary = rec.record && rec.record.length
+    ? `${rec.clips_ready ?? 0} clips, ${rec.clips_failed ?? 0} failed` +
+      (rec.mode ? `; ${rec.mode}, buffer ${((rec.ring_bytes || 0) / 1048576).toFixed(1)} MiB` : "") +
+      (rec.mode_note ? `; ${rec.mode_note}` : "") + (rec.rule_error ? `; ${rec.rule_error}` : "")
+    : "";
+  if (!shown.length && !summary) return null;
+  return el("div", {class: "clips"}, summary ? el("div", {class: "metrics"}, summary) : null, ...shown);
+}
+
+function clipNode(clip) {
+  const token = sessionStorage.getItem(TOKEN_KEY) || "";
+  const title = `${clip.label} · ${clock(clip.started_at)} · ${clip.duration_s.toFixed(1)} s`;
+  if (clip.state === "ready") {
+    return el("figure", {class: "clip", "data-clip": clip.id},
+      el("video", {controls: "", preload: "metadata", muted: "",
+                   src: `v1/clips/${encodeURIComponent(clip.id)}/video` + (token ? "?token=" + encodeURIComponent(token) : "")}),
+      el("figcaption", {}, title));
+  }
+  return el("figure", {class: "clip " + clip.state, "data-clip": clip.id},
+    el("figcaption", {}, `${title} — ${clip.state}` + (clip.reason ? `: ${clip.reason}` : "")));
+}
+
+// The rules form is made once per camera too (what is being typed survives the live updates).
+function rulesForm(camera, row) {
+  if (camera.form) {
+    camera.form.querySelector(".saved").textContent = camera.form.dataset.message || "";
+    return camera.form;
+  }
+  const rules = row.rules || {record: [], pre_s: 5, post_s: 5, max_clip_s: 60};
+  const input = (name, value, size) => el("input", {name, value: String(value), size: String(size), "aria-label": name});
+  const form = el("form", {class: "rules"},
+    el("span", {}, "record "), input("record", rules.record.join(", "), 18),
+    el("span", {}, " pre "), input("pre_s", rules.pre_s, 3), el("span", {}, " post "), input("post_s", rules.post_s, 3),
+    el("button", {type: "submit", class: "small"}, "Save"), el("span", {class: "saved"}, ""));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const token = sessionStorage.getItem(TOKEN_KEY) || "";
+    const value = (name) => form.querySelector(`[name=${name}]`).value;
+    const labels = value("record").split(",").map((label) => label.trim()).filter(Boolean);
+    const body = {record: labels, pre_s: Number(value("pre_s")), post_s: Number(value("post_s")),
+                  max_clip_s: rules.max_clip_s};
+    const response = await fetch(`v1/streams/${encodeURIComponent(row.name)}/recording`, {
+      method: "PUT", body: JSON.stringify(body),
+      headers: {"Content-Type": "application/json", ...(token ? {Authorization: "Bearer " + token} : {})}});
+    const answer = await response.json().catch(() => ({}));
+    form.dataset.message = response.ok ? "saved" : (answer.detail || "error " + response.status);
+    form.querySelector(".saved").textContent = form.dataset.message;
+  });
+  camera.form = form;
+  return form;
 }
 
 function timeline(results) {
