@@ -12,7 +12,7 @@ Each clip is a record in Redis (services.store.clips) and two events on the stre
 event carries the clip as `recording`; when it is written, an event `clip` with state `ready` or
 `failed` goes out with the stream's next window. Clips live under REELFLOW_CLIPS_DIR/<stream>/;
 after each clip, those older than REELFLOW_CLIPS_MAX_AGE_S and, past REELFLOW_CLIPS_MAX_BYTES,
-the oldest are deleted.
+the oldest are deleted (the newest is kept, even when it alone is over the size limit).
 """
 
 from __future__ import annotations
@@ -162,10 +162,11 @@ class StreamRecorder:
         busy = {w.path for w, _ in self.writing}
         cutoff = time.time() - self.settings.clips_max_age_s
         total = sum(size for _, size, _ in files)
+        newest = files[-1][2] if files else None  # the clip just written stays, whatever the size limit
         for mtime, size, path in files:
             if path in busy:
                 continue
-            if mtime >= cutoff and total <= self.settings.clips_max_bytes:
+            if mtime >= cutoff and (total <= self.settings.clips_max_bytes or path == newest):
                 break
             try:
                 path.unlink()

@@ -61,7 +61,7 @@ def record(source: LiveSource, ring: PacketRing, path: Path, event_s: float, pre
     return writer, frames
 
 
-@pytest.mark.parametrize("pre,post", [(2.0, 2.0), (3.5, 1.2)])
+@pytest.mark.parametrize("pre,post", [(2.0, 2.0), pytest.param(3.5, 1.2, marks=pytest.mark.slow)])
 def test_a_clip_is_the_cameras_own_packets_from_a_keyframe_before_pre_to_post(tmp_path, gop_video, pre, post):
     cam = Camera(gop_video).start()
     try:
@@ -92,19 +92,19 @@ def test_a_clip_is_the_cameras_own_packets_from_a_keyframe_before_pre_to_post(tm
 
 def test_the_ring_holds_bounded_memory_and_costs_no_decoding(tmp_path, gop_video):
     ring = PacketRing(keep_s=2.0)
-    source = LiveSource(str(gop_video), ring=ring)  # a file played live, looped: 20 s of stream
+    source = LiveSource(str(gop_video), ring=ring)  # a file played live: 13 s of stream
     sizes: list[tuple[float, int, int]] = []
     stop = threading.Event()
     for live in source.frames(stop):
         sizes.append((live.time_s, ring.bytes, len(ring.held)))
-        if live.time_s >= 20:
+        if live.time_s >= 13:
             break
     stop.set()
     settled = [s for s in sizes if s[0] > 5]
     most = max(n for _, _, n in settled)
     assert most <= (2.0 + 2 * GOP_S) * FPS + 2  # keep_s and at most the GOP it began in, and the next
-    early = max(b for t, b, _ in settled if t < 12)
-    late = max(b for t, b, _ in settled if t >= 12)
+    early = max(b for t, b, _ in settled if t < 9)
+    late = max(b for t, b, _ in settled if t >= 9)
     assert late <= 1.3 * early  # flat over time, not growing
     assert ring.bytes == sum(h.size for h in ring.held)
 
@@ -166,3 +166,11 @@ def test_mjpeg_over_http_has_no_usable_packets_so_frames_are_encoded(tmp_path):
     assert writer.state == "ready", writer.reason
     info = probe(writer.path)
     assert info["codec"] in ("h264", "mpeg4") and 2.5 <= info["duration"] <= 3.5, info
+
+
+def test_a_full_disk_fails_the_clip_with_its_reason(tmp_path, gop_video):
+    full = tmp_path / "full.mp4"
+    full.symlink_to("/dev/full")  # every write: ENOSPC, as from a full disk
+    ring = PacketRing(keep_s=2.0)
+    writer, _ = record(LiveSource(str(gop_video), ring=ring), ring, full, 3.0, 1.0, 1.0, until_s=5.0)
+    assert writer.state == "failed" and "No space left on device" in writer.reason, writer.reason

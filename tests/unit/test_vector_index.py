@@ -11,15 +11,8 @@ import pytest
 from services.index.search import (Query, SearchError, duplicates, filters, group_by_source, like_segment,
                                    parse_when, run)
 from services.index.vectors import VectorIndex, VectorIndexError, table_name
+from support.vector_rows import DIM, rows
 
-DIM = 64
-
-
-def rows(n: int, job: str = "j1", weights: str = "w1", seed: int = 0, label: str = "abseiling") -> list[dict]:
-    vectors = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
-    return [{"id": f"job:{job}:{i}", "kind": "job", "job": job, "stream": "", "source": f"/videos/{job}.mp4",
-             "segment": i, "start_s": 1.6 * i, "end_s": 1.6 * i + 1.6, "label": label, "score": 0.5, "at": time.time(),
-             "model": "x3d_xs", "weights": weights, "vector": vectors[i]} for i in range(n)]
 
 
 def test_each_segment_finds_itself_first_and_filters_apply(tmp_path):
@@ -117,43 +110,3 @@ def test_a_trimmed_noisy_copy_is_a_duplicate_at_its_offset(tmp_path):
     assert best["job"] == "orig" and best["offset_s"] == pytest.approx(8.0) and best["matched_segments"] == 10
     assert best["score"] > 0.95 and all(d["score"] < best["score"] for d in rest)
 
-
-def test_an_indexer_that_dies_leaves_its_entries_to_another_and_a_repeat_is_found_once(tmp_path, redis_server_url,
-                                                                                        monkeypatch):
-    """At least once (services.store.index_outbox): entries read by an indexer that died before
-    acknowledging them are claimed by another one after CLAIM_IDLE_MS; a batch appended twice (a
-    crash between the append and the acknowledgement) is searched as one."""
-    import redis
-
-    from services.index import indexer as indexer_module
-    from services.settings import Settings
-    from services.store import index_outbox, keys
-    from services.store.index_outbox import IndexOutbox, index_entry
-
-    client = redis.Redis.from_url(redis_server_url)
-    client.flushall()
-    monkeypatch.setattr(index_outbox, "CLAIM_IDLE_MS", 300)
-    outbox = IndexOutbox(client)
-    written = rows(6, "j9")
-    outbox.read("warm-up", 1, 1)  # the consumer group exists before the entries (as in a stack)
-    for row in written:
-        fields = {k: v for k, v in row.items() if k != "vector"}
-        row_json, vector = index_entry(fields, row["vector"])
-        client.xadd(keys.INDEX_OUTBOX, {"row": row_json, "v": vector})
-
-    dead = outbox.read("indexer-that-died", 4, 100)  # read, then the process was killed: never acknowledged
-    assert len(dead) == 4
-    index = VectorIndex(tmp_path / "index")
-    alive = indexer_module.Indexer(outbox, index, Settings(), "indexer-alive")
-    assert alive.step(block_ms=100) == 2  # the two nobody read; the four are not idle long enough yet
-    time.sleep(0.4)
-    assert alive.step(block_ms=100) == 4  # claimed from the dead one
-    assert alive.step(block_ms=100) == 0
-    assert client.xpending(keys.INDEX_OUTBOX, index_outbox.GROUP)["pending"] == 0
-    assert outbox.status()["indexed"] == 6 and outbox.backlog() == 0
-
-    index.add(written[:3])  # the crash between append and acknowledgement: the same rows again
-    assert len(index.values(["id"], "job = 'j9'")) == 9
-    found = index.search("x3d_xs", "w1", written[1]["vector"], top=6)
-    assert [m.row["id"] for m in found] == list(dict.fromkeys(m.row["id"] for m in found))  # each once
-    assert found[0].row["id"] == "job:j9:1" and len(found) == 6
