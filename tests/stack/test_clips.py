@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from pipelines.synthetic import frame_image
+from support.browser import chromium_page
 from support.rtsp_camera import Camera
 from support.stack_process import UpProcess, free_port, reelflow, run, stack_env, wait_until
 
@@ -131,6 +132,20 @@ def test_a_label_rule_records_clips_of_the_cameras_own_frames(tmp_path, scene_vi
         board = requests.get(f"{api}/v1/dashboard", timeout=10).json()
         [camera] = [c for c in board["cameras"] if c["name"] == "gate"]
         assert clip["id"] in {c["id"] for c in camera["clips"]} and camera["rules"]["record"] == [label]
+
+        # the dashboard, in a real browser: the clip plays in the page; the rules form saves
+        with chromium_page() as (page, _):
+            page.goto(f"{api}/")
+            player = page.locator(f'figure[data-clip="{clip["id"]}"] video')
+            player.wait_for(timeout=30_000)
+            page.wait_for_function("v => v.readyState >= 1 && v.duration > 0", arg=player.element_handle(),
+                                   timeout=30_000)  # the browser read the MP4's header from the API
+            assert abs(player.evaluate("v => v.duration") - info["duration"]) < 0.2
+            form = page.locator('article[data-camera="gate"] form.rules')
+            form.locator('[name="pre_s"]').fill("3")
+            form.locator("button").click()
+            form.locator(".saved", has_text="saved").wait_for(timeout=10_000)
+        assert json.loads(run(env, "streams", "list", "--json").stdout)[0]["rules"]["pre_s"] == 3
 
         # streams list says what it records and how much memory its packet buffer holds
         row = listing(env)["gate"]

@@ -26,6 +26,18 @@ def long_video(video_dir):
     return path
 
 
+@pytest.fixture
+def longer_video(video_dir):
+    """Long enough (480 segments at stride 0.25) that a job on the fast runtime is still running
+    seconds after its first segments: OpenVINO does the 30 s one in about 5 s here."""
+    from pipelines.synthetic import make_video
+
+    path = video_dir / "outage_120s.mp4"
+    if not path.exists():
+        make_video(path, seconds=120.0, fps=15, size=(160, 120))
+    return path
+
+
 def _status(env, job_id: str, wait_s: float = 30.0) -> dict:
     """The job's status, asked again while Redis is down (for at most `wait_s`)."""
     deadline = time.monotonic() + wait_s
@@ -144,7 +156,7 @@ def test_a_ray_stack_with_a_camera_waits_out_a_minute_without_redis(tmp_path, lo
 
 
 @pytest.mark.slow  # about 40 s: `make test-slow`
-def test_a_redis_restart_that_lost_its_last_writes_loses_no_job(tmp_path, long_video):
+def test_a_redis_restart_that_lost_its_last_writes_loses_no_job(tmp_path, longer_video):
     """Redis crashes and comes back from an append-only file two seconds old (an fsync that did not
     happen, a failover to a replica that lagged): the segments stored since are gone. The worker
     stores on, finds at the end that not every segment is stored, and the job is delivered again to
@@ -157,7 +169,7 @@ def test_a_redis_restart_that_lost_its_last_writes_loses_no_job(tmp_path, long_v
     env = stack_env(tmp_path / "home", REELFLOW_REDIS_URL=url, REELFLOW_LEASE_S="4")
     up = UpProcess(tmp_path / "home", env, "--no-ray", "--weights", "none")
     try:
-        job_id = _submit_and_wait_for_progress(env, long_video, up)
+        job_id = _submit_and_wait_for_progress(env, longer_video, up)
         aof = server.dir / "appendonly.aof"
         time.sleep(1.5)  # the append-only file is written every second
         shutil.copy(aof, tmp_path / "older.aof")
