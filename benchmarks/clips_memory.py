@@ -64,6 +64,7 @@ def main(argv=None) -> None:
     for clip in clips:
         clip.wait(30)
     ready = sum(c.state == "ready" for c in clips)
+    reasons = sorted({c.reason for c in clips if c.state != "ready"})
     first, last = samples[len(samples) // 10], samples[-1]  # after warm-up, and at the end
     ring_max = max(s[1] for s in samples) / 2**20
     lines = [
@@ -71,7 +72,9 @@ def main(argv=None) -> None:
         "",
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; camera {Path(args.camera).name} played "
         f"live and looped; ring keeps {ring.keep_s:.2f} s (pre {PRE_S:g} + a window + the latency target + 1); "
-        f"a clip (pre {PRE_S:g} s, post {POST_S:g} s) every {CLIP_EVERY_S:g} s: {ready} of {len(clips)} ready.",
+        f"a clip (pre {PRE_S:g} s, post {POST_S:g} s) every {CLIP_EVERY_S:g} s: {ready} of {len(clips)} ready"
+        + (f" (failed: {'; '.join(reasons)})" if reasons else "") + ". The file loops: the source reconnects at its "
+        "end and the ring starts over (the small samples).",
         "",
         "| | at {:.0f} s | at {:.0f} s | max |".format(first[0], last[0]),
         "|---|---|---|---|",
