@@ -21,6 +21,7 @@ fails the clip (`state` "failed", `reason`), never the stream that feeds it.
 
 from __future__ import annotations
 
+import io
 import queue
 import threading
 from collections import deque
@@ -138,14 +139,12 @@ class PacketRing:
             keys = [i for i, h in enumerate(held) if h.keyframe]
             at = max([i for i in keys if held[i].time_s <= writer.start_s + 1e-6], default=keys[0] if keys else len(held))
             writer.epoch, writer.mode = self.epoch, self.mode
+            if self.mode == "remux" and self._template is not None:  # its codec parameters, kept past a reconnect
+                writer.keep_codec(self._template)
             writer.queue = queue.Queue(WRITER_QUEUE + len(held) - at)
             for h in held[at:]:
                 writer.queue.put_nowait(h)
             self._writers.append(writer)
-
-    def template(self):
-        """The open connection's input stream (for its codec parameters); hold `lock` while using it."""
-        return self._template
 
     def detach(self, writer: ClipWriter) -> None:
         with self.lock:
@@ -187,11 +186,18 @@ class ClipWriter:
         self.queue: queue.Queue = queue.Queue(WRITER_QUEUE)
         self.done = threading.Event()
         self._note = ""
+        self._holder = self._template = None  # the codec parameters (keep_codec)
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"reelflow-clip-{self.path.name}")
 
     @property
     def duration_s(self) -> float:
         return 0.0 if self.first_s is None or self.last_s is None else round(self.last_s - self.first_s, 3)
+
+    def keep_codec(self, template) -> None:
+        """A copy of the input stream's codec parameters, on an output stream in memory (no disk):
+        the clip can be written after the connection it came from closed."""
+        self._holder = av.open(io.BytesIO(), "w", format="matroska")
+        self._template = self._holder.add_stream_from_template(template)
 
     def start(self) -> ClipWriter:
         self.ring.begin(self)
@@ -283,7 +289,7 @@ class ClipWriter:
             self.state, self.reason = "failed", self.reason or one_line(e, limit=300)
         finally:
             self.ring.detach(self)
-            for closing in (out, file):
+            for closing in (out, file, self._holder):
                 try:
                     if closing is not None:
                         closing.close()
@@ -298,11 +304,9 @@ class ClipWriter:
 
     def _output_stream(self, out, first: Held):
         if self.mode == "remux":
-            with self.ring.lock:
-                template = self.ring.template()
-                if template is None or self.ring.epoch != self.epoch:
-                    raise RuntimeError("the stream reconnected before the clip began")
-                return out.add_stream_from_template(template)
+            if self._template is None:
+                raise RuntimeError("the stream's codec parameters were not known when the clip began")
+            return out.add_stream_from_template(self._template)
         encoder = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         stream = out.add_stream(encoder, rate=self.ring.rate or Fraction(25),
                                 options={"preset": "veryfast"} if encoder == "libx264" else {})

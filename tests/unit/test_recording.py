@@ -90,6 +90,7 @@ def test_a_clip_is_the_cameras_own_packets_from_a_keyframe_before_pre_to_post(tm
         assert np.array_equal(frames[at], image), f"clip frame at {t:.2f} s differs from the camera's at {at:.2f} s"
 
 
+@pytest.mark.slow  # 13 s of stream played live (benchmarks/clips_memory.py measures 10 minutes)
 def test_the_ring_holds_bounded_memory_and_costs_no_decoding(tmp_path, gop_video):
     ring = PacketRing(keep_s=2.0)
     source = LiveSource(str(gop_video), ring=ring)  # a file played live: 13 s of stream
@@ -174,3 +175,23 @@ def test_a_full_disk_fails_the_clip_with_its_reason(tmp_path, gop_video):
     ring = PacketRing(keep_s=2.0)
     writer, _ = record(LiveSource(str(gop_video), ring=ring), ring, full, 3.0, 1.0, 1.0, until_s=5.0)
     assert writer.state == "failed" and "No space left on device" in writer.reason, writer.reason
+
+
+def test_a_clip_begun_just_before_a_reconnect_is_still_written(tmp_path, gop_video):
+    """The clip keeps a copy of the stream's codec parameters when it begins: the connection it
+    came from may close before its writer gets to them (a camera that drops, a file that loops)."""
+    ring = PacketRing(keep_s=3.0)
+    source = LiveSource(str(gop_video), ring=ring)
+    stop = threading.Event()
+    frames = source.frames(stop)  # held: the connection stays open until disconnected() below
+    while next(frames).time_s < 4.0:
+        pass
+    writer = ClipWriter(ring, tmp_path / "c.mp4", 2.0, 9.0)
+    ring.begin(writer)  # what start() does, then the connection closes before its thread runs
+    ring.disconnected()
+    writer._thread.start()
+    assert writer.wait(20)
+    stop.set()
+    frames.close()
+    assert writer.state == "ready" and "reconnected" in writer.reason, (writer.state, writer.reason)
+    assert 1.5 <= probe(writer.path)["duration"] <= 4.5
