@@ -79,6 +79,7 @@ def test_classify_a_real_video_answers_with_its_own_labels(videomae, real_video,
     assert segments[1]["start_s"] == pytest.approx(4 * 4 / 30, abs=1e-6)  # 4 frames x 4 at 30 fps per segment
 
 
+@pytest.mark.slow  # about 15-25 s: `make test` stays under 15 minutes
 def test_random_weights_are_the_same_in_every_process_and_named_so(videomae, real_video, tmp_path):
     runs = [reelflow("classify", str(real_video), "--model", f"hf:{videomae}", "--weights", "none", "--json",
                      cwd=tmp_path).stdout.splitlines()[0] for _ in range(2)]

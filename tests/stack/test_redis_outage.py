@@ -76,6 +76,7 @@ def _ends_done_with_every_segment_once(env, job_id: str, up) -> None:
     assert "Traceback" not in log, log[-3000:]
 
 
+@pytest.mark.slow  # about 15-25 s: `make test` stays under 15 minutes
 def test_an_external_redis_restarted_mid_job_loses_nothing_and_stores_nothing_twice(tmp_path, long_video):
     server = EmbeddedRedis(tmp_path / "redis-server")  # a Redis of one's own, as REELFLOW_REDIS_URL names it
     url = server.start()

@@ -323,6 +323,7 @@ def test_an_answer_that_is_not_http_is_a_failed_delivery_tried_again(queue, sett
     assert "cannot reach" in status["last_error"] and status["backlog"] == 2 and queue.outboxes.dead_letters() == []
 
 
+@pytest.mark.slow  # about 15-25 s: `make test` stays under 15 minutes
 def test_mqtt_reconnects_when_the_broker_comes_back_and_delivers_what_waited(queue, settings, tmp_path):
     with Mosquitto(tmp_path) as broker:
         url = broker.url()

@@ -43,7 +43,7 @@ def test_unknown_model_names_the_choices():
         get_spec("resnet9000")
 
 
-@pytest.mark.parametrize("name", list(TABLE))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "mvit_base_32x3" else n for n in TABLE])
 def test_every_model_gives_probabilities_and_embeddings_of_its_size(name):
     clip_model = ClipModel.load(name, "none", runtime="torch")  # the converted runtime: tests/unit/test_runtimes.py
     spec = clip_model.spec

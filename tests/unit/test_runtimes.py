@@ -92,6 +92,7 @@ def test_auto_means_openvino_on_a_cpu_and_torch_on_cuda():
         resolve("tensorrt", "cpu")
 
 
+@pytest.mark.slow  # about 15-25 s: `make test` stays under 15 minutes
 def test_a_conversion_is_kept_and_a_damaged_one_is_rebuilt(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="reelflow.runtime")
     first = ClipModel.load("x3d_xs", "none", cache_dir=tmp_path)
