@@ -102,9 +102,18 @@ class PacketRing:
             self._template = None
             self._cut("the stream reconnected")
 
+    def keep(self, seconds: float) -> None:
+        """Keep `seconds` of packets; 0: keep none (a stream that records nothing pays nothing)."""
+        with self.lock:
+            self.keep_s = seconds
+            if seconds <= 0:
+                self.held.clear()
+                self._early.clear()
+                self.bytes = 0
+
     def packet(self, packet: av.Packet, own_time_s: float) -> None:
         """An encoded packet of the connection, at its own time (`frame.time` of what it decodes to)."""
-        if self.mode != "remux" or packet.pts is None or packet.size == 0:
+        if self.keep_s <= 0 or self.mode != "remux" or packet.pts is None or packet.size == 0:
             return
         with self.lock:
             if self.shift is None:  # before the connection's first frame: its stream time comes with it
@@ -115,7 +124,7 @@ class PacketRing:
 
     def frame(self, time_s: float, frame: av.VideoFrame) -> None:
         """A decoded frame at stream time `time_s` (kept in `encode` mode only)."""
-        if self.mode == "encode":
+        if self.keep_s > 0 and self.mode == "encode":
             # as a YUV array, converted here: FFmpeg's scaler is not to be run on two threads at once
             image = frame.reformat(width=frame.width // 2 * 2, height=frame.height // 2 * 2, format="yuv420p")
             with self.lock:

@@ -55,7 +55,7 @@ class StreamRecorder:
         """The spec's recording rules (at start, and when the API or `streams record` changes them)."""
         self.record = set(spec.record)
         self.pre_s, self.post_s, self.max_clip_s = spec.pre_s, spec.post_s, spec.max_clip_s
-        self.ring.keep_s = self.pre_s + self.lag_s if self.record else 0.0
+        self.ring.keep(self.pre_s + self.lag_s if self.record else 0.0)
         unknown = sorted(self.record - self.model_labels - {"*"})
         self.rule_error = (f"--record {', '.join(unknown)}: not a label of this model; `reelflow classify` or the "
                            "label list shows its labels" if unknown else "")

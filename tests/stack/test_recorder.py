@@ -80,4 +80,4 @@ def test_rules_clips_records_events_and_retention(tmp_path, redis_server_url, vi
     recorder.apply(spec.model_copy(update={"record": ["*"]}))
     assert recorder.wants("abseiling") and recorder.rule_error == ""
     recorder.apply(spec.model_copy(update={"record": []}))
-    assert recorder.ring.keep_s == 0 and not recorder.wants("juggling")
+    assert recorder.ring.keep_s == 0 and recorder.ring.bytes == 0 and not recorder.ring.held and not recorder.wants("juggling")
