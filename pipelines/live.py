@@ -10,7 +10,10 @@ A capture device `/dev/videoN` is read through FFmpeg's v4l2; `format` names ano
 where probing cannot tell.
 
 `live_windows` cuts the frames into windows of `clip_s` every `stride_s` and samples T frames of
-each with the file path's rule, keeping only one window of frames (in YUV) in memory.
+each with the file path's rule, keeping only one window of frames (in YUV) in memory. Its windows
+start `offset_s` into the stream: `window_phase` gives each stream an offset of its own, so that
+the windows of cameras started together do not all close at the same moment and reach the model
+in one burst (16 cameras in step wait for 16 forward passes at every window's end).
 
     >>> source = LiveSource("rtsp://cam1.local/stream", transport="tcp")     # doctest: +SKIP
     >>> for clip in live_windows(source.frames(stop), clip_s=1.6, num_frames=4):
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import math
 import random
+import zlib
 import threading
 import time
 from collections import deque
@@ -35,6 +39,8 @@ from pipelines.errors import one_line
 from pipelines.sampler import subsample_indices
 from pipelines.sources import DEVICE
 
+MAX_SKIPPED_PACKETS = 250  # a skip ends at a keyframe, or after this many packets (a stream without any)
+DRIFT = 0.001  # seconds per second a camera's clock may run slow against ours, not counted as lag
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "rtp://", "srt://", "tcp://")
 
 
@@ -45,7 +51,8 @@ TRANSPORTS = ("auto", "tcp", "udp")  # RTSP lower transport: auto tries TCP, the
 class LiveFrame:
     time_s: float  # stream time: seconds since the source was first opened, continuous over reconnects
     frame: av.VideoFrame
-    arrived_at: float  # wall clock (time.time()) when it was decoded
+    arrived_at: float  # wall clock (time.time()) when it arrived: when decoded, less how far behind the reader was
+    resumed: bool = False  # the first frame after frames skipped undecoded (`LiveSource.skip_to_keyframe`)
 
 
 @dataclass
@@ -56,6 +63,7 @@ class LiveClip:
     frames: np.ndarray  # (T, H, W, 3) uint8 RGB
     frame_count: int  # frames inside the window before sampling
     captured_at: float  # wall clock when its last frame arrived
+    skipped_before: int = 0  # windows lost, just before this one, to frames skipped undecoded
 
 
 @dataclass
@@ -65,13 +73,16 @@ class LiveStats:
     reconnects: int = 0
     gaps: int = 0  # times frames stopped coming (error, end, stale)
     frames: int = 0
+    skipped: int = 0  # frames read but not decoded (skip_to_keyframe: the model or the reader was behind)
+    behind: int = 0  # times the reader fell over `max_lag_s` behind the stream and skipped to a keyframe
     last_error: str = ""
     last_frame_at: float | None = None
     transport: str | None = None  # RTSP: the lower transport frames last came over (tcp or udp)
 
     def as_dict(self) -> dict:
         return {"state": self.state, "connects": self.connects, "reconnects": self.reconnects, "gaps": self.gaps,
-                "frames": self.frames, "last_error": self.last_error, "last_frame_at": self.last_frame_at,
+                "frames": self.frames, "skipped": self.skipped, "behind": self.behind,
+                "last_error": self.last_error, "last_frame_at": self.last_frame_at,
                 "transport": self.transport}
 
 
@@ -80,7 +91,8 @@ class LiveSource:
 
     def __init__(self, url: str, *, transport: str = "auto", open_timeout_s: float = 10.0, stale_s: float = 5.0,
                  backoff_s: float = 0.5, max_backoff_s: float = 15.0, loop: bool = True,
-                 options: dict[str, str] | None = None, format: str | None = None, ring=None):
+                 options: dict[str, str] | None = None, format: str | None = None, ring=None,
+                 max_lag_s: float | None = None):
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
         self.url = url
@@ -94,11 +106,24 @@ class LiveSource:
         self.loop = loop  # a local file starts over at its end (as a looping camera)
         self.options = dict(options or {})
         self.ring = ring  # a pipelines.recording.PacketRing fed with the encoded packets (evidence clips)
+        # A reader that falls this far behind the stream (decoding slower than frames come, on a
+        # machine short of CPU) skips to the next keyframe instead of piling up frames that are late
+        # already: latency stays bounded, and the windows skipped are counted. None: never skips.
+        self.max_lag_s = max_lag_s
         self.is_device = bool(DEVICE.match(url))
         # FFmpeg's demuxer, when probing cannot tell: a capture device is read through Video4Linux2.
         self.format = format or ("v4l2" if self.is_device else None)
         self.is_file = not url.startswith(NETWORK_SCHEMES) and not url.startswith("/dev/") and Path(url).is_file()
         self.stats = LiveStats()
+        self._skip = False  # set from another thread: leave frames undecoded up to the next keyframe
+
+    def skip_to_keyframe(self) -> None:
+        """Read on without decoding up to the next keyframe (a camera's next GOP), from any thread.
+
+        For when what is decoded cannot all be classified in time: skipping whole GOPs saves the
+        decoding (most of a camera's cost) of windows that would be dropped anyway. The frame after
+        the skip comes `resumed`, and `live_windows` drops the windows the skip cut into."""
+        self._skip = True
 
     def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:
         failures = 0
@@ -106,12 +131,15 @@ class LiveSource:
         # the last frames before a gap can come late (a demuxer flushes them when the read times
         # out), so the latest frame's arrival would lose that much stream time over every gap.
         zero = None
+        # The same, for measuring lag: how far a frame came after the most prompt one would have
+        # (allowing the camera's clock DRIFT). A reader that keeps up has a lag near 0.
+        prompt, prompt_at = None, 0.0
         while not stop.is_set():
             self.stats.state = "connecting"
             first = None
             connects = self.stats.connects
             try:
-                for t, frame in self._connection(stop):
+                for t, frame, after_skip in self._connection(stop):
                     now = time.monotonic()
                     if first is None:  # stream time goes on over a gap as the wall clock did
                         first = t
@@ -122,11 +150,16 @@ class LiveSource:
                             self.ring.timed(offset - first)
                     time_s = offset + (t - first)
                     zero = now - time_s if zero is None else min(zero, now - time_s)
+                    prompt = now - time_s if prompt is None else min(prompt + DRIFT * (now - prompt_at), now - time_s)
+                    prompt_at, lag = now, now - time_s - prompt
+                    if self.max_lag_s is not None and lag > self.max_lag_s and not self._skip:
+                        self.stats.behind += 1
+                        self.skip_to_keyframe()
                     self.stats.frames += 1
                     self.stats.last_frame_at = time.time()
                     if self.ring is not None:
                         self.ring.frame(time_s, frame)
-                    yield LiveFrame(time_s, frame, self.stats.last_frame_at)
+                    yield LiveFrame(time_s, frame, self.stats.last_frame_at - lag, resumed=after_skip)
                 reason = "the stream ended"
             except av.ExitError:  # PyAV's timeout ("Immediate exit requested"): say which one
                 opened = self.stats.connects > connects
@@ -138,6 +171,7 @@ class LiveSource:
                 reason = f"capture device {self.url}: {reason}"
             if stop.is_set():
                 break
+            self._skip = False  # a skip cut short by the end of the connection: the gap ends it
             if self.is_file and self.loop and first is not None and reason == "the stream ended":
                 continue  # play the file again, as a looping camera
             self.stats.gaps += 1
@@ -155,8 +189,9 @@ class LiveSource:
             self.stats.reconnects += 1
         self.stats.state = "stopped"
 
-    def _connection(self, stop: threading.Event) -> Iterator[tuple[float, av.VideoFrame]]:
-        """One connection's frames as (seconds, frame); raises on failure, returns when the source ends."""
+    def _connection(self, stop: threading.Event) -> Iterator[tuple[float, av.VideoFrame, bool]]:
+        """One connection's frames as (seconds, frame, after a skip); raises on failure, returns when
+        the source ends."""
         options = dict(self.options)
         if self._transports:
             options.setdefault("rtsp_transport", self._transports[0])
@@ -178,7 +213,7 @@ class LiveSource:
             t0 = None
             if self.ring is not None:
                 self.ring.connected(stream)
-            for frame in self._decoded(container, stream):
+            for frame, after_skip in self._decoded(container, stream):
                 if stop.is_set():
                     return
                 t = time.monotonic() - wall0 if arrival else frame.time
@@ -190,57 +225,84 @@ class LiveSource:
                     ahead = (t - t0) - (time.monotonic() - wall0)
                     if ahead > 0 and stop.wait(ahead):
                         return
-                yield t, frame
+                yield t, frame, after_skip
         finally:
             if self.ring is not None:
                 self.ring.disconnected()
             container.close()
 
-    def _decoded(self, container, stream) -> Iterator[av.VideoFrame]:
-        """The stream's frames; with a ring, each encoded packet goes to it first (no decoding)."""
-        if self.ring is None:
-            yield from container.decode(stream)
-            return
+    def _decoded(self, container, stream) -> Iterator[tuple[av.VideoFrame, bool]]:
+        """The stream's frames, each with whether frames before it were skipped; with a ring, each
+        encoded packet goes to it first (no decoding)."""
+        skipping, skipped = False, 0
         for packet in container.demux(stream):
-            if packet.pts is not None and packet.time_base is not None:
+            if self.ring is not None and packet.pts is not None and packet.time_base is not None:
                 self.ring.packet(packet, float(packet.pts * packet.time_base))
-            yield from packet.decode()
+            if self._skip and not packet.is_keyframe and skipped < MAX_SKIPPED_PACKETS:
+                skipping = True
+                skipped += 1
+                if packet.size:
+                    self.stats.skipped += 1
+                continue
+            self._skip, skipped = False, 0
+            for frame in packet.decode():
+                yield frame, skipping
+                skipping = False
 
 
-def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, stride_s: float | None = None
-                 ) -> Iterator[LiveClip]:
-    """Windows of `clip_s` seconds every `stride_s` (default: `clip_s`), `num_frames` sampled from each.
+def window_phase(name: str, stride_s: float) -> float:
+    """Where a stream's windows start, in [0, stride_s): the same for a name on every worker and
+    after every restart (window i keeps meaning the same stretch of stream time), and spread over
+    the stride across names."""
+    return round(zlib.crc32(name.encode()) / 2**32 * stride_s, 3)
+
+
+def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, stride_s: float | None = None,
+                 offset_s: float = 0.0) -> Iterator[LiveClip]:
+    """Windows of `clip_s` seconds every `stride_s` (default: `clip_s`), `num_frames` sampled from each;
+    window i covers [offset_s + i * stride_s, offset_s + i * stride_s + clip_s) in stream time.
 
     A window closes as soon as its last frame is in: when the next frame, at the stream's recent
     frame interval, would fall at or after its end (or, failing that, when such a frame arrives).
     Windows a gap in the stream left empty are skipped; indices are not reused, so an index always
-    names the same stretch of stream time.
+    names the same stretch of stream time. After frames skipped undecoded (a `resumed` frame), the
+    windows the skip cut into are dropped too (their frames are incomplete), and counted in the
+    next clip's `skipped_before`.
     """
     stride = stride_s or clip_s
     buffered: deque[LiveFrame] = deque()  # frames the open windows may sample, in YUV
     intervals: deque[float] = deque(maxlen=9)
     index = 0
+    skipped = 0  # windows dropped by skips since the last clip
 
     def close() -> LiveClip | None:
-        nonlocal index
-        start, end = index * stride, index * stride + clip_s
+        nonlocal index, skipped
+        start = offset_s + index * stride
+        end = start + clip_s
         inside = [f for f in buffered if start <= f.time_s < end]
         index += 1
-        while buffered and buffered[0].time_s < index * stride:
+        while buffered and buffered[0].time_s < offset_s + index * stride:
             buffered.popleft()
         if not inside:
             return None
+        counted, skipped = skipped, 0
         picks = [inside[k] for k in subsample_indices(len(inside), num_frames)]
         # a camera can change resolution mid-stream (a new SPS): a window's frames take its last one's
         width, height = picks[-1].frame.width, picks[-1].frame.height
         rgb = {id(f): f.frame.reformat(width=width, height=height, format="rgb24").to_ndarray() for f in picks}
         return LiveClip(index - 1, round(start, 6), round(end, 6), np.stack([rgb[id(f)] for f in picks]),
-                        len(inside), inside[-1].arrived_at)
+                        len(inside), inside[-1].arrived_at, counted)
 
     for live in frames:
-        while live.time_s >= index * stride + clip_s:  # frames past the window's end: it is complete
+        if live.resumed:  # on to the first window that starts at or after this frame
+            first = max(index, math.ceil((live.time_s - offset_s) / stride - 1e-9))
+            skipped += first - index  # the windows with frames skipped
+            buffered.clear()
+            intervals.clear()
+            index = first
+        while live.time_s >= offset_s + index * stride + clip_s:  # frames past the window's end: it is complete
             if not buffered:  # after a gap: on to the first window that can hold this frame
-                index = max(index, math.floor((live.time_s - clip_s) / stride) + 1)
+                index = max(index, math.floor((live.time_s - offset_s - clip_s) / stride) + 1)
                 break
             if clip := close():
                 yield clip
@@ -249,7 +311,7 @@ def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, st
         buffered.append(live)
         if len(intervals) >= 3:  # 0.9: close early only when the next frame is surely past the end
             next_frame = live.time_s + 0.9 * sorted(intervals)[len(intervals) // 2]
-            while next_frame >= index * stride + clip_s and buffered:
+            while next_frame >= offset_s + index * stride + clip_s and buffered:
                 if clip := close():
                     yield clip
 

@@ -49,8 +49,9 @@ METRICS = [
     # live streams (their runners)
     MetricSpec("reelflow_stream_frames_total", "counter", "frames read from the stream's source", ("stream",)),
     MetricSpec("reelflow_stream_windows_total", "counter", "windows classified and published", ("stream",)),
-    MetricSpec("reelflow_stream_dropped_total", "counter", "windows dropped: the model was behind, or they were late for the latency target",
-               ("stream",)),
+    MetricSpec("reelflow_stream_dropped_total", "counter",
+               "windows dropped: the model or the reader was behind (late for the latency target, or skipped "
+               "undecoded up to a keyframe)", ("stream",)),
     MetricSpec("reelflow_stream_reconnects_total", "counter", "times the source was opened again", ("stream",)),
     MetricSpec("reelflow_stream_gaps_total", "counter", "times frames stopped coming (error, end, stale)",
                ("stream",)),

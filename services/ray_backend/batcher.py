@@ -33,12 +33,16 @@ MAX_KEYS = 10_000  # live streams whose last service the batcher remembers
 
 class Batcher:
     def __init__(self, forward: Callable[[list], list], max_batch_size: int, lanes: int = 1, wait_s: float = 0.0,
-                 model: str = ""):
+                 model: str = "", late_s: float | None = None):
         self.forward = forward  # a list of items -> a list of results, in order (runs on a lane's thread)
         self.model = model  # the metrics' label
         self.max_batch_size = max_batch_size
         self.lanes = lanes
         self.wait_s = wait_s
+        # how far past its deadline a stream's freshest item may still run (None: however far); never
+        # under one forward pass: an item taken while still within its deadline always runs, so a
+        # model slower than the latency target still serves every stream
+        self.late_s = late_s
         self.batch_sizes: Counter[int] = Counter()  # batch size -> batches run
         self.late = 0  # items not run because they could not make their deadlines
         self._waiting: list[_Waiting] = []  # taken from the queue, not yet in a batch
@@ -72,7 +76,8 @@ class Batcher:
         stream's name): an item that cannot be done by its deadline is not run, and its result is
         None, unless it is its key's newest (then it runs after those on time); items with deadlines
         go first, the keys served longest ago first among them, so that an overloaded replica drops
-        windows evenly over its streams."""
+        windows evenly over its streams. With `late_s`, even a key's newest item is not run once it
+        would end over `late_s` past its deadline: latency stays bounded under overload."""
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._workers = [asyncio.ensure_future(self._lane()) for _ in range(self.lanes)]
@@ -133,11 +138,13 @@ class Batcher:
     def _take(self, size: int) -> list:
         """Up to `size` waiting items for a forward pass: first those with deadlines they can still
         make (the keys served longest ago first), then live items already too late, then the others
-        in arrival order. A late item is dropped (its result None) when a newer one of its key waits:
-        a stream's freshest window is always run, so a model slower than the latency target still
-        serves every stream, at the latency it can."""
+        in arrival order. A late item is dropped (its result None) when a newer one of its key waits,
+        or when it would end over `late_s` (or a pass, when longer) past its deadline: a stream's freshest
+        window is run when it can be, so a model slower than the latency target still serves every
+        stream, at the latency it can."""
         now = time.time()
         finish = now + (self._pass_s or 0.0)  # when a pass started now would end
+        give_up = None if self.late_s is None else max(self.late_s, self._pass_s or 0.0)
         newest: dict[str, float] = {}  # key -> the latest deadline waiting
         for w in self._waiting:
             if w.deadline is not None and w.key is not None and not w.future.done():
@@ -150,10 +157,11 @@ class Batcher:
                 other.append(w)
             elif finish <= w.deadline:
                 live.append(w)
-            elif w.key is not None and newest[w.key] <= w.deadline:
+            elif w.key is not None and newest[w.key] <= w.deadline and (give_up is None or
+                                                                        finish <= w.deadline + give_up):
                 late.append(w)  # its stream's freshest: run it when nothing on time waits
             else:
-                w.future.set_result(None)  # superseded by a newer window of its stream
+                w.future.set_result(None)  # superseded by a newer window of its stream, or far too late
                 self.late += 1
         live.sort(key=lambda w: (self._served_at.get(w.key, 0.0), w.deadline))
         late.sort(key=lambda w: (self._served_at.get(w.key, 0.0), w.deadline))

@@ -345,13 +345,18 @@ def replica_deployment(settings: Settings, name: str = REPLICA, autoscaling: dic
     REELFLOW_MAX_REPLICAS, on ongoing requests and on the Redis backlog)."""
     # No runtime_env: an actor with one gets a process of its own started for it (a second more),
     # where without one it takes a worker process Ray started ahead (services.ray_backend.replica sets its env).
+    from services.worker.stream_runner import SENT_AT_ONCE
+
     actor_options = {"num_cpus": settings.replica_cpus}
     if settings.replica_gpus:
         actor_options["num_gpus"] = settings.replica_gpus  # fractional GPUs share one device
     return ModelReplica.options(
         name=name,
         max_constructor_retry_count=2,  # a replica that cannot load fails the deploy
-        max_ongoing_requests=4 * settings.batch_limit,
+        # every live window sent goes into the replica's batcher, which drops those past their
+        # deadline: windows queued in Serve's router instead would wait there unseen (seconds, with
+        # 24 cameras on one replica)
+        max_ongoing_requests=4 * settings.batch_limit + SENT_AT_ONCE * settings.max_streams,
         ray_actor_options=actor_options,
         autoscaling_config=autoscaling or {"min_replicas": settings.min_replicas, "max_replicas": settings.max_replicas,
                                            "target_ongoing_requests": 2 * settings.batch_limit,
@@ -366,7 +371,8 @@ def replica_options(settings: Settings, device: str, runtime: str = "auto") -> d
                 batch_size=settings.batch_size, batch_wait_s=settings.batch_wait_s,
                 threads=settings.replica_threads, forward_threads=settings.forward_threads,
                 clip_format=settings.clip_format, precision=settings.precision,
-                telemetry_env=telemetry.exporter_env(), record_metrics=settings.metrics)
+                telemetry_env=telemetry.exporter_env(), record_metrics=settings.metrics,
+                stream_late_s=settings.stream_latency_s)
 
 
 def _runtime_of(target: Target, timeout_s: float) -> dict | None:

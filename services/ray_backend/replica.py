@@ -36,7 +36,8 @@ class ModelReplica:
     def __init__(self, model: str, weights: str, *, device: str = "cpu", batch_size: int = 0,
                  batch_wait_s: float = 0.02, threads: int = 0, forward_threads: int = 1, clip_format: str = "auto",
                  precision: str = "float32", telemetry_env: dict[str, str] | None = None,
-                 record_metrics: bool = True, runtime: str = "auto", model_cache: str | None = None):
+                 record_metrics: bool = True, runtime: str = "auto", model_cache: str | None = None,
+                 stream_late_s: float | None = None):
         # OpenMP threads that spin while they wait burn the core a decoding thread needs: torch's
         # sleep instead (measured: a third less CPU per clip beside a busy decoder). Read once, when
         # torch loads its OpenMP runtime, so it is set before the first `import torch` here.
@@ -70,7 +71,10 @@ class ModelReplica:
             log.info("%s: batch size %d (clips/s by batch size: %s)", model, batch_size,
                      {b: round(r, 1) for b, r in self.batch_rates.items()})
         self.batch_size = batch_size
-        self.batcher = Batcher(self._forward_batch, batch_size, self.lanes, batch_wait_s, model=model)
+        # a live window is run at most `stream_late_s` past its deadline: latency under overload stays
+        # within twice the target (REELFLOW_STREAM_LATENCY_S)
+        self.batcher = Batcher(self._forward_batch, batch_size, self.lanes, batch_wait_s, model=model,
+                               late_s=stream_late_s)
         self.batcher.warm(self._warm)
 
     def _warm(self) -> None:

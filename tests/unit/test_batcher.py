@@ -207,6 +207,29 @@ def test_a_late_window_is_dropped_only_when_a_newer_one_of_its_stream_waits():
     assert ran == ["first", "b1", "a2"] and late == 1
 
 
+def test_with_late_s_even_a_streams_freshest_window_is_dropped_once_far_past_its_deadline():
+    """Under overload latency stays bounded: a freshest window that would end over `late_s` (or one
+    pass, when longer) past its deadline is not run; one within that still is."""
+    ran = []
+
+    def forward(items):
+        time.sleep(0.05)
+        ran.extend(items)
+        return [f"done {x}" for x in items]
+
+    async def main(late_s, deadline_in):
+        batcher = Batcher(forward, max_batch_size=1, lanes=1, late_s=late_s)
+        first = asyncio.ensure_future(batcher.submit("first"))  # a pass of 0.05 s: known when it ends
+        await asyncio.sleep(0.01)
+        return await asyncio.gather(first, batcher.submit("window", deadline=time.time() + deadline_in, key="a"))
+
+    assert run(main(0.3, -1.0)) == ["done first", None] and ran == ["first"]  # 1 s late: over 0.3
+    ran.clear()
+    assert run(main(0.3, -0.1)) == ["done first", "done window"] and ran == ["first", "window"]
+    ran.clear()
+    assert run(main(None, -5.0)) == ["done first", "done window"]  # no bound: the freshest always runs
+
+
 def test_live_items_go_first_and_the_streams_served_longest_ago_first_among_them():
     order = []
 

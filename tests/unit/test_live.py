@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from pipelines.live import LiveFrame, LiveSource, live_windows
+from pipelines.live import LiveFrame, LiveSource, live_windows, window_phase
 from pipelines.smoothing import LabelEvents, Smoother
 from pipelines.synthetic import make_video
 
@@ -64,6 +64,73 @@ def test_a_gap_in_stream_time_skips_the_empty_windows_and_never_reuses_an_index(
     clips = list(live_windows(frames, clip_s=1.0, num_frames=2))
     assert [(c.index, c.frame_count) for c in clips] == [(0, 4), (1, 1), (5, 3)]
     assert clips[-1].captured_at == 1000 + 5.6
+
+
+def test_windows_start_at_the_streams_phase_and_gaps_keep_to_its_grid():
+    times = [0.0, 0.3, 0.6, 0.9, 1.2, 1.5, 1.8, 5.0, 5.3, 5.6, 6.0, 6.5]
+    frames = (LiveFrame(t, av.VideoFrame(2, 2, "yuv420p"), 1000 + t) for t in times)
+    clips = list(live_windows(frames, clip_s=1.0, num_frames=2, offset_s=0.25))
+    # frames before the phase belong to no window; after the gap, windows keep the 0.25 + i grid
+    assert [(c.index, c.start_s, c.end_s, c.frame_count) for c in clips] == \
+        [(0, 0.25, 1.25, 4), (1, 1.25, 2.25, 2), (4, 4.25, 5.25, 1), (5, 5.25, 6.25, 3)]
+
+
+def test_window_phases_are_stable_per_name_and_spread_over_the_stride():
+    phases = [window_phase(f"cam{i}", 1.6) for i in range(40)]
+    assert phases == [window_phase(f"cam{i}", 1.6) for i in range(40)]  # after a restart, anywhere
+    assert all(0 <= p < 1.6 for p in phases)
+    # 40 cameras started together: no tenth of the stride holds more than a quarter of their windows' ends
+    assert max(sum(k * 0.16 <= p < (k + 1) * 0.16 for p in phases) for k in range(10)) <= 10
+
+
+def test_a_skip_to_the_next_keyframe_decodes_nothing_before_it_and_drops_the_windows_it_cut(video_dir):
+    gop = 20  # a keyframe every 0.8 s at 25 fps
+    path = video_dir / "live_gop20.mp4"
+    make_video(path, seconds=4.0, fps=25, size=(160, 120), bframes=False, gop=gop)
+    source, stop = LiveSource(str(path)), threading.Event()
+    seen: list[LiveFrame] = []
+
+    def frames():
+        for live in source.frames(stop):
+            seen.append(live)
+            if len(seen) == 30:  # 1.2 s in, inside window 1 (and a GOP that began at 0.8 s)
+                source.skip_to_keyframe()
+            if live.time_s > 3.9:
+                stop.set()
+            yield live
+
+    clips = list(live_windows(frames(), clip_s=0.5, num_frames=4))
+    resumed = [f for f in seen if f.resumed]
+    assert len(resumed) == 1 and resumed[0].time_s == pytest.approx(1.6, abs=0.01)  # the next keyframe
+    assert source.stats.skipped == 10  # frames 30..39 read, not decoded
+    assert not any(1.2 <= f.time_s < 1.6 for f in seen)
+    # window 2 [1.0, 1.5) lost frames to the skip: dropped and counted; window 3 [1.5, 2.0) too
+    assert [c.index for c in clips][:4] == [0, 1, 4, 5] and clips[2].skipped_before == 2
+    assert all(c.frame_count in (12, 13) for c in clips)  # every window published is whole
+    assert sum(c.skipped_before for c in clips) == 2
+
+
+def test_a_reader_that_falls_behind_skips_to_a_keyframe_and_its_lag_counts_in_the_capture_time(video_dir):
+    path = video_dir / "live_gop10.mp4"
+    make_video(path, seconds=4.0, fps=25, size=(160, 120), bframes=False, gop=10)
+    for max_lag_s in (None, 0.3):
+        source, stop = LiveSource(str(path), max_lag_s=max_lag_s), threading.Event()
+        seen, started = [], time.time()
+        for live in source.frames(stop):
+            seen.append(live)
+            if len(seen) <= 15:
+                time.sleep(0.08)  # a reader at half the frame rate, for a while
+            if live.time_s > 2.5:
+                break
+        stop.set()
+        if max_lag_s is None:  # it reads every frame, late
+            assert source.stats.behind == 0 and source.stats.skipped == 0 and not any(f.resumed for f in seen)
+            assert len(seen) >= 63
+        else:  # it skips to a keyframe (every 0.4 s) once 0.3 s behind, and catches up
+            assert source.stats.behind >= 1 and source.stats.skipped >= 1 and any(f.resumed for f in seen)
+            assert len(seen) < 63
+        # arrival: when a prompt reader would have had the frame, about its stream time on the wall clock
+        assert seen[10].arrived_at - started == pytest.approx(seen[10].time_s, abs=0.15)
 
 
 def test_smoothing_averages_the_last_k_segments():
