@@ -55,6 +55,12 @@ class Runtime:
                                self.worker.consumer, Leases(queue.r)) if settings.index else None
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None  # what ended `run`, if it did not end cleanly
+        # read at each scrape from now on: `up`'s ready line comes before `run`, and a scrape right
+        # after it must find them (unregistered when `run` ends)
+        self._unregisters = [metrics.read_at_scrape("reelflow_queue_jobs", self._queue_depth)]
+        if self.indexer is not None:
+            self._unregisters.append(metrics.read_at_scrape("reelflow_index_waiting",
+                                                            lambda: {"": self.indexer.outbox.backlog()}))
 
     @property
     def consumer(self) -> str:
@@ -67,10 +73,6 @@ class Runtime:
         self.sinks.start()
         if self.indexer is not None:
             self.indexer.start()
-        unregisters = [metrics.read_at_scrape("reelflow_queue_jobs", self._queue_depth)]
-        if self.indexer is not None:
-            unregisters.append(metrics.read_at_scrape("reelflow_index_waiting",
-                                                      lambda: {"": self.indexer.outbox.backlog()}))
         try:
             self.worker.run(block_ms=block_ms)
         except BaseException as e:  # kept for whoever started this thread (`LocalStack.run` raises it)
@@ -82,8 +84,9 @@ class Runtime:
             self.sinks.stop()
             if self.indexer is not None:
                 self.indexer.stop()
-            for unregister in unregisters:
+            for unregister in self._unregisters:
                 unregister()
+            self._unregisters = []
 
     def _queue_depth(self) -> dict[str, float]:
         queue = self.worker.queue
