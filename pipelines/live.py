@@ -92,7 +92,7 @@ class LiveSource:
     def __init__(self, url: str, *, transport: str = "auto", open_timeout_s: float = 10.0, stale_s: float = 5.0,
                  backoff_s: float = 0.5, max_backoff_s: float = 15.0, loop: bool = True,
                  options: dict[str, str] | None = None, format: str | None = None, ring=None,
-                 max_lag_s: float | None = None):
+                 max_lag_s: float | None = None, decode_slots: threading.Semaphore | None = None):
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
         self.url = url
@@ -110,6 +110,14 @@ class LiveSource:
         # machine short of CPU) skips to the next keyframe instead of piling up frames that are late
         # already: latency stays bounded, and the windows skipped are counted. None: never skips.
         self.max_lag_s = max_lag_s
+        # Shared by the readers of one process: at most that many decode at once. Decoding many
+        # cameras would otherwise take every core from the model (dozens of reader threads against
+        # its few), windows would reach it late and be dropped after being decoded; held to a
+        # budget, readers that cannot keep up fall behind and skip to a keyframe instead. (A fair
+        # semaphore, handing a slot to the longest waiting reader, was measured: it spread drops
+        # more evenly but lost a third of the decoding to the hand-overs, and 24 cameras that
+        # kept up no longer did.)
+        self.decode_slots = decode_slots
         self.is_device = bool(DEVICE.match(url))
         # FFmpeg's demuxer, when probing cannot tell: a capture device is read through Video4Linux2.
         self.format = format or ("v4l2" if self.is_device else None)
@@ -245,7 +253,12 @@ class LiveSource:
                     self.stats.skipped += 1
                 continue
             self._skip, skipped = False, 0
-            for frame in packet.decode():
+            if self.decode_slots is None:
+                decoded = packet.decode()
+            else:
+                with self.decode_slots:
+                    decoded = packet.decode()
+            for frame in decoded:
                 yield frame, skipping
                 skipping = False
 

@@ -33,6 +33,7 @@ without it no longer did.)
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -59,6 +60,15 @@ log = logging.getLogger("reelflow.streams")
 SENT_AT_ONCE = 2  # clips of one stream at the model at a time
 STATUS_EVERY_S = 1.0
 SINKS_EVERY_S = 10.0  # how soon a change of the stack's global sinks reaches a running stream
+_decode_slots: dict[int, threading.Semaphore] = {}  # the process's decoding budget, by its size
+_slots_lock = threading.Lock()
+
+
+def decode_slots(threads: int) -> threading.Semaphore:
+    """The semaphore the streams of this process decode under (REELFLOW_STREAM_DECODE_THREADS)."""
+    size = threads or max(1, len(os.sched_getaffinity(0)) - 1)
+    with _slots_lock:
+        return _decode_slots.setdefault(size, threading.Semaphore(size))
 
 
 @dataclass
@@ -85,7 +95,8 @@ class StreamRunner:
         self.latency_s = settings.stream_latency_s
         # a reader the latency target behind its stream skips to the next keyframe
         self.source = LiveSource(spec.url, transport=spec.transport, options=open_options, ring=self.recorder.ring,
-                                 max_lag_s=self.latency_s)
+                                 max_lag_s=self.latency_s,
+                                 decode_slots=decode_slots(settings.stream_decode_threads))
         self.stop = threading.Event()
         self.ready: deque = deque()
         self.cond = threading.Condition()

@@ -133,6 +133,20 @@ def test_a_reader_that_falls_behind_skips_to_a_keyframe_and_its_lag_counts_in_th
         assert seen[10].arrived_at - started == pytest.approx(seen[10].time_s, abs=0.15)
 
 
+def test_readers_sharing_one_decode_slot_all_go_on(two_seconds):
+    slots, stop = threading.Semaphore(1), threading.Event()
+    sources = [LiveSource(str(two_seconds), decode_slots=slots) for _ in range(3)]
+    threads = [threading.Thread(target=lambda s=s: [None for _ in s.frames(stop)]) for s in sources]
+    for t in threads:
+        t.start()
+    time.sleep(2.5)
+    stop.set()
+    for t in threads:
+        t.join(timeout=5)
+    assert all(s.stats.frames >= 50 for s in sources), [s.stats.frames for s in sources]  # ~25 fps each
+    assert slots.acquire(blocking=False)  # given back by every reader
+
+
 def test_smoothing_averages_the_last_k_segments():
     smoother = Smoother(k=2)
     smoother.add(np.array([1.0, 0.0]))
