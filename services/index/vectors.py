@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
-
 from pipelines.errors import ReelflowError, one_line
 
 log = logging.getLogger("reelflow.index")
@@ -121,6 +119,7 @@ class VectorIndex:
 
     def add(self, rows: list[dict]) -> int:
         """Append rows (each with `model`, `weights` and `vector` besides COLUMNS); returns how many."""
+        import numpy as np  # here: client commands import this module, and start faster without numpy
         import pyarrow as pa
 
         by_table: dict[str, list[dict]] = {}
@@ -177,6 +176,8 @@ class VectorIndex:
                exclude: str | None = None) -> list[Match]:
         """The `top` rows of (model, weights) most like `vector`, best first; `where` filters (a Lance
         SQL predicate), `exclude` leaves one id out (the query itself)."""
+        import numpy as np  # here: client commands import this module, and start faster without numpy
+
         table = self._table(table_name(model, weights))
         if table is None:
             return []
@@ -251,7 +252,10 @@ def _schema(dim: int):
     ])
 
 
-def _normalised(vector) -> np.ndarray:
+def _normalised(vector):
+    """`vector` as float32 of unit length (as it is, when its norm is 0 or not finite)."""
+    import numpy as np  # here: client commands import this module, and start faster without numpy
+
     with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: not finite, refused by the caller
         v = np.asarray(vector, dtype=np.float32).ravel()
     with np.errstate(over="ignore", invalid="ignore"):

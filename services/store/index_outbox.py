@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import time
 
-import numpy as np
 import redis
 
 from services.store import keys
@@ -44,6 +43,8 @@ def index_row(kind: str, name: str, source: str, result: dict, model: str, weigh
 
 def index_entry(row: dict, embedding) -> tuple[str, bytes]:
     """The two arguments the store scripts take for the index: the row's JSON and its vector."""
+    import numpy as np  # here: client commands import the store, and start faster without numpy
+
     return json.dumps(row), np.asarray(embedding, dtype="<f4").tobytes()
 
 
@@ -116,6 +117,8 @@ class IndexOutbox:
 def _decode(fields: dict) -> dict:
     if b"delete" in fields:
         return {"delete": fields[b"delete"].decode()}
+    import numpy as np
+
     return {"row": json.loads(fields[b"row"]), "vector": np.frombuffer(fields[b"v"], dtype="<f4")}
 
 

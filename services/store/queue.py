@@ -25,7 +25,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import numpy as np
 import redis
 from pydantic import ValidationError
 
@@ -242,6 +241,8 @@ class JobQueue:
             return "", b""
         row = index_row("job", claim.job_id, claim.spec.source, result, claim.spec.model, claim.spec.weights,
                         time.time())
+        import numpy as np  # here: client commands import the queue, and start faster without numpy
+
         return index_entry(row, np.frombuffer(base64.b64decode(result["embedding_b64"]), dtype="<f4"))
 
     def stored_indices(self, job_id: str) -> set[int]:
