@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import math
 import random
-import zlib
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,7 +73,7 @@ class LiveStats:
     reconnects: int = 0
     gaps: int = 0  # times frames stopped coming (error, end, stale)
     frames: int = 0
-    skipped: int = 0  # frames read but not decoded (skip_to_keyframe: the model or the reader was behind)
+    skipped: int = 0  # frames read but not decoded (skip_to_keyframe: the reader was behind)
     behind: int = 0  # times the reader fell over `max_lag_s` behind the stream and skipped to a keyframe
     last_error: str = ""
     last_frame_at: float | None = None
@@ -128,9 +128,9 @@ class LiveSource:
     def skip_to_keyframe(self) -> None:
         """Read on without decoding up to the next keyframe (a camera's next GOP), from any thread.
 
-        For when what is decoded cannot all be classified in time: skipping whole GOPs saves the
-        decoding (most of a camera's cost) of windows that would be dropped anyway. The frame after
-        the skip comes `resumed`, and `live_windows` drops the windows the skip cut into."""
+        The source does it itself when its reader falls `max_lag_s` behind: skipping a whole GOP
+        saves the decoding (most of a camera's cost) of frames that would be late anyway. The frame
+        after the skip comes `resumed`, and `live_windows` drops the windows the skip cut into."""
         self._skip = True
 
     def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:

@@ -66,7 +66,7 @@ _slots_lock = threading.Lock()
 
 def decode_slots(threads: int) -> threading.Semaphore:
     """The semaphore the streams of this process decode under (REELFLOW_STREAM_DECODE_THREADS)."""
-    size = threads or max(1, len(os.sched_getaffinity(0)) - 1)
+    size = threads or max(1, (os.cpu_count() or 1) - 1)  # the cores the replica counts (and on macOS too)
     with _slots_lock:
         return _decode_slots.setdefault(size, threading.Semaphore(size))
 
