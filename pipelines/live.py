@@ -53,6 +53,7 @@ class LiveFrame:
     frame: av.VideoFrame
     arrived_at: float  # wall clock (time.time()) when it arrived: when decoded, less how far behind the reader was
     resumed: bool = False  # the first frame after frames skipped undecoded (`LiveSource.skip_to_keyframe`)
+    after_gap: bool = False  # the first frame after the stream stopped and came back (a reconnect)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class LiveClip:
     frame_count: int  # frames inside the window before sampling
     captured_at: float  # wall clock when its last frame arrived
     skipped_before: int = 0  # windows lost, just before this one, to frames skipped undecoded
+    cut: bool = False  # cut short by a gap in the stream: frames only up to it, closed when the stream came back
 
 
 @dataclass
@@ -142,6 +144,7 @@ class LiveSource:
         # The same, for measuring lag: how far a frame came after the most prompt one would have
         # (allowing the camera's clock DRIFT). A reader that keeps up has a lag near 0.
         prompt, prompt_at = None, 0.0
+        gap = False  # frames stopped since the last one came
         while not stop.is_set():
             self.stats.state = "connecting"
             first = None
@@ -167,7 +170,8 @@ class LiveSource:
                     self.stats.last_frame_at = time.time()
                     if self.ring is not None:
                         self.ring.frame(time_s, frame)
-                    yield LiveFrame(time_s, frame, self.stats.last_frame_at - lag, resumed=after_skip)
+                    yield LiveFrame(time_s, frame, self.stats.last_frame_at - lag, resumed=after_skip, after_gap=gap)
+                    gap = False
                 reason = "the stream ended"
             except av.ExitError:  # PyAV's timeout ("Immediate exit requested"): say which one
                 opened = self.stats.connects > connects
@@ -183,6 +187,7 @@ class LiveSource:
             if self.is_file and self.loop and first is not None and reason == "the stream ended":
                 continue  # play the file again, as a looping camera
             self.stats.gaps += 1
+            gap = gap or first is not None
             self.stats.last_error = reason
             failures += 1
             if first is None and len(self._transports) > 1:  # no frame this way: the other transport next
@@ -278,7 +283,8 @@ def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, st
     A window closes as soon as its last frame is in: when the next frame, at the stream's recent
     frame interval, would fall at or after its end (or, failing that, when such a frame arrives).
     Windows a gap in the stream left empty are skipped; indices are not reused, so an index always
-    names the same stretch of stream time. After frames skipped undecoded (a `resumed` frame), the
+    names the same stretch of stream time. A window the gap cut into closes with the stream's first
+    frame after it (an `after_gap` frame), with the frames it has, and is marked `cut`. After frames skipped undecoded (a `resumed` frame), the
     windows the skip cut into are dropped too (their frames are incomplete), and counted in the
     next clip's `skipped_before`.
     """
@@ -288,7 +294,7 @@ def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, st
     index = 0
     skipped = 0  # windows dropped by skips since the last clip
 
-    def close() -> LiveClip | None:
+    def close(cut: bool = False) -> LiveClip | None:
         nonlocal index, skipped
         start = offset_s + index * stride
         end = start + clip_s
@@ -304,7 +310,7 @@ def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, st
         width, height = picks[-1].frame.width, picks[-1].frame.height
         rgb = {id(f): f.frame.reformat(width=width, height=height, format="rgb24").to_ndarray() for f in picks}
         return LiveClip(index - 1, round(start, 6), round(end, 6), np.stack([rgb[id(f)] for f in picks]),
-                        len(inside), inside[-1].arrived_at, counted)
+                        len(inside), inside[-1].arrived_at, counted, cut)
 
     for live in frames:
         if live.resumed:  # on to the first window that starts at or after this frame
@@ -317,7 +323,7 @@ def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, st
             if not buffered:  # after a gap: on to the first window that can hold this frame
                 index = max(index, math.floor((live.time_s - offset_s - clip_s) / stride) + 1)
                 break
-            if clip := close():
+            if clip := close(cut=live.after_gap):  # closed by the stream's return: cut short by the gap
                 yield clip
         if buffered and 0 < live.time_s - buffered[-1].time_s:
             intervals.append(live.time_s - buffered[-1].time_s)

@@ -56,7 +56,7 @@ def stream_rows(registry: StreamRegistry) -> list[dict]:
         failing = [s for s in sinks if s["retrying_since"] or (s["last_error"] and not s["last_ok_at"])]
         rows.append({"name": name, "url": spec.url, "model": spec.model, "owner": registry.owner(name),
                      "state": status.get("state", "waiting for a worker") if registry.owner(name) else "unowned",
-                     **{k: status.get(k) for k in ("transport", "reconnects", "gaps", "dropped", "failed", "unpublished", "segments", "last_index",
+                     **{k: status.get(k) for k in ("transport", "reconnects", "gaps", "dropped", "drop_reasons", "failed", "unpublished", "segments", "last_index",
                                                    "latency_p50_s", "latency_p95_s", "last_error")},
                      "recording": status.get("recording") or None,  # evidence clips (issue 22)
                      "rules": {"record": spec.record, "pre_s": spec.pre_s, "post_s": spec.post_s,

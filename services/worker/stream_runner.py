@@ -18,8 +18,11 @@ or an already computed value) whose value is None when the model did not get to 
 dropped and counted, before they are sent or by the model's batcher, when a newer window of the
 stream waits: an overloaded stack keeps its latency near the target, and its drops are spread over
 its streams (the replica's batcher takes live windows before jobs' clips, from the streams it served
-longest ago first). A stream's freshest window is always classified, so a model slower than the
-target still serves every stream, at the latency it can.
+longest ago first). A stream's freshest window is classified unless it would end over one more
+target past its deadline, so a model slower than the target still serves every stream, at the
+latency it can. A window that a gap in the stream cut short (the camera went away mid-window) is
+classified with the frames it has when the stream comes back; its deadline counts from then, since
+it is late by the gap, not by load.
 
 A reader that falls the latency target behind its stream (the machine decodes slower than frames
 come) skips to the stream's next keyframe: the frames up to it are read but not decoded, and the
@@ -173,7 +176,8 @@ class StreamRunner:
             with self.cond:
                 while self.ready and len(sent) < SENT_AT_ONCE:
                     clip, payload = self.ready.popleft()
-                    deadline = clip.captured_at + self.latency_s
+                    # a window cut short by a gap is late by the gap, not by load: its time counts from now
+                    deadline = (time.time() if clip.cut else clip.captured_at) + self.latency_s
                     if time.time() > deadline and self.ready:  # too late, and a newer window waits
                         self._drop("late")
                         continue

@@ -66,6 +66,16 @@ def test_a_gap_in_stream_time_skips_the_empty_windows_and_never_reuses_an_index(
     assert clips[-1].captured_at == 1000 + 5.6
 
 
+def test_the_window_a_reconnect_cut_short_is_marked_cut():
+    """The camera went away at 1.2 s and came back at 5.0 s (a reconnect): window 1 closes with the
+    frame it has when the stream returns, marked `cut` (the stream runner gives it a fresh deadline)."""
+    times = [0.0, 0.3, 0.6, 0.9, 1.2, 5.0, 5.3, 5.6, 6.0, 6.5]
+    frames = (LiveFrame(t, av.VideoFrame(2, 2, "yuv420p"), 1000 + t, after_gap=t == 5.0) for t in times)
+    clips = list(live_windows(frames, clip_s=1.0, num_frames=2))
+    assert [(c.index, c.frame_count, c.cut) for c in clips] == [(0, 4, False), (1, 1, True), (5, 3, False)]
+    assert clips[1].captured_at == 1000 + 1.2  # when its last frame came
+
+
 def test_windows_start_at_the_streams_phase_and_gaps_keep_to_its_grid():
     times = [0.0, 0.3, 0.6, 0.9, 1.2, 1.5, 1.8, 5.0, 5.3, 5.6, 6.0, 6.5]
     frames = (LiveFrame(t, av.VideoFrame(2, 2, "yuv420p"), 1000 + t) for t in times)

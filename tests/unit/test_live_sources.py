@@ -172,6 +172,8 @@ def test_a_silent_udp_sender_is_a_counted_gap_and_windows_resume():
     assert indices == sorted(set(indices))  # never reused
     assert len([c for c in reader.clips if c.end_s <= gap_start]) >= 2
     assert len([c for c in reader.clips if c.start_s >= gap_end]) >= 2  # windows resumed
+    # only a window holding the last frame before the silence can be cut short by it
+    assert all(c.start_s <= gap_start < c.end_s for c in reader.clips if c.cut)
 
 
 @pytest.mark.timeout(60)
