@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from array import array
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -19,6 +20,7 @@ from pipelines.errors import VideoError
 
 NETWORK_TIMEOUTS_S = (15.0, 30.0)  # opening, and each read, of a network source
 MAX_BAD_PACKETS = 50  # damaged packets skipped before a video counts as corrupt
+MAX_PLANNED_FRAMES = 1_000_000  # packet_times of longer videos (9 h at 30 fps): not worth 8 bytes a frame
 
 
 @dataclass(frozen=True)
@@ -72,14 +74,23 @@ class Video:
             frames=s.frames or None,
         )
 
-    def frames(self) -> Iterator[tuple[int, av.VideoFrame]]:
+    def frames(self, keep: Container[int] | None = None) -> Iterator[tuple[int, av.VideoFrame]]:
         """Decoded frames in presentation order as (pts, frame); frames without a pts are skipped.
+
+        `keep`: the pts of the frames wanted. Any other frame that no frame depends on (the decoder
+        knows: a non-reference B-frame, say) is not decoded at all; the frames kept, and every frame
+        they are predicted from, decode exactly as without it.
 
         A damaged packet is skipped, as FFmpeg's own tools do (its frame, and those predicted from
         it, may come out damaged or not at all); past MAX_BAD_PACKETS the video counts as corrupt."""
         count = bad = 0
+        context = self._stream.codec_context
+        skipping = False
         try:
             for packet in self._container.demux(self._stream):
+                if keep is not None and skipping != (packet.pts is not None and packet.pts not in keep):
+                    skipping = not skipping
+                    context.skip_frame = "NONREF" if skipping else "DEFAULT"
                 try:
                     decoded = packet.decode()
                 except av.InvalidDataError as e:
@@ -101,6 +112,31 @@ class Video:
         """The limits (a SourcePolicy), frame by frame: a header can lie, a stream can change size or run on."""
         self.limits.check_video(self.source, frame.width, frame.height,
                                 self.info.seconds(frame.pts) if frame.pts is not None else None, count)
+
+    def packet_times(self) -> array | None:
+        """The pts of every frame the video will decode, sorted, from a demux-only pass over a local
+        file (no decoding: fast); None where packets cannot tell (not a regular file: a network
+        source would be read twice; a packet without pts; two packets with one pts; a demuxing
+        error; over MAX_PLANNED_FRAMES)."""
+        if not os.path.isfile(self.source):
+            return None
+        times = array("q")
+        try:
+            with av.open(self.source) as container:
+                for packet in container.demux(container.streams.video[0]):
+                    if packet.size == 0:  # the demuxer's end-of-stream packet
+                        continue
+                    if packet.pts is None:
+                        return None
+                    times.append(packet.pts)
+                    if len(times) > MAX_PLANNED_FRAMES:
+                        return None
+        except (av.FFmpegError, OSError, IndexError):
+            return None
+        times = array("q", sorted(times))
+        if any(a == b for a, b in zip(times, times[1:])):
+            return None
+        return times
 
     def duration_s(self) -> float:
         """The stream's duration; for containers that don't record one, demux (no decoding) to the end."""

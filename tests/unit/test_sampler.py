@@ -12,7 +12,7 @@ import torch
 
 import support.tutorial_reference  # noqa: F401  (aliases the torchvision module pytorchvideo needs)
 from pytorchvideo.data.encoded_video import EncodedVideo
-from pipelines.decode import open_video
+from pipelines.decode import Video, open_video
 from pipelines.errors import VideoError
 from pipelines.sampler import sample_clips, subsample_indices
 from pipelines.synthetic import make_video
@@ -169,3 +169,45 @@ def test_audio_only_file_says_there_is_no_video(tmp_path):
             container.mux(packet)
     with pytest.raises(VideoError, match="no video stream"):
         list(sample_clips(path, 1.6, 4))
+
+
+def clip_keys(clips):
+    return [(c.segment, c.pts, c.frame_count) for c in clips]
+
+
+@pytest.mark.parametrize("suffix, codec", [("mp4", "libx264"), ("mkv", "libx265"), ("avi", "mpeg4")])
+def test_skipping_the_frames_no_segment_samples_gives_the_same_clips(video_dir, suffix, codec):
+    path = video_dir / f"skip_{codec}.{suffix}"
+    make_video(path, seconds=4.0, fps=30, size=(256, 144), codec=codec)  # with B-frames
+    planned = list(sample_clips(path, 1.6, 4))
+    every = list(sample_clips(path, 1.6, 4, skip_unsampled=False))
+    assert clip_keys(planned) == clip_keys(every) and len(every) == 3
+    assert all(np.array_equal(a.frames, b.frames) for a, b in zip(planned, every))
+
+
+def test_frames_not_kept_that_nothing_depends_on_are_not_decoded(video_dir):
+    path = video_dir / "keep.mp4"
+    make_video(path, seconds=3.0, fps=30, size=(256, 144))  # two B-frames between references
+    with open_video(path) as video:
+        times = video.packet_times()
+    assert list(times) == sorted(times) and len(times) == 90
+    keep = set(times[::10])
+    with open_video(path) as video:
+        kept = {pts: frame.to_ndarray(format="rgb24") for pts, frame in video.frames(keep)}
+    with open_video(path) as video:
+        every = {pts: frame.to_ndarray(format="rgb24") for pts, frame in video.frames()}
+    assert len(every) == 90 and keep <= kept.keys() and len(kept) < 70  # about a third are non-reference
+    assert all(np.array_equal(kept[p], every[p]) for p in keep)
+
+
+def test_a_plan_the_decoder_does_not_keep_to_falls_back_to_decoding_every_frame(video_dir, monkeypatch):
+    path = video_dir / "wrong_plan.mp4"
+    make_video(path, seconds=4.0, fps=30, size=(256, 144))
+    every = list(sample_clips(path, 1.6, 4, skip_unsampled=False))
+    real = Video.packet_times
+    monkeypatch.setattr(Video, "packet_times", lambda self: real(self)[::2])  # misses half the frames
+    fell_back = list(sample_clips(path, 1.6, 4))
+    assert clip_keys(fell_back) == clip_keys(every)
+    assert all(np.array_equal(a.frames, b.frames) for a, b in zip(fell_back, every))
+    monkeypatch.setattr(Video, "packet_times", lambda self: real(self)[2:])  # fails at the first segment only
+    assert clip_keys(list(sample_clips(path, 1.6, 4))) == clip_keys(every)
