@@ -22,7 +22,7 @@ from services.store.connection import connect
 from services.store.jobs import JobSpec, check_job_source
 from services.store.overview import stack_overview
 from services.store.queue import JobQueue
-from services.store.results import follow_job
+from services.store.results import END, ResultsStream, follow_job
 
 EXPIRED = "finished jobs expire after REELFLOW_RESULT_TTL_S"
 
@@ -126,12 +126,19 @@ def wait_for(queue: JobQueue, job_ids: list[str], json_output: bool = False) -> 
     """Follow jobs until each has ended: a line per ended job, and on a terminal a progress bar of
     their segments. True if every job is done.
 
-    Polls the jobs not ended yet in one round trip, every 0.1 s (slower for thousands of jobs)."""
+    Waits on the results stream (every stored segment and every job's end comes there) rather than
+    polling: the jobs' records are read again at once when one of them ends, and otherwise every
+    half second (slower for thousands of jobs) for the progress bar, and in case the stream was
+    trimmed past an end meanwhile."""
+    stream = ResultsStream(queue.r)
+    after = stream.last_id()  # before the records are first read: no end falls between the two
+    mine = set(job_ids)
     reported: set[str] = set()
     records: dict = {}
     with Bar("waiting", unit="segment", quiet=json_output) as bar:
         while True:
-            records.update(queue.records([j for j in job_ids if j not in reported]))
+            pending = [j for j in job_ids if j not in reported]
+            records.update(queue.records(pending))
             ended = {j for j, r in records.items() if r is None or r.state.terminal}
             for j in sorted(ended - reported):
                 bar.write(_ended_line(j, records[j], json_output))
@@ -140,7 +147,13 @@ def wait_for(queue: JobQueue, job_ids: list[str], json_output: bool = False) -> 
                     total=sum(r.segments_total or 0 for r in records.values() if r) or None)
             if len(ended) == len(job_ids):
                 break
-            time.sleep(max(0.1, (len(job_ids) - len(ended)) / 5000))
+            read_again = time.monotonic() + max(0.5, len(pending) / 2000)
+            while (left := read_again - time.monotonic()) > 0:
+                entries = stream.read(after, block_ms=max(1, int(left * 1000)), count=10_000)
+                if entries:
+                    after = entries[-1].id
+                if any(e.kind == END and e.job_id in mine for e in entries):
+                    break
     return all(records[j] is not None and records[j].state.value == "done" for j in job_ids)
 
 

@@ -123,3 +123,27 @@ def test_following_an_ended_job_prints_what_it_stored_and_returns(queue):
     started = time.monotonic()
     assert [s["index"] for s in follow_job(queue, claim.job_id, block_ms=5000)] == [0]
     assert time.monotonic() - started < 1
+
+
+def test_submit_wait_wakes_on_a_jobs_end_and_still_ends_when_the_stream_was_trimmed(queue):
+    from services.cli.jobs import wait_for
+
+    claim = _claim(queue)
+    queue.set_total(claim.job_id, 1)
+    queue.store_segment(claim, 0, _segment(0))
+    ended_at = []
+
+    def end_soon():
+        time.sleep(1.05)  # while wait_for blocks on the stream, just after one of its half-second reads
+        ended_at.append(time.monotonic())
+        queue.complete(claim)
+
+    threading.Thread(target=end_soon, daemon=True).start()
+    assert wait_for(queue, [claim.job_id], json_output=True)
+    assert time.monotonic() - ended_at[0] < 0.3  # woken by the end's entry, not by the next read (at 1.5 s)
+
+    failed = _claim(queue)
+    queue.r.xtrim(keys.RESULTS, maxlen=0)
+    queue.fail(failed, "bad video")
+    queue.r.xtrim(keys.RESULTS, maxlen=0)  # its end gone from the stream: the records still say it
+    assert not wait_for(queue, [failed.job_id], json_output=True)
