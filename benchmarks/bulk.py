@@ -3,7 +3,8 @@
 - start-up: from launching `reelflow up --weights none --model M` to its "ready" line (by then Redis,
   Ray and the model's Serve replica are running).
 - bulk: wall time of `reelflow submit --wait --weights none --model M VIDEO...` on that stack (client
-  start-up and its polling included); clips = the segments its jobs stored.
+  start-up and its polling included); clips = the segments its jobs stored; and the jobs' span,
+  from the first job's submission to the last one's end as their records say (the stack's part).
 - memory: the summed RSS of every process in `up`'s session (the `up` process, Ray's GCS, raylet,
   workers, decoder actor and Serve replicas), sampled every 0.2 s while one job runs. The embedded
   Redis runs in a session of its own (it may outlive `up`) and is reported apart: it keeps the results.
@@ -103,7 +104,11 @@ class Stack:
         if out.returncode or len(ended) != len(paths) or any(job["state"] != "done" for job in ended):
             raise StackError(f"reelflow submit --wait exited with {out.returncode}:\n{out.stdout}{out.stderr}\n"
                              f"reelflow up log:\n{self.log_tail()}")
-        return {"clips": sum(job["segments_done"] for job in ended), "seconds": seconds, "jobs": len(ended)}
+        # the jobs' span: from the first one's submission to the last one's end, as their records
+        # say (the client's own start-up and its last poll are outside it)
+        span = max(job["updated_at"] for job in ended) - min(job["created_at"] for job in ended)
+        return {"clips": sum(job["segments_done"] for job in ended), "seconds": seconds, "span_s": span,
+                "jobs": len(ended)}
 
     def redis_pid(self) -> int | None:
         pidfile = self.home / "redis" / "redis.pid"
@@ -267,7 +272,7 @@ def bulk_rate(stack: Stack, paths: list[Path], repeats: int) -> dict:
     assert len({r["clips"] for r in runs}) == 1, runs
     best = min(runs, key=lambda r: r["seconds"])
     return {"bulk_clips": best["clips"], "bulk_s": best["seconds"], "bulk_cps": best["clips"] / best["seconds"],
-            "bulk_first_s": runs[0]["seconds"]}
+            "bulk_span_s": min(r["span_s"] for r in runs), "bulk_first_s": runs[0]["seconds"]}
 
 
 def memory_by_length(stack: Stack, videos: dict[str, Path]) -> dict:
