@@ -100,7 +100,7 @@ class Settings(BaseSettings):
         "dropped and counted (in `dropped`), so that an overloaded stack stays near its target with drops spread "
         "over its streams"))
     stream_decode_threads: int = Field(0, ge=0, **_doc(
-        "live streams decoding at once in one process (0: one fewer than its machine's cores, at least 1): "
+        "live streams decoding at once in one process (0: one fewer than its machine's cores, at least 2): "
         "the other cores stay with the model; readers that cannot keep up skip to a keyframe, counted"))
     max_streams: PositiveInt = Field(32, **_doc("live streams one `up` reads at most (more wait for another worker)"))
     min_replicas: PositiveInt = Field(1, **_doc("replicas per model when idle"))
