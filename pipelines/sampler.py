@@ -61,7 +61,7 @@ def sample_clips(
     frame depends on (non-reference B-frames) are then not decoded: 15-20% less decoding on
     B-frame video, none on video without B-frames. The clips are the same, bit for bit; where the
     plan turns out wrong (a damaged packet, timestamps the decoder changes) the video is decoded
-    again without it, from where the plan failed.
+    again from its start without a plan, and the segments not yet given come from that pass.
     """
     if isinstance(source, Video):
         yield from _sample(source, clip_s, num_frames, stride_s, all_frames, skip, None, set())
@@ -71,8 +71,6 @@ def sample_clips(
         video = open_video(source, options=open_options, threads=threads, limits=limits)
         try:
             times = video.packet_times() if planned else None
-            if planned and times is None:
-                planned = False
             yield from _sample(video, clip_s, num_frames, stride_s, all_frames, set(skip) | done, times, done)
             return
         except _PlanFailed:
@@ -102,11 +100,14 @@ def _sample(video: Video, clip_s, num_frames, stride_s, all_frames, skip, times,
     window: dict[int, av.VideoFrame] = {}  # pts -> frame, frames the open segments may sample
     next_seg = 0
 
+    # with a plan: each segment's frames are times[a:b], known before decoding
+    spans = [] if times is None else [(bisect_left(times, lo), bisect_left(times, hi)) for lo, hi in bounds]
+
     def inside_of(i: int) -> list[int]:
         lo, hi = bounds[i]
         if times is None:
             return sorted(p for p in window if lo <= p < hi)
-        planned = list(times[bisect_left(times, lo):bisect_left(times, hi)])
+        planned = list(times[slice(*spans[i])])
         expected = set(planned)
         if any(p not in window for p in picks_of(planned)) or any(
                 lo <= p < hi and p not in expected for p in window):
@@ -127,10 +128,7 @@ def _sample(video: Video, clip_s, num_frames, stride_s, all_frames, skip, times,
         rgb = {p: window[p].to_ndarray(format="rgb24") for p in set(picks)}
         return SampledClip(segments[i], np.stack([rgb[p] for p in picks]), len(inside), picks)
 
-    keep = None
-    if times is not None:
-        keep = {p for lo, hi in bounds if lo < hi
-                for p in picks_of(list(times[bisect_left(times, lo):bisect_left(times, hi)]))}
+    keep = None if times is None else {p for span in spans for p in picks_of(list(times[slice(*span)]))}
     for pts, frame in video.frames(keep):
         while next_seg < len(segments) and pts >= bounds[next_seg][1]:
             yield close(next_seg)
