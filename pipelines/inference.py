@@ -54,29 +54,32 @@ class ClipModel:
         projection_layer(self.model).register_forward_pre_hook(self._capture)
         self.runtime = "torch"  # where predict() runs: see use_runtime()
         self.runtime_note: str | None = None  # why it is torch when another runtime was wanted
+        self.streams = 1  # the passes the runtime runs at once, each on its share of the threads
         self._fast = None  # the other runtime's forward pass
 
     @classmethod
     def load(cls, model_name: str, weights: str = "kinetics", device: str = "cpu", precision: str = "float32",
-             runtime: str = "auto", cache_dir: str | os.PathLike | None = None, threads: int = 0) -> ClipModel:
+             runtime: str = "auto", cache_dir: str | os.PathLike | None = None, threads: int = 0,
+             streams: int = 1) -> ClipModel:
         """The model with its weights, its forward pass on `runtime` (see `use_runtime`)."""
         spec = get_spec(model_name)
         loaded = load_model(spec, weights)
         clip_model = cls(spec, loaded.model, loaded.weights_id, device, precision, loaded.classes)
-        clip_model.use_runtime(runtime, cache_dir, threads)
+        clip_model.use_runtime(runtime, cache_dir, threads, streams)
         return clip_model
 
-    def use_runtime(self, requested: str = "auto", cache_dir: str | os.PathLike | None = None, threads: int = 0
-                    ) -> str:
+    def use_runtime(self, requested: str = "auto", cache_dir: str | os.PathLike | None = None, threads: int = 0,
+                    streams: int = 1) -> str:
         """Run forward passes on `requested`: `torch`, `openvino`, or `auto` (OpenVINO on a CPU where
         it is installed). The model is converted once and kept in `cache_dir` (default
-        `$XDG_CACHE_HOME/reelflow/models`); `threads`: the runtime's threads (default torch's).
+        `$XDG_CACHE_HOME/reelflow/models`); `threads`: the runtime's threads (default torch's), shared by
+        `streams` passes that run at once (from as many threads: a replica's forward lanes).
 
         Under `auto`, a model OpenVINO cannot convert, or whose outputs differ from torch's, runs on
         torch, and `runtime_note` says why; asked for by name, that is a RuntimeUnavailable error.
         Returns the runtime that runs."""
         runtime = resolve(requested, self.device.type)
-        self.runtime, self.runtime_note, self._fast = "torch", None, None
+        self.runtime, self.runtime_note, self._fast, self.streams = "torch", None, None, 1
         if runtime == "openvino" and self.precision != "float32":
             if requested == "openvino":
                 raise RuntimeUnavailable(f"--runtime openvino runs float32 only; drop --precision {self.precision} "
@@ -89,8 +92,9 @@ class ClipModel:
             try:
                 self._fast = openvino_runtime.load(
                     lambda: ClipGraph(self.model, self.spec).eval(), self.spec, self.weights_id, self._predict_torch,
-                    Path(cache_dir) if cache_dir else default_cache_dir(), threads or torch.get_num_threads())
-                self.runtime = "openvino"
+                    Path(cache_dir) if cache_dir else default_cache_dir(), threads or torch.get_num_threads(),
+                    streams)
+                self.runtime, self.streams = "openvino", streams
             except openvino_runtime.ConversionFailed as e:
                 if requested == "openvino":
                     raise RuntimeUnavailable(f"{e}; use --runtime torch") from None

@@ -8,7 +8,7 @@ cosine >= `MIN_COSINE`), the sizes and hash of the files. A verdict against Open
 a model that does not convert is tried once per version, not once per start. An entry that cannot
 be read, or whose files do not match their hash, is removed and built again.
 
-    >>> forward = load(make_graph, spec, weights_id, reference, cache_dir, threads=2)  # doctest: +SKIP
+    >>> forward = load(make_graph, spec, weights_id, reference, cache_dir, threads=2, streams=2)  # doctest: +SKIP
     >>> probs, embeddings = forward(batch)           # numpy (B, 3, T, H, W) -> (B, C), (B, D)
 """
 
@@ -84,11 +84,14 @@ def entry_dir(cache_dir: Path, spec: ModelSpec, weights_id: str) -> Path:
 
 
 def load(graph: Callable[[], torch.nn.Module], spec: ModelSpec, weights_id: str,
-         reference: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], cache_dir: Path, threads: int
-         ) -> OpenVINOForward:
+         reference: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], cache_dir: Path, threads: int,
+         streams: int = 1) -> OpenVINOForward:
     """The model compiled for this CPU, from the cache or converted now (`graph()`: the ClipGraph to
     convert; `reference`: torch's predict, for the parity check). ConversionFailed if it does not
-    convert or does not match torch (kept, so the next start does not try again)."""
+    convert or does not match torch (kept, so the next start does not try again).
+
+    `threads` in all, shared by `streams` passes that run at once (a replica's forward lanes, each
+    calling from a thread of its own)."""
     import openvino as ov
 
     core = ov.Core()
@@ -98,12 +101,20 @@ def load(graph: Callable[[], torch.nn.Module], spec: ModelSpec, weights_id: str,
         verdict = _convert(core, graph, spec, reference, entry, threads)
     if not verdict["ok"]:
         raise ConversionFailed(verdict["reason"])
-    return OpenVINOForward(_compile(core, core.read_model(entry / "model.xml"), threads), entry)
+    return OpenVINOForward(_compile(core, core.read_model(entry / "model.xml"), threads, streams), entry)
 
 
-def _compile(core, model, threads: int):
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": max(1, threads),
+def _compile(core, model, threads: int, streams: int = 1):
+    """One stream per pass run at once, the threads split between them. A single stream of all the
+    threads, which the lanes' passes took in turn, was measured here (x3d_xs, 2 cores, 2 lanes): its
+    threads wait on each other at every layer, and beside a busy decoder (a replica decoding jobs,
+    a host decoding cameras) a thread descheduled stalls the pass: 19-29 clips/s at 35-53 ms of CPU
+    a clip, against 42-43 clips/s at 34-35 ms with a stream per lane (and 48-54 against 53-55 with
+    nothing beside it)."""
+    config = {"INFERENCE_NUM_THREADS": max(1, threads), "NUM_STREAMS": max(1, min(streams, threads)),
               "INFERENCE_PRECISION_HINT": "f32"}
+    if config["NUM_STREAMS"] == 1:
+        config["PERFORMANCE_HINT"] = "LATENCY"
     return core.compile_model(model, "CPU", config)
 
 

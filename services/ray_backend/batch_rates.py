@@ -42,7 +42,7 @@ def machine_key(clip_model) -> str:
     device = clip_model.device
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return (f"{spec.name}|{spec.num_frames}x{spec.crop_size}|classes={clip_model.num_classes}|{device.type}"
-            f"|runtime={clip_model.runtime}"
+            f"|runtime={clip_model.runtime}|streams={clip_model.streams}"
             f"|{clip_model.precision}|threads={torch.get_num_threads()}|torch={torch.__version__}"
             f"|{where}|cores={os.cpu_count()}")
 

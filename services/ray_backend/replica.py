@@ -57,9 +57,10 @@ class ModelReplica:
         gpu = torch.device(device).type == "cuda"
         self.lanes = 1 if gpu else max(1, cores // max(1, forward_threads))
         torch.set_num_threads(cores if gpu else max(1, min(forward_threads, cores)))
-        # on OpenVINO (the default on CPUs), converted once per machine and kept in `model_cache`
+        # on OpenVINO (the default on CPUs), converted once per machine and kept in `model_cache`; a
+        # stream of its threads per lane (each lane's passes on threads of their own)
         self.clip_model = ClipModel.load(model, weights, device, precision, runtime=runtime, cache_dir=model_cache,
-                                         threads=cores)
+                                         threads=cores, streams=self.lanes)
         self.clip_format = clip_format if clip_format != "auto" else ("uint8" if gpu else "float32")
         self.batch_rates: dict[int, float] = {}
         if batch_size == 0:  # auto: the fastest batch size of this model on this machine (one lane's)

@@ -138,7 +138,13 @@ def test_outputs_that_differ_from_torch_mean_torch_with_a_note_or_an_error_when_
 
 
 def test_forward_lanes_on_threads_each_get_their_own_results():
-    model = ClipModel.load("x3d_xs", "none", threads=2)  # the suite's cache: read, not converted
+    # a stream per lane, the threads split between them (a replica's: 2 lanes of one thread on 2 cores)
+    model = ClipModel.load("x3d_xs", "none", threads=2, streams=2)  # the suite's cache: read, not converted
+    compiled = model._fast.compiled
+    assert (model.streams, compiled.get_property("NUM_STREAMS"), compiled.get_property("INFERENCE_NUM_THREADS")
+            ) == (2, 2, 2)
+    single = ClipModel.load("x3d_xs", "none", threads=2)  # one pass at a time (classify): all threads on it
+    assert (single.streams, single._fast.compiled.get_property("NUM_STREAMS")) == (1, 1)
     batches = [model.example_batch(n) for n in (1, 2, 3, 4)]
     expected = [model._predict_torch(b) for b in batches]
     got: dict[int, tuple] = {}
