@@ -208,8 +208,10 @@ class LiveSource:
         options = dict(self.options)
         if self._transports:
             options.setdefault("rtsp_transport", self._transports[0])
-            # FFmpeg's own socket timeout too (microseconds), beside PyAV's per-read one below
-            options.setdefault("timeout", str(int(self.stale_s * 1e6)))
+            # FFmpeg's own socket timeout too (microseconds), beside PyAV's per-read one below: a reader
+            # was seen waiting in av_read_frame for minutes with that one not firing. It bounds the
+            # connect and every reply as well, so it is never shorter than the open timeout.
+            options.setdefault("timeout", str(int(max(self.open_timeout_s, self.stale_s) * 1e6)))
         if not self.is_file:
             options.setdefault("analyzeduration", "500000")  # open in half a second, not FFmpeg's default 5
         # The read timeout is the stale detector: FFmpeg gives up on a read that got nothing for that long.
