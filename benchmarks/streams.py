@@ -33,12 +33,14 @@ SIZES = {"640x360": (640, 360), "340x256": (340, 256)}
 
 
 def camera_video(size: tuple[int, int], seconds: float = 20.0) -> Path:
-    """A camera-like video: 25 fps, no B-frames (cameras' low-latency profiles), cached in the corpus."""
+    """A camera-like video: 25 fps, no B-frames (cameras' low-latency profiles), a keyframe every 2 s
+    (x264's default is every 10 s; cameras send one every 1-4 s), cached in the corpus."""
     CORPUS_DIR.mkdir(exist_ok=True)
-    path = CORPUS_DIR / f"camera_{size[0]}x{size[1]}_25fps.mp4"
+    path = CORPUS_DIR / f"camera_{size[0]}x{size[1]}_25fps_gop50.mp4"
     if not path.exists():
         tmp = path.with_suffix(".part.mp4")
-        make_video(tmp, seconds=seconds, fps=25, size=size, bframes=False, noise=True, seed=3, preset="veryfast")
+        make_video(tmp, seconds=seconds, fps=25, size=size, bframes=False, noise=True, seed=3, preset="veryfast",
+                   gop=50)
         tmp.rename(path)
     return path
 
