@@ -47,7 +47,7 @@ import numpy as np
 
 from pipelines.errors import one_line
 from pipelines.labels import top_labels
-from pipelines.live import LiveSource, live_windows, window_phase
+from pipelines.live import LiveSource, Shedding, live_windows, window_phase
 from pipelines.models import get_spec
 from pipelines.smoothing import LabelEvents, Smoother
 from services import metrics
@@ -77,6 +77,15 @@ def decode_slots(threads: int) -> threading.Semaphore:
         return _decode_slots.setdefault(size, threading.Semaphore(size))
 
 
+_shedding: dict[float, Shedding] = {}  # the process's load shedding, by latency target
+
+
+def shedding(lag_s: float) -> Shedding:
+    """The load shedding the streams of this process share (pipelines.live.Shedding; REELFLOW_STREAM_SHED)."""
+    with _slots_lock:
+        return _shedding.setdefault(lag_s, Shedding(lag_s))
+
+
 @dataclass
 class Done:
     """A result computed already (the in-process model), shaped like a pending Serve response."""
@@ -102,7 +111,8 @@ class StreamRunner:
         # a reader the latency target behind its stream skips to the next keyframe
         self.source = LiveSource(spec.url, transport=spec.transport, options=open_options, ring=self.recorder.ring,
                                  max_lag_s=self.latency_s,
-                                 decode_slots=decode_slots(settings.stream_decode_threads))
+                                 decode_slots=decode_slots(settings.stream_decode_threads),
+                                 shedding=shedding(self.latency_s) if settings.stream_shed else None)
         self.stop = threading.Event()
         self.ready: deque = deque()
         self.cond = threading.Condition()
