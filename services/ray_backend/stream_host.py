@@ -32,11 +32,6 @@ class StreamHost:
     def run(self, target, spec_json: str, redis_url: str, owner: str, sources: SourcePolicy) -> None:
         """Read and classify one stream until `stop(name)`."""
         from services.worker.stream_runner import StreamRunner  # PyAV and torch: in this actor, not in `reelflow up`
-        import torch
-
-        # clips are prepared by dozens of streams' threads at once: one torch thread each (40 cameras'
-        # readers and clip preparation took 1.53 cores so, 1.68 with two; the model is in its replica)
-        torch.set_num_threads(1)
 
         spec = StreamSpec.model_validate_json(spec_json)
         model = get_spec(spec.model)
