@@ -133,8 +133,6 @@ class Shedding:
         if lag_s > self.lags.get(key, -1.0):
             self.lags[key] = lag_s
         self.seen[key] = self.period
-        if key not in self.skips:
-            self.skips[key] = 0.0
         if time.monotonic() >= self.next_at and self.lock.acquire(blocking=False):
             try:
                 self._update()
@@ -153,9 +151,8 @@ class Shedding:
                 self.share = max(0.0, self.share - self.step / 5)
         # readers not heard of for a while (streams stopped) are forgotten; the skips of the rest fade
         self.period += 1
-        seen = dict(self.seen)
-        self.skips = {k: v * SKIPS_FADE for k, v in dict(self.skips).items() if seen.get(k, 0) >= self.period - FORGET}
-        self.seen = {k: v for k, v in seen.items() if k in self.skips}
+        self.seen = {k: v for k, v in dict(self.seen).items() if v >= self.period - FORGET}
+        self.skips = {k: v * SKIPS_FADE for k, v in dict(self.skips).items() if k in self.seen}
         self.lags = {}
         self.next_at = time.monotonic() + self.period_s
 
@@ -167,8 +164,9 @@ class Shedding:
         more than the process's readers on average waits, up to LATE_SKIP times the target."""
         key = id(reader)
         mine = self.skips.get(key, 0.0)
-        skips = list(self.skips.values())
-        if lag_s <= LATE_SKIP * self.lag_s and skips and mine > sum(skips) / len(skips):
+        readers = list(self.seen)  # the average is over every reader, those that never skipped too
+        average = sum(self.skips.get(k, 0.0) for k in readers) / max(1, len(readers))
+        if lag_s <= LATE_SKIP * self.lag_s and mine > average:
             return False
         self.skips[key] = mine + 1.0
         return True

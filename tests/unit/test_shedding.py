@@ -58,9 +58,12 @@ def test_readers_forget_streams_gone_and_the_skips_fade():
     gone, here = object(), object()
     shedding.lag(gone, 0.0)
     assert shedding.may_skip(gone, 1.1)
-    for _ in range(40):  # `gone` reads no more frames: forgotten after FORGET periods
+    for _ in range(10):  # `gone` reads no more frames: remembered for a while (a shed GOP is silent)
         shedding.lag(here, 0.0)
-    assert id(gone) not in shedding.skips and id(here) in shedding.skips
+    assert id(gone) in shedding.seen and 0 < shedding.skips[id(gone)] < 1  # its skip fading
+    for _ in range(30):  # then forgotten, after FORGET periods
+        shedding.lag(here, 0.0)
+    assert id(gone) not in shedding.skips and id(gone) not in shedding.seen and id(here) in shedding.seen
 
 
 def test_a_reader_sheds_whole_gops_and_the_windows_they_cut_are_dropped_and_counted(video_dir):
