@@ -57,7 +57,9 @@ def stream_rows(registry: StreamRegistry) -> list[dict]:
         rows.append({"name": name, "url": spec.url, "model": spec.model, "owner": registry.owner(name),
                      "state": status.get("state", "waiting for a worker") if registry.owner(name) else "unowned",
                      **{k: status.get(k) for k in ("transport", "reconnects", "gaps", "dropped", "drop_reasons", "failed", "unpublished", "segments", "last_index",
-                                                   "latency_p50_s", "latency_p95_s", "last_error")},
+                                                   "latency_p50_s", "latency_p95_s", "last_error",
+                                                   # decoding: frames decoded and left undecoded (overload)
+                                                   "frames", "skipped_frames", "behind", "shed", "shed_share")},
                      "recording": status.get("recording") or None,  # evidence clips (issue 22)
                      "rules": {"record": spec.record, "pre_s": spec.pre_s, "post_s": spec.post_s,
                                "max_clip_s": spec.max_clip_s},

@@ -276,6 +276,9 @@ class StreamRunner:
         return {"state": "stopped" if self.stop.is_set() else stats.state, "owner": self.owner,
                 "reconnects": stats.reconnects, "gaps": stats.gaps, "last_error": stats.last_error,
                 "transport": stats.transport,
+                # decoding: frames decoded, frames read but left undecoded (behind: skips; shed GOPs)
+                "frames": stats.frames, "skipped_frames": stats.skipped, "behind": stats.behind, "shed": stats.shed,
+                "shed_share": None if self.source.shedding is None else round(self.source.shedding.share, 3),
                 "dropped": self.dropped, "drop_reasons": dict(self.drop_reasons), "failed": self.failed, "unpublished": self.unpublished,
                 "segments": self.published,
                 "last_index": self.last_index, "last_frame_at": stats.last_frame_at,
