@@ -7,6 +7,7 @@ streams on it.
 from __future__ import annotations
 
 import os
+import sys
 
 import ray
 
@@ -19,10 +20,26 @@ from services.ray_backend.replica import payload_for
 from services.store.streams import StreamRegistry, StreamSpec
 
 
+SWITCH_INTERVAL_S = 0.0005  # the GIL's, in the stream host's process (Python's default: 0.005)
+
+
 @ray.remote
 class StreamHost:
     def __init__(self, record_metrics: bool = True):
         self.runners: dict = {}
+        # Dozens of reader threads: one that comes back from decoding (FFmpeg runs without the GIL)
+        # waits for the GIL, holding its decoding slot, up to the switch interval (5 ms by default,
+        # five frames' decoding). Past ~30 cameras those waits fed on each other: readers fell
+        # behind with a core idle. 0.5 ms: 40 readers decoded 990 frames/s against 930 and skipped
+        # to a keyframe 28-99 times a minute against 186-223; with the one torch thread below, 16
+        # cameras on a stack dropped 50 windows in three 40 s turns against 95 (benchmarks/streams.md).
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        import torch  # this actor prepares clips: in its process, not in `reelflow up`
+
+        # Clips are prepared by dozens of streams' threads at once: one torch thread each (x3d_xs:
+        # 6 ms of CPU a clip, against 15 ms with two). Set here, before any stream's thread runs: set
+        # from a stream's thread while others prepared clips, the slow RTSP outage test failed twice.
+        torch.set_num_threads(1)
         # the runners' metrics, exported by this node's metrics agent
         metrics.use(RayMetrics() if record_metrics else metrics.OFF)
 
