@@ -42,7 +42,9 @@ from pipelines.sources import DEVICE
 LATE_SKIP = 1.5  # Shedding: how far over the target a reader that skipped more than most waits
 SKIPS_FADE = 0.95  # Shedding: how much of a reader's skip count is left after a period
 FORGET = 30  # Shedding: periods without a frame from a reader before it is forgotten (a shed GOP is silent)
+SKIPPING = 0.1  # Shedding: the share of readers skipping to a keyframe in a period that makes it shed more
 CALM_PERIODS = 5  # Shedding: periods of every reader keeping up before it sheds less
+ON_RUN_PACKETS = 200  # Shedding: a stream decodes GOPs for about this many frames (8 s at 25 fps) between runs shed
 MAX_SKIPPED_PACKETS = 250  # a skip ends at a keyframe, or after this many packets (a stream without any)
 DRIFT = 0.001  # seconds per second a camera's clock may run slow against ours, not counted as lag
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "rtp://", "srt://", "tcp://")
@@ -57,6 +59,7 @@ class LiveFrame:
     frame: av.VideoFrame
     arrived_at: float  # wall clock (time.time()) when it arrived: when decoded, less how far behind the reader was
     resumed: bool = False  # the first frame after frames skipped undecoded (`LiveSource.skip_to_keyframe`)
+    skipped_from: float | None = None  # resumed: the stream time of the first frame skipped, where known
     after_gap: bool = False  # the first frame after the stream stopped and came back (a reconnect)
 
 
@@ -102,25 +105,27 @@ class Shedding:
     process, this does two things:
 
     - every `period_s` it looks at how far behind the readers got, raises the share of GOPs
-      (keyframe to keyframe) that every stream leaves undecoded while any reader is over half the
-      target behind, and lowers it slowly once all have been within a quarter of it for
-      CALM_PERIODS. Each stream sheds at that share (a GOP whenever its credit reaches one), so
-      the same share of every stream goes, before readers reach the target;
+      (keyframe to keyframe) that every stream leaves undecoded while more than SKIPPING of the
+      readers skip to a keyframe for being behind in a period, and lowers it slowly once none has
+      and all have been within half the target for CALM_PERIODS. Each stream sheds that share of its GOPs, in runs: after about
+      ON_RUN_PACKETS frames decoded, as many GOPs in a row as its credit has reached (`off_run`).
+      A run costs the windows at its two ends only; GOPs shed one at a time cost every window they
+      cut into, two each where a window is shorter than a GOP, so most of what was decoded;
     - a reader over the target that skipped more than the process's readers on average waits
       (`may_skip`), up to LATE_SKIP times the target, for the others to take their turn.
 
-    Measured with 40 cameras of 640x360 on 2 cores (keyframes every 2 s, 30 s): latency p95 0.70
-    and 1.44 s in two runs against 1.70 s without, segments per camera 2-5 against 2-7,
-    but a quarter fewer segments in all (a shed GOP costs the windows it cuts into, two where a
-    window is shorter than a GOP), and 16 cameras, which keep up without it, dropped 14 windows
-    to it. Hence opt-in, for latency over throughput; not yet shown to be worth more.
+    Measured with 40 cameras of 640x360 on 2 cores (keyframes every 2 s): see
+    benchmarks/streams.md. GOPs shed one at a time cost a quarter of the segments; in runs, more
+    segments came than without shedding, but 16 cameras, near what this machine keeps up with,
+    dropped windows to it. Hence opt-in.
     """
 
     def __init__(self, lag_s: float, period_s: float = 1.0, step: float = 0.05, most: float = 0.9):
         self.lag_s, self.period_s, self.step, self.most = lag_s, period_s, step, most
         self.share = 0.0
         self.lags: dict[int, float] = {}  # reader -> its worst lag this period
-        self.calm = 0  # periods in a row with every reader well within the target
+        self.calm = 0  # periods in a row with no reader skipping and every one within half the target
+        self.skipped = 0  # readers' skips to a keyframe for being behind, this period
         self.skips: dict[int, float] = {}  # reader -> its skips to a keyframe for being behind (fading)
         self.seen: dict[int, int] = {}  # reader -> the last period it read a frame in
         self.period = 0
@@ -140,15 +145,21 @@ class Shedding:
                 self.lock.release()
 
     def _update(self) -> None:
-        lags = dict(self.lags)  # readers' threads add to it meanwhile: a copy (atomic under the GIL)
-        worst = max(lags.values(), default=0.0)
-        if worst > 0.5 * self.lag_s:  # falling behind: shed more, at once
-            self.share = min(self.most, self.share + (2 if worst > self.lag_s else 1) * self.step)
+        worst = max(dict(self.lags).values(), default=0.0)  # readers' threads add to it meanwhile: a copy
+        # Readers skipping to a keyframe for being behind: a few now and then is a machine near
+        # what it keeps up with (each skip costs its stream a window or two); many in a period is
+        # overload, which shedding in runs spreads evenly and wastes less decoding on.
+        skipping = self.skipped / max(1, len(self.seen))
+        self.skipped = 0
+        if skipping > SKIPPING:  # overloaded: shed more, at once
+            self.share = min(self.most, self.share + (2 if skipping > 2.5 * SKIPPING else 1) * self.step)
             self.calm = 0
-        elif worst < 0.25 * self.lag_s:  # keeping up: shed less, slowly (a burst of lag is worse than a few drops)
+        elif skipping == 0 and worst < 0.5 * self.lag_s:  # keeping up: shed less, slowly
             self.calm += 1
             if self.calm >= CALM_PERIODS:
                 self.share = max(0.0, self.share - self.step / 5)
+        else:  # in between: hold
+            self.calm = 0
         # readers not heard of for a while (streams stopped) are forgotten; the skips of the rest fade
         self.period += 1
         self.seen = {k: v for k, v in dict(self.seen).items() if v >= self.period - FORGET}
@@ -169,12 +180,17 @@ class Shedding:
         if lag_s <= LATE_SKIP * self.lag_s and mine > average:
             return False
         self.skips[key] = mine + 1.0
+        self.skipped += 1
         return True
 
-    def shed(self, credit: float) -> tuple[bool, float]:
-        """At a keyframe, with the stream's credit: whether to leave this GOP undecoded, and the new credit."""
-        credit += self.share
-        return (True, credit - 1.0) if credit >= 1.0 else (False, credit)
+    def off_run(self, on_gops: int, credit: float) -> tuple[int, float]:
+        """After a stream decoded `on_gops` GOPs in a row, with its credit: how many GOPs it leaves
+        undecoded now, in a row (0: it decodes on), and its new credit. Over time every stream sheds
+        the current share of its GOPs."""
+        share = min(self.share, self.most)
+        credit += on_gops * share / (1.0 - share)
+        run = int(credit)
+        return run, credit - run
 
 
 class LiveSource:
@@ -212,6 +228,8 @@ class LiveSource:
         self.decode_slots = decode_slots
         self.shedding = shedding  # shared by the process's readers: sheds GOPs evenly under overload
         self._credit = random.random()  # towards the next GOP shed: streams started together shed apart
+        self._on: int | None = None  # GOPs decoded since the last run shed (`_shed_this_gop`)
+        self._off = 0  # GOPs left to shed in this run
         self.is_device = bool(DEVICE.match(url))
         # FFmpeg's demuxer, when probing cannot tell: a capture device is read through Video4Linux2.
         self.format = format or ("v4l2" if self.is_device else None)
@@ -242,7 +260,7 @@ class LiveSource:
             first = None
             connects = self.stats.connects
             try:
-                for t, frame, after_skip in self._connection(stop):
+                for t, frame, skipped_from in self._connection(stop):
                     now = time.monotonic()
                     if first is None:  # stream time goes on over a gap as the wall clock did
                         first = t
@@ -265,7 +283,10 @@ class LiveSource:
                     self.stats.last_frame_at = time.time()
                     if self.ring is not None:
                         self.ring.frame(time_s, frame)
-                    yield LiveFrame(time_s, frame, self.stats.last_frame_at - lag, resumed=after_skip, after_gap=gap)
+                    resumed = skipped_from is not None
+                    yield LiveFrame(time_s, frame, self.stats.last_frame_at - lag, resumed=resumed,
+                                    skipped_from=offset + (skipped_from - first) if resumed and skipped_from == skipped_from
+                                    else None, after_gap=gap)
                     gap = False
                 reason = "the stream ended"
             except av.ExitError:  # PyAV's timeout ("Immediate exit requested"): say which one
@@ -297,8 +318,9 @@ class LiveSource:
             self.stats.reconnects += 1
         self.stats.state = "stopped"
 
-    def _connection(self, stop: threading.Event) -> Iterator[tuple[float, av.VideoFrame, bool]]:
-        """One connection's frames as (seconds, frame, after a skip); raises on failure, returns when
+    def _connection(self, stop: threading.Event) -> Iterator[tuple[float, av.VideoFrame, float | None]]:
+        """One connection's frames as (seconds, frame, skipped_from): after frames skipped undecoded,
+        the time of the first of them (NaN if unknown), else None. Raises on failure, returns when
         the source ends."""
         options = dict(self.options)
         if self._transports:
@@ -323,41 +345,54 @@ class LiveSource:
             arrival = not paced and bool(container.format.flags & av.format.Flags.no_timestamps.value)
             wall0 = time.monotonic()
             t0 = None
+
+            def pace(packet_s: float) -> bool:
+                """A file plays at its own speed, its packets read when a camera would send them
+                (those left undecoded too): whether to go on."""
+                nonlocal t0
+                t0 = packet_s if t0 is None else t0
+                ahead = (packet_s - t0) - (time.monotonic() - wall0)
+                return not (ahead > 0 and stop.wait(ahead))
+
             if self.ring is not None:
                 self.ring.connected(stream)
-            for frame, after_skip in self._decoded(container, stream):
+            for frame, skipped_from in self._decoded(container, stream, pace if paced else None):
                 if stop.is_set():
                     return
                 t = time.monotonic() - wall0 if arrival else frame.time
                 if t is None:
                     continue
-                if t0 is None:
-                    t0 = t
-                if paced:  # a file plays at its own speed, like a camera would send it
-                    ahead = (t - t0) - (time.monotonic() - wall0)
-                    if ahead > 0 and stop.wait(ahead):
-                        return
-                yield t, frame, after_skip
+                if skipped_from is not None and arrival:
+                    skipped_from = math.nan  # frames timed by arrival: where the skip began is not known
+                yield t, frame, skipped_from
         finally:
             if self.ring is not None:
                 self.ring.disconnected()
             container.close()
 
-    def _decoded(self, container, stream) -> Iterator[tuple[av.VideoFrame, bool]]:
-        """The stream's frames, each with whether frames before it were skipped; with a ring, each
-        encoded packet goes to it first (no decoding)."""
-        skipping, skipped = False, 0
+    def _decoded(self, container, stream, pace=None) -> Iterator[tuple[av.VideoFrame, float | None]]:
+        """The stream's frames, each with None, or after frames skipped undecoded the time of the
+        first of them (NaN if unknown); with a ring, each encoded packet goes to it first (no decoding).
+        `pace(seconds)`, if given, is called with each packet's decoding time first; False: stop."""
+        time_base = float(stream.time_base) if stream.time_base is not None else None
+        skipping, skipped, skipped_from = False, 0, math.inf
         shed = False  # leaving this GOP undecoded (`shedding`)
         gop, since_key = None, None  # packets in the last whole GOP, and since the last keyframe
         for packet in container.demux(stream):
-            if self.ring is not None and packet.pts is not None and packet.time_base is not None:
-                self.ring.packet(packet, float(packet.pts * packet.time_base))
+            packet_s = packet.pts * time_base if packet.pts is not None and time_base is not None else None
+            if pace is not None and time_base is not None and (packet.dts is not None or packet.pts is not None):
+                if not pace((packet.dts if packet.dts is not None else packet.pts) * time_base):
+                    return
+            if self.ring is not None and packet_s is not None:
+                self.ring.packet(packet, packet_s)
             if packet.is_keyframe:
                 gop, since_key, shed = since_key if since_key is not None else gop, 0, False
-                # a GOP too long to skip whole (or none seen yet: no keyframes?) is never shed
-                if self.shedding is not None and not self._skip and gop is not None and gop <= MAX_SKIPPED_PACKETS:
-                    shed, self._credit = self.shedding.shed(self._credit)
-                    self.stats.shed += shed
+                # a GOP too long to skip whole (or none seen yet: no keyframes?) is never shed; a skip
+                # for being behind that ends here counts as decoding on (else, with readers that are
+                # behind at every keyframe, no run would ever start)
+                if self.shedding is not None and gop is not None and gop <= MAX_SKIPPED_PACKETS:
+                    shed = self._shed_this_gop(gop)
+                    skipped = 0 if shed else skipped  # a run of GOPs shed: each whole (the cap is per GOP)
             if since_key is not None:
                 since_key += 1
             if (shed or (self._skip and not packet.is_keyframe)) and skipped < MAX_SKIPPED_PACKETS:
@@ -365,6 +400,7 @@ class LiveSource:
                 skipped += 1
                 if packet.size:
                     self.stats.skipped += 1
+                    skipped_from = min(skipped_from, packet_s if packet_s is not None else -math.inf)
                 continue
             self._skip, skipped, shed = False, 0, False
             if self.decode_slots is None:
@@ -373,8 +409,30 @@ class LiveSource:
                 with self.decode_slots:
                     decoded = packet.decode()
             for frame in decoded:
-                yield frame, skipping
-                skipping = False
+                if skipping:
+                    yield frame, (skipped_from if math.isfinite(skipped_from) else math.nan)
+                    skipping, skipped_from = False, math.inf
+                else:
+                    yield frame, None
+
+    def _shed_this_gop(self, gop: int) -> bool:
+        """At a keyframe, under `shedding`: whether this GOP is left undecoded.
+
+        GOPs are shed in runs, between runs of about ON_RUN_PACKETS frames decoded. A run shed
+        costs the windows at its two ends, where GOPs shed one at a time would cost every window
+        they cut into: two each where a window is shorter than a GOP, most of what was decoded."""
+        on_gops = max(1, round(ON_RUN_PACKETS / gop))
+        if self._on is None:  # streams started together start their runs apart
+            self._on = random.randrange(on_gops)
+        if self._off == 0 and self._on >= on_gops:
+            self._off, self._credit = self.shedding.off_run(on_gops, self._credit)
+            self._on = 0
+        if self._off > 0:
+            self._off -= 1
+            self.stats.shed += 1
+            return True
+        self._on += 1
+        return False
 
 
 def window_phase(name: str, stride_s: float) -> float:
@@ -395,7 +453,7 @@ def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, st
     names the same stretch of stream time. A window the gap cut into closes with the stream's first
     frame after it (an `after_gap` frame), with the frames it has, and is marked `cut`. After frames skipped undecoded (a `resumed` frame), the
     windows the skip cut into are dropped too (their frames are incomplete), and counted in the
-    next clip's `skipped_before`.
+    next clip's `skipped_before`; those that ended before the skip began (`skipped_from`) are whole.
     """
     stride = stride_s or clip_s
     buffered: deque[LiveFrame] = deque()  # frames the open windows may sample, in YUV
@@ -423,6 +481,11 @@ def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, st
 
     for live in frames:
         if live.resumed:  # on to the first window that starts at or after this frame
+            # windows that ended before the first frame skipped are whole: close them first
+            while (buffered and live.skipped_from is not None
+                   and offset_s + index * stride + clip_s <= live.skipped_from + 1e-6):
+                if clip := close():
+                    yield clip
             first = max(index, math.ceil((live.time_s - offset_s) / stride - 1e-9))
             skipped += first - index  # the windows with frames skipped
             buffered.clear()

@@ -5,38 +5,54 @@ from __future__ import annotations
 
 import threading
 
+from pipelines import live
 from pipelines.live import CALM_PERIODS, LATE_SKIP, LiveSource, Shedding, live_windows
 from pipelines.synthetic import make_video
 
 
-def test_every_stream_sheds_the_same_share_of_its_gops_whatever_its_credit():
+def test_every_stream_sheds_the_share_of_its_gops_in_runs_whatever_its_credit():
     shedding = Shedding(lag_s=1.0)
     shedding.share = 0.25
     for credit in (0.0, 0.3, 0.99):
-        shed = 0
-        for _ in range(40):  # keyframes
-            gone, credit = shedding.shed(credit)
-            shed += gone
-        assert shed in (10, 11)
+        decoded = shed = 0
+        runs = []
+        while decoded + shed < 400:  # GOPs
+            decoded += 4  # a run of 4 decoded, then a run shed
+            run, credit = shedding.off_run(4, credit)
+            shed += run
+            runs.append(run)
+        assert abs(shed / (decoded + shed) - 0.25) < 0.01
+        assert set(runs) == {1, 2}  # 4 * 0.25 / 0.75 = 1.33 GOPs after every 4
+    shedding.share = 0.0
+    assert shedding.off_run(4, 0.5) == (0, 0.5)  # no overload: nothing shed
 
 
-def test_the_share_rises_while_a_reader_falls_behind_and_falls_slowly_once_all_keep_up():
-    shedding = Shedding(lag_s=1.0, period_s=0.0)  # a period ends at every frame
-    a, b = object(), object()
-    shedding.lag(b, 0.0)
-    shedding.lag(a, 0.6)  # over half the target: shed more
+def test_the_share_rises_while_many_readers_skip_and_falls_slowly_once_all_keep_up():
+    shedding = Shedding(lag_s=1.0, period_s=3600.0)  # periods end when the test says
+    readers = [object() for _ in range(20)]
+
+    def period(lag_s: float, skipping: int) -> None:
+        for reader in readers:
+            shedding.lag(reader, lag_s)
+        for reader in readers[:skipping]:
+            assert shedding.may_skip(reader, 1.6)  # over LATE_SKIP targets: always goes
+        shedding._update()
+
+    period(0.9, 2)  # a few readers skipping (a tenth): a machine near its capacity, not overload
+    assert shedding.share == 0.0
+    period(0.9, 3)  # more than a tenth: shed more
     assert shedding.share == 0.05
-    shedding.lag(a, 1.2)  # over the target: twice as much more
+    period(1.2, 6)  # more than a quarter: twice as much more
     assert round(shedding.share, 6) == 0.15
-    shedding.lag(a, 0.4)  # between a quarter and half: hold
+    period(0.6, 0)  # none skipping, but a reader still over half the target: hold
     assert round(shedding.share, 6) == 0.15
     for _ in range(CALM_PERIODS - 1):  # keeping up, not for long enough yet
-        shedding.lag(a, 0.1)
+        period(0.1, 0)
     assert round(shedding.share, 6) == 0.15
-    shedding.lag(a, 0.1)
+    period(0.1, 0)
     assert round(shedding.share, 6) == 0.14  # a fifth of a step
     shedding.share = 0.9
-    shedding.lag(a, 5.0)
+    period(5.0, 20)
     assert shedding.share == 0.9  # never all of it
 
 
@@ -66,32 +82,30 @@ def test_readers_forget_streams_gone_and_the_skips_fade():
     assert id(gone) not in shedding.skips and id(gone) not in shedding.seen and id(here) in shedding.seen
 
 
-def test_a_reader_sheds_whole_gops_and_the_windows_they_cut_are_dropped_and_counted(video_dir):
+def test_a_reader_sheds_a_run_of_whole_gops_and_only_the_windows_it_cut_are_dropped(video_dir, monkeypatch):
     path = video_dir / "live_shed_gop10.mp4"
-    make_video(path, seconds=4.0, fps=25, size=(160, 120), bframes=False, gop=10)  # a keyframe every 0.4 s
+    make_video(path, seconds=5.2, fps=25, size=(160, 120), bframes=False, gop=10)  # a keyframe every 0.4 s
+    monkeypatch.setattr(live, "ON_RUN_PACKETS", 40)  # runs of 4 GOPs decoded (a short video)
     shedding = Shedding(lag_s=1.0, step=0.0)  # the share stays where it is set
     shedding.share = 0.5
     source, stop = LiveSource(str(path), shedding=shedding), threading.Event()
-    source._credit = 0.0  # GOPs 2, 4, 6 and 8 (of 0-9) are shed: every other one once the first is over
+    source._on, source._credit = 0, 0.0  # GOPs 0-4 decoded (the first is not counted), 5-8 shed, 9- decoded
     seen = []
 
     def frames():
-        for live in source.frames(stop):
-            seen.append(live)
-            if live.time_s > 3.9:
+        for live_frame in source.frames(stop):
+            seen.append(live_frame)
+            if live_frame.time_s > 5.0:
                 stop.set()
-            yield live
+            yield live_frame
 
-    clips = list(live_windows(frames(), clip_s=0.3, num_frames=4))
+    clips = list(live_windows(frames(), clip_s=0.4, num_frames=4))
     assert source.stats.shed == 4 and source.stats.skipped == 40  # whole GOPs, read and not decoded
-    shed = [(0.8, 1.2), (1.6, 2.0), (2.4, 2.8), (3.2, 3.6)]
-    assert not any(a <= f.time_s < b for f in seen for a, b in shed)
-    assert len([f for f in seen if f.time_s < 3.9]) == 98 - 40
-    assert [round(f.time_s, 2) for f in seen if f.resumed] == [1.2, 2.0, 2.8, 3.6]  # the frame after each
-    # only whole windows are published; those the shed GOPs cut into are dropped and counted
-    assert all(c.frame_count in (7, 8) for c in clips)
-    assert not any(a < c.end_s and c.start_s < b for c in clips for a, b in shed)
-    # windows 2-3, 5-6, 7-9 and 10-11 cut (7 [2.1, 2.4) has its frames, but a skip could have begun inside
-    # it: live_windows cannot tell, and drops it)
-    assert [c.index for c in clips] == [0, 1, 4, 12]
-    assert sum(c.skipped_before for c in clips) == 2 + 2 + 3 + 2
+    assert not any(2.0 <= f.time_s < 3.6 for f in seen)
+    [resumed] = [f for f in seen if f.resumed]
+    assert round(resumed.time_s, 2) == 3.6 and round(resumed.skipped_from, 2) == 2.0
+    # only whole windows are published: window 4 [1.6, 2.0) too, which ended where the run began
+    assert [c.index for c in clips] == [0, 1, 2, 3, 4, 9, 10, 11]
+    counts = [c.frame_count for c in clips]  # a frame on a boundary can fall either side (float times)
+    assert set(counts) <= {9, 10, 11}, counts
+    assert [c.skipped_before for c in clips if c.skipped_before] == [4]  # windows 5-8, counted
