@@ -103,10 +103,10 @@ class Settings(BaseSettings):
         "live streams decoding at once in one process (0: one fewer than its machine's cores, at least 2): "
         "the other cores stay with the model; readers that cannot keep up skip to a keyframe, counted"))
     stream_shed: bool = Field(False, **_doc(
-        "live streams shed overload evenly (pipelines.live.Shedding): past what the machine decodes, every stream "
-        "leaves the same share of its GOPs undecoded before readers fall the latency target behind, and readers "
-        "take turns skipping; lower latency under overload (40 cameras on 2 cores: p95 0.7-1.4 s against 1.7 s), "
-        "at a quarter fewer windows, and drops near capacity that would not be there without it"))
+        "live streams shed overload evenly (pipelines.live.Shedding): once many readers skip to a keyframe for "
+        "being behind, every stream leaves the same share of its GOPs undecoded, in runs, and readers take turns "
+        "skipping; far less decoding wasted on windows dropped anyway and a lower p95 at 40 cameras on 2 cores "
+        "(1.5 against 1.7 s), but not clearly more windows, and a few drops near capacity (benchmarks/streams.md)"))
     max_streams: PositiveInt = Field(64, **_doc("live streams one `up` reads at most (more wait for another worker)"))
     min_replicas: PositiveInt = Field(1, **_doc("replicas per model when idle"))
     max_replicas: PositiveInt = Field(1, **_doc(
