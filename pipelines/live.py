@@ -41,7 +41,7 @@ from pipelines.sources import DEVICE
 
 LATE_SKIP = 1.5  # Shedding: how far over the target a reader that skipped more than most waits
 SKIPS_FADE = 0.95  # Shedding: how much of a reader's skip count is left after a period
-FORGET = 30  # Shedding: periods without a frame from a reader before it is forgotten (a shed GOP is silent)
+FORGET = 120  # Shedding: periods without a frame from a reader before it is forgotten (a run shed is silent)
 SKIPPING = 0.1  # Shedding: the share of readers skipping to a keyframe in a period that makes it shed more
 CALM_PERIODS = 5  # Shedding: periods of every reader keeping up before it sheds less
 ON_RUN_PACKETS = 200  # Shedding: a stream decodes GOPs for about this many frames (8 s at 25 fps) between runs shed
@@ -82,7 +82,7 @@ class LiveStats:
     reconnects: int = 0
     gaps: int = 0  # times frames stopped coming (error, end, stale)
     frames: int = 0
-    skipped: int = 0  # frames read but not decoded (skip_to_keyframe: the reader was behind)
+    skipped: int = 0  # frames read but not decoded (skip_to_keyframe: the reader was behind; GOPs shed)
     behind: int = 0  # times the reader fell over `max_lag_s` behind the stream and skipped to a keyframe
     shed: int = 0  # GOPs left undecoded to shed the process's overload evenly (`Shedding`)
     last_error: str = ""
@@ -124,12 +124,14 @@ class Shedding:
 
     def __init__(self, lag_s: float, period_s: float = 1.0, step: float = 0.05, most: float = 0.75):
         # most: runs shed are at most most / (1 - most) times a run decoded: 0.75, 3 times, so a
-        # camera is dark for at most ~24 s at a time (at 0.9, 72 s)
+        # camera with a keyframe every 2 s at 25 fps is dark for at most ~24 s at a time (at 0.9, 72 s)
+        if not 0.0 <= most < 1.0:
+            raise ValueError(f"most must be in [0, 1) (a share of GOPs shed), got {most}")
         self.lag_s, self.period_s, self.step, self.most = lag_s, period_s, step, most
         self.share = 0.0
         self.lags: dict[int, float] = {}  # reader -> its worst lag this period
         self.calm = 0  # periods in a row with no reader skipping and every one within half the target
-        self.skipped = 0  # readers' skips to a keyframe for being behind, this period
+        self.skippers: set[int] = set()  # readers that skipped to a keyframe for being behind, this period
         self.skips: dict[int, float] = {}  # reader -> its skips to a keyframe for being behind (fading)
         self.seen: dict[int, int] = {}  # reader -> the last period it read a frame in
         self.period = 0
@@ -153,8 +155,8 @@ class Shedding:
         # Readers skipping to a keyframe for being behind: a few now and then is a machine near
         # what it keeps up with (each skip costs its stream a window or two); many in a period is
         # overload, which shedding in runs spreads evenly and wastes less decoding on.
-        skipping = self.skipped / max(1, len(self.seen))
-        self.skipped = 0
+        skippers, self.skippers = self.skippers, set()  # swapped whole: readers' threads add meanwhile
+        skipping = len(skippers) / max(1, len(self.seen))
         if skipping > SKIPPING:  # overloaded: shed more, at once
             self.share = min(self.most, self.share + (2 if skipping > 2.5 * SKIPPING else 1) * self.step)
             self.calm = 0
@@ -184,7 +186,7 @@ class Shedding:
         if lag_s <= LATE_SKIP * self.lag_s and mine > average:
             return False
         self.skips[key] = mine + 1.0
-        self.skipped += 1
+        self.skippers.add(key)
         return True
 
     def off_run(self, on_gops: int, credit: float) -> tuple[int, float]:
@@ -234,6 +236,7 @@ class LiveSource:
         self._credit = random.random()  # towards the next GOP shed: streams started together shed apart
         self._on: int | None = None  # GOPs decoded since the last run shed (`_shed_this_gop`)
         self._off = 0  # GOPs left to shed in this run
+        self._pending_skip: float | None = None  # where a skip began that no frame has ended yet
         self.is_device = bool(DEVICE.match(url))
         # FFmpeg's demuxer, when probing cannot tell: a capture device is read through Video4Linux2.
         self.format = format or ("v4l2" if self.is_device else None)
@@ -259,6 +262,7 @@ class LiveSource:
         # (allowing the camera's clock DRIFT). A reader that keeps up has a lag near 0.
         prompt, prompt_at = None, 0.0
         gap = False  # frames stopped since the last one came
+        carried = None  # stream time where a skip began that the last connection ended in (NaN: unknown)
         while not stop.is_set():
             self.stats.state = "connecting"
             first = None
@@ -288,9 +292,12 @@ class LiveSource:
                     if self.ring is not None:
                         self.ring.frame(time_s, frame)
                     resumed = skipped_from is not None
+                    skipped_s = offset + (skipped_from - first) if resumed and skipped_from == skipped_from else None
+                    if carried is not None and not resumed:  # (a looping file that ended within a skip)
+                        resumed, skipped_s = True, carried if carried == carried else None
+                    carried = None
                     yield LiveFrame(time_s, frame, self.stats.last_frame_at - lag, resumed=resumed,
-                                    skipped_from=offset + (skipped_from - first) if resumed and skipped_from == skipped_from
-                                    else None, after_gap=gap)
+                                    skipped_from=skipped_s, after_gap=gap)
                     gap = False
                 reason = "the stream ended"
             except av.ExitError:  # PyAV's timeout ("Immediate exit requested"): say which one
@@ -303,6 +310,9 @@ class LiveSource:
                 reason = f"capture device {self.url}: {reason}"
             if stop.is_set():
                 break
+            pending, self._pending_skip = self._pending_skip, None
+            if pending is not None and first is not None:  # the next frame is after a skip: it says so
+                carried = offset + (pending - first) if math.isfinite(pending) else math.nan
             self._skip = False  # a skip cut short by the end of the connection: the gap ends it
             if self.is_file and self.loop and first is not None and reason == "the stream ended":
                 continue  # play the file again, as a looping camera
@@ -405,6 +415,7 @@ class LiveSource:
                 if packet.size:
                     self.stats.skipped += 1
                     skipped_from = min(skipped_from, packet_s if packet_s is not None else -math.inf)
+                    self._pending_skip = skipped_from  # if the connection ends within the skip
                 continue
             self._skip, skipped, shed = False, 0, False
             if self.decode_slots is None:
@@ -413,9 +424,11 @@ class LiveSource:
                 with self.decode_slots:
                     decoded = packet.decode()
             for frame in decoded:
-                if skipping:
+                # with B-frames the decoder gives the frames it held back from before a skip after it
+                held = math.isfinite(skipped_from) and frame.time is not None and frame.time < skipped_from
+                if skipping and not held:
                     yield frame, (skipped_from if math.isfinite(skipped_from) else math.nan)
-                    skipping, skipped_from = False, math.inf
+                    skipping, skipped_from, self._pending_skip = False, math.inf, None
                 else:
                     yield frame, None
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from pipelines import live
-from pipelines.live import CALM_PERIODS, LATE_SKIP, LiveSource, Shedding, live_windows
+from pipelines.live import CALM_PERIODS, FORGET, LATE_SKIP, LiveSource, Shedding, live_windows
 from pipelines.synthetic import make_video
 
 
@@ -75,17 +77,18 @@ def test_readers_forget_streams_gone_and_the_skips_fade():
     gone, here = object(), object()
     shedding.lag(gone, 0.0)
     assert shedding.may_skip(gone, 1.1)
-    for _ in range(10):  # `gone` reads no more frames: remembered for a while (a shed GOP is silent)
+    for _ in range(10):  # `gone` reads no more frames: remembered for a while (a run shed is silent)
         shedding.lag(here, 0.0)
     assert id(gone) in shedding.seen and 0 < shedding.skips[id(gone)] < 1  # its skip fading
-    for _ in range(30):  # then forgotten, after FORGET periods
+    for _ in range(FORGET - 10):  # then forgotten, after FORGET periods
         shedding.lag(here, 0.0)
     assert id(gone) not in shedding.skips and id(gone) not in shedding.seen and id(here) in shedding.seen
 
 
-def test_a_reader_sheds_a_run_of_whole_gops_and_only_the_windows_it_cut_are_dropped(video_dir, monkeypatch):
-    path = video_dir / "live_shed_gop10.mp4"
-    make_video(path, seconds=5.2, fps=25, size=(160, 120), bframes=False, gop=10)  # a keyframe every 0.4 s
+@pytest.mark.parametrize("bframes", [False, True])  # B-frames: the decoder gives frames held back after the skip
+def test_a_reader_sheds_a_run_of_whole_gops_and_only_the_windows_it_cut_are_dropped(video_dir, monkeypatch, bframes):
+    path = video_dir / f"live_shed_gop10_b{int(bframes)}.mp4"
+    make_video(path, seconds=5.2, fps=25, size=(160, 120), bframes=bframes, gop=10)  # a keyframe every 0.4 s
     monkeypatch.setattr(live, "ON_RUN_PACKETS", 40)  # runs of 4 GOPs decoded (a short video)
     shedding = Shedding(lag_s=1.0, step=0.0)  # the share stays where it is set
     shedding.share = 0.5
@@ -110,3 +113,43 @@ def test_a_reader_sheds_a_run_of_whole_gops_and_only_the_windows_it_cut_are_drop
     counts = [c.frame_count for c in clips]  # a frame on a boundary can fall either side (float times)
     assert set(counts) <= {9, 10, 11}, counts
     assert [c.skipped_before for c in clips if c.skipped_before] == [4]  # windows 5-8, counted
+
+
+def test_a_run_that_a_looping_file_ends_in_goes_on_and_its_windows_are_counted(video_dir, monkeypatch):
+    path = video_dir / "live_shed_loop.mp4"
+    make_video(path, seconds=2.4, fps=25, size=(160, 120), bframes=False, gop=10)  # 6 GOPs of 0.4 s
+    monkeypatch.setattr(live, "ON_RUN_PACKETS", 40)  # runs of 4 GOPs decoded
+    shedding = Shedding(lag_s=1.0, step=0.0)
+    shedding.share = 0.5
+    source, stop = LiveSource(str(path), shedding=shedding), threading.Event()
+    source._on, source._credit = 0, 0.0  # 0-2.0 s decoded; a run of 4 GOPs from 2.0 s, past the file's end
+    seen = []
+
+    def frames():
+        for live_frame in source.frames(stop):
+            seen.append(live_frame)
+            if live_frame.time_s > 4.7:
+                stop.set()
+            yield live_frame
+
+    clips = list(live_windows(frames(), clip_s=0.4, num_frames=4))
+    # the file's second play (from ~2.36 s: a looping file starts again as soon as its last frame is
+    # in, a frame early): its first GOP decoded (a new connection decides nothing at its first
+    # keyframe), that frame marked as after the skip that began at 2.0 s; then the run's 3 GOPs left
+    resumed = [f for f in seen if f.resumed]
+    assert len(resumed) == 2 and round(resumed[0].skipped_from, 2) == 2.0
+    assert 2.3 < resumed[0].time_s < 2.41 and 1.19 < resumed[1].time_s - resumed[1].skipped_from < 1.21
+    # window 6 [2.4, 2.8) lacks its last frame (the file's play was a frame short): dropped too
+    assert [c.index for c in clips] == [0, 1, 2, 3, 4, 10]
+    assert [c.skipped_before for c in clips if c.skipped_before] == [5]  # windows 5-9, counted
+
+
+def test_a_reader_skipping_many_times_in_a_period_counts_once():
+    shedding = Shedding(lag_s=1.0, period_s=3600.0)
+    readers = [object() for _ in range(10)]
+    for reader in readers:
+        shedding.lag(reader, 0.0)
+    for _ in range(5):  # an all-intra stream behind skips at every frame
+        assert shedding.may_skip(readers[0], 1.6)
+    shedding._update()
+    assert shedding.share == 0.0  # one reader of ten: not over SKIPPING
