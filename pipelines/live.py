@@ -236,7 +236,8 @@ class LiveSource:
         self._credit = random.random()  # towards the next GOP shed: streams started together shed apart
         self._on: int | None = None  # GOPs decoded since the last run shed (`_shed_this_gop`)
         self._off = 0  # GOPs left to shed in this run
-        self._pending_skip: float | None = None  # where a skip began that no frame has ended yet
+        # where the skip that no frame has ended yet began (its first packet's time; -inf: unknown)
+        self._pending_skip: float | None = None
         self.is_device = bool(DEVICE.match(url))
         # FFmpeg's demuxer, when probing cannot tell: a capture device is read through Video4Linux2.
         self.format = format or ("v4l2" if self.is_device else None)
@@ -292,9 +293,9 @@ class LiveSource:
                     if self.ring is not None:
                         self.ring.frame(time_s, frame)
                     resumed = skipped_from is not None
-                    skipped_s = offset + (skipped_from - first) if resumed and skipped_from == skipped_from else None
+                    skipped_s = offset + (skipped_from - first) if resumed and not math.isnan(skipped_from) else None
                     if carried is not None and not resumed:  # (a looping file that ended within a skip)
-                        resumed, skipped_s = True, carried if carried == carried else None
+                        resumed, skipped_s = True, None if math.isnan(carried) else carried
                     carried = None
                     yield LiveFrame(time_s, frame, self.stats.last_frame_at - lag, resumed=resumed,
                                     skipped_from=skipped_s, after_gap=gap)
@@ -389,7 +390,7 @@ class LiveSource:
         first of them (NaN if unknown); with a ring, each encoded packet goes to it first (no decoding).
         `pace(seconds)`, if given, is called with each packet's decoding time first; False: stop."""
         time_base = float(stream.time_base) if stream.time_base is not None else None
-        skipping, skipped, skipped_from = False, 0, math.inf
+        skipping, skipped = False, 0
         shed = False  # leaving this GOP undecoded (`shedding`)
         gop, since_key = None, None  # packets in the last whole GOP, and since the last keyframe
         for packet in container.demux(stream):
@@ -414,8 +415,8 @@ class LiveSource:
                 skipped += 1
                 if packet.size:
                     self.stats.skipped += 1
-                    skipped_from = min(skipped_from, packet_s if packet_s is not None else -math.inf)
-                    self._pending_skip = skipped_from  # if the connection ends within the skip
+                    began = packet_s if packet_s is not None else -math.inf
+                    self._pending_skip = began if self._pending_skip is None else min(self._pending_skip, began)
                 continue
             self._skip, skipped, shed = False, 0, False
             if self.decode_slots is None:
@@ -424,11 +425,12 @@ class LiveSource:
                 with self.decode_slots:
                     decoded = packet.decode()
             for frame in decoded:
+                began = self._pending_skip if self._pending_skip is not None else -math.inf
                 # with B-frames the decoder gives the frames it held back from before a skip after it
-                held = math.isfinite(skipped_from) and frame.time is not None and frame.time < skipped_from
+                held = math.isfinite(began) and frame.time is not None and frame.time < began
                 if skipping and not held:
-                    yield frame, (skipped_from if math.isfinite(skipped_from) else math.nan)
-                    skipping, skipped_from, self._pending_skip = False, math.inf, None
+                    yield frame, (began if math.isfinite(began) else math.nan)
+                    skipping, self._pending_skip = False, None
                 else:
                     yield frame, None
 
