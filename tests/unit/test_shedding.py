@@ -85,6 +85,20 @@ def test_readers_forget_streams_gone_and_the_skips_fade():
     assert id(gone) not in shedding.skips and id(gone) not in shedding.seen and id(here) in shedding.seen
 
 
+def _play(source: LiveSource, until_s: float) -> tuple[list, list]:
+    """The frames a source gave up to stream time `until_s`, and the 0.4 s windows published from them."""
+    stop, seen = threading.Event(), []
+
+    def frames():
+        for live_frame in source.frames(stop):
+            seen.append(live_frame)
+            if live_frame.time_s > until_s:
+                stop.set()
+            yield live_frame
+
+    return seen, list(live_windows(frames(), clip_s=0.4, num_frames=4))
+
+
 @pytest.mark.parametrize("bframes", [False, True])  # B-frames: the decoder gives frames held back after the skip
 def test_a_reader_sheds_a_run_of_whole_gops_and_only_the_windows_it_cut_are_dropped(video_dir, monkeypatch, bframes):
     path = video_dir / f"live_shed_gop10_b{int(bframes)}.mp4"
@@ -92,18 +106,9 @@ def test_a_reader_sheds_a_run_of_whole_gops_and_only_the_windows_it_cut_are_drop
     monkeypatch.setattr(live, "ON_RUN_PACKETS", 40)  # runs of 4 GOPs decoded (a short video)
     shedding = Shedding(lag_s=1.0, step=0.0)  # the share stays where it is set
     shedding.share = 0.5
-    source, stop = LiveSource(str(path), shedding=shedding), threading.Event()
+    source = LiveSource(str(path), shedding=shedding)
     source._on, source._credit = 0, 0.0  # GOPs 0-4 decoded (the first is not counted), 5-8 shed, 9- decoded
-    seen = []
-
-    def frames():
-        for live_frame in source.frames(stop):
-            seen.append(live_frame)
-            if live_frame.time_s > 5.0:
-                stop.set()
-            yield live_frame
-
-    clips = list(live_windows(frames(), clip_s=0.4, num_frames=4))
+    seen, clips = _play(source, until_s=5.0)
     assert source.stats.shed == 4 and source.stats.skipped == 40  # whole GOPs, read and not decoded
     assert not any(2.0 <= f.time_s < 3.6 for f in seen)
     [resumed] = [f for f in seen if f.resumed]
@@ -121,18 +126,9 @@ def test_a_run_that_a_looping_file_ends_in_goes_on_and_its_windows_are_counted(v
     monkeypatch.setattr(live, "ON_RUN_PACKETS", 40)  # runs of 4 GOPs decoded
     shedding = Shedding(lag_s=1.0, step=0.0)
     shedding.share = 0.5
-    source, stop = LiveSource(str(path), shedding=shedding), threading.Event()
+    source = LiveSource(str(path), shedding=shedding)
     source._on, source._credit = 0, 0.0  # 0-2.0 s decoded; a run of 4 GOPs from 2.0 s, past the file's end
-    seen = []
-
-    def frames():
-        for live_frame in source.frames(stop):
-            seen.append(live_frame)
-            if live_frame.time_s > 4.7:
-                stop.set()
-            yield live_frame
-
-    clips = list(live_windows(frames(), clip_s=0.4, num_frames=4))
+    seen, clips = _play(source, until_s=4.7)
     # the file's second play (from ~2.36 s: a looping file starts again as soon as its last frame is
     # in, a frame early): its first GOP decoded (a new connection decides nothing at its first
     # keyframe), that frame marked as after the skip that began at 2.0 s; then the run's 3 GOPs left
