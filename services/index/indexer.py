@@ -1,8 +1,12 @@
 """The indexer: a thread of every `up` that moves segments from the index outbox in Redis into the
 vector index, in batches, and keeps the index in shape.
 
-Each pass reads up to BATCH entries (waiting a second for the first), appends their rows, applies
-their deletes, and only then acknowledges them (at least once: see services.store.index_outbox).
+Each pass reads up to BATCH entries (waiting a second for the first, then LINGER_S for more),
+appends their rows, applies their deletes, and only then acknowledges them (at least once: see
+services.store.index_outbox). Lingering makes one write of the many segments that running jobs
+store in a second or two: a write to the index costs ~5 ms of CPU and a file whatever its size,
+and one per segment took 7-12% of the bulk path's CPU (measured: `up` used 1.6 s of CPU per 90
+segments against 0.5 s without indexing). A segment is searchable ~LINGER_S after it is stored.
 When the index cannot be written (a full disk, a damaged directory) the entries stay in the
 outbox, the error is logged once a minute, and the indexer tries again; results are stored all
 the while, and past REELFLOW_INDEX_BACKLOG new segments skip the index, counted.
@@ -30,6 +34,7 @@ from services.store import keys
 log = logging.getLogger("reelflow.index")
 
 BATCH = 500
+LINGER_S = 2.0
 MAINTAIN_EVERY_S = 60.0
 MAINTAIN_LEASE_S = 3600.0  # training the ANN index of a million segments takes minutes here
 ERROR_LOG_EVERY_S = 60.0
@@ -38,8 +43,9 @@ RETRY_S = 5.0
 
 class Indexer:
     def __init__(self, outbox: IndexOutbox, index: VectorIndex, settings: Settings, consumer: str,
-                 leases: Leases | None = None):
+                 leases: Leases | None = None, linger_s: float = LINGER_S):
         self.outbox, self.index, self.settings, self.consumer = outbox, index, settings, consumer
+        self.linger_s = linger_s
         self.leases = leases
         self.stop_event = threading.Event()
         self.outage = Outage.of_process()
@@ -62,6 +68,10 @@ class Indexer:
                 thread.join(timeout_s)
 
     def _loop(self) -> None:
+        try:  # Lance and pyarrow load now (~2 s of CPU), not in the first job
+            self.index.table_names()
+        except Exception as e:
+            self._failed(e)
         while not self.stop_event.is_set():
             try:
                 self.step()
@@ -82,6 +92,9 @@ class Indexer:
         if not entries:
             self._recovered()
             return 0
+        if len(entries) < BATCH and self.linger_s > 0:  # more are on their way: one write for them all
+            self.stop_event.wait(self.linger_s)
+            entries += self.outbox.read(self.consumer, BATCH - len(entries), None)
         rows = [{**e["row"], "vector": e["vector"]} for _, e in entries if "row" in e]
         deleted = self.outbox.deleted({r["job"] for r in rows if r.get("job")})
         rows = [r for r in rows if r.get("job") not in deleted]  # a late repeat of a deleted job's segment

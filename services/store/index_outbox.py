@@ -52,9 +52,9 @@ class IndexOutbox:
     def __init__(self, client: redis.Redis):
         self.r = client
 
-    def read(self, consumer: str, count: int = 500, block_ms: int = 1000) -> list[tuple[str, dict]]:
+    def read(self, consumer: str, count: int = 500, block_ms: int | None = 1000) -> list[tuple[str, dict]]:
         """Entries for `consumer`: first those another indexer left pending too long, then new ones
-        (waiting up to `block_ms`). Each as (entry id, {"row": dict, "vector": ndarray} or
+        (waiting up to `block_ms` for one; None: not waiting). Each as (entry id, {"row": dict, "vector": ndarray} or
         {"delete": job id})."""
         self._group()
         reply = self.r.xautoclaim(keys.INDEX_OUTBOX, GROUP, consumer, CLAIM_IDLE_MS, count=count)

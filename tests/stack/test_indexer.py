@@ -34,7 +34,7 @@ def test_an_indexer_that_dies_leaves_its_entries_to_another_and_a_repeat_is_foun
 
     # made first: on a busy machine making them took longer than the claim's idle time (a flake)
     index = VectorIndex(tmp_path / "index")
-    alive = indexer_module.Indexer(outbox, index, Settings(), "indexer-alive")
+    alive = indexer_module.Indexer(outbox, index, Settings(), "indexer-alive", linger_s=0)
     dead = outbox.read("indexer-that-died", 4, 100)  # read, then the process was killed: never acknowledged
     assert len(dead) == 4
     assert alive.step(block_ms=100) == 2  # the two nobody read; the four are not idle long enough yet
