@@ -49,3 +49,41 @@ def test_an_indexer_that_dies_leaves_its_entries_to_another_and_a_repeat_is_foun
     found = index.search("x3d_xs", "w1", written[1]["vector"], top=6)
     assert [m.row["id"] for m in found] == list(dict.fromkeys(m.row["id"] for m in found))  # each once
     assert found[0].row["id"] == "job:j9:1" and len(found) == 6
+
+
+def test_segments_stored_while_the_indexer_lingers_go_into_the_index_in_one_write(tmp_path, redis_server_url):
+    """Jobs store a few segments at a time: the indexer waits `linger_s` after the first ones and
+    appends everything that came meanwhile at once (one new version of the table, not one each)."""
+    import threading
+
+    import redis
+
+    from services.index import indexer as indexer_module
+    from services.settings import Settings
+    from services.store import keys
+    from services.store.index_outbox import IndexOutbox, index_entry
+
+    client = redis.Redis.from_url(redis_server_url)
+    client.flushall()
+    outbox = IndexOutbox(client)
+    outbox.read("warm-up", 1, 1)
+    written = rows(5, "j7")
+
+    def offer(row):
+        row_json, vector = index_entry({k: v for k, v in row.items() if k != "vector"}, row["vector"])
+        client.xadd(keys.INDEX_OUTBOX, {"row": row_json, "v": vector})
+
+    index = VectorIndex(tmp_path / "index")
+    index.add(rows(1, "j0"))  # the table exists: its version counts writes from here
+    table = index._table(next(iter(index.table_names())))
+    version = table.version
+    indexer = indexer_module.Indexer(outbox, index, Settings(), "indexer", linger_s=1.0)
+    offer(written[0])
+    later = threading.Timer(0.3, lambda: [offer(row) for row in written[1:]])  # while it lingers
+    later.start()
+    assert indexer.step(block_ms=100) == 5
+    later.join()
+    table.checkout_latest()
+    assert table.version == version + 1  # one write for the five
+    assert len(index.values(["id"], "job = 'j7'")) == 5
+    assert outbox.backlog() == 0
