@@ -21,6 +21,9 @@ from services.ray_backend.pipeline import REPLICA, RayPipeline, app_name
 from support.stack_process import fast_settings
 from services.worker.consumer import Worker
 
+# Ray clusters under faults, about 2 minutes: `make test` stays under 15 minutes (21 min before)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):

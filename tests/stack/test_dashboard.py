@@ -18,6 +18,9 @@ from playwright.sync_api import expect
 from support.browser import blank_share, chromium_page, distinct_colours
 from support.stack_process import http_stack, run
 
+# a stack and a browser, about 70 s: `make test` stays under 15 minutes (21 min before)
+pytestmark = pytest.mark.slow
+
 TOKEN = "dashboard-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -134,6 +134,7 @@ def test_a_directory_without_weights_is_refused_before_loading(videomae, tmp_pat
     assert reelflow("classify", str(real_video), "--model", "hf:config-only", "--weights", "none", cwd=tmp_path)
 
 
+@pytest.mark.slow  # `make test` stays under 15 minutes (21 min before): `make test-slow`
 def test_linear_probe_then_classify_and_a_stack_answer_with_the_dataset_classes(videomae, tmp_path):
     from support.dataset_folders import CLASSES as DATASET_CLASSES
     from support.dataset_folders import make_dataset

@@ -65,6 +65,7 @@ def test_the_readme_lists_every_metric_and_names_follow_the_conventions():
             assert m.name.endswith(("_seconds", "_clips")) and list(m.buckets) == sorted(m.buckets), m.name
 
 
+@pytest.mark.slow  # `make test` stays under 15 minutes (21 min before): `make test-slow`
 def test_prometheus_scrapes_jobs_queue_and_a_live_cameras_counters(tmp_path, video_dir):
     video = video_dir / "metrics_3s.mp4"
     make_video(video, seconds=3.0, fps=15, size=(160, 120))

@@ -67,6 +67,7 @@ def test_a_webhook_gets_every_segment_of_10_jobs_through_a_receiver_outage_and_a
         hook.down()
 
 
+@pytest.mark.slow  # `make test` stays under 15 minutes (21 min before): `make test-slow`
 def test_mqtt_gets_a_real_cameras_windows_and_events_and_bad_sinks_are_one_line(tmp_path, video_dir):
     camera_video = video_dir / "publish_camera.mp4"
     make_video(camera_video, seconds=4.0, fps=25, size=(160, 120))

@@ -181,6 +181,7 @@ def test_process_offline_kinetics_fails_in_one_line_before_starting(home, clip_1
     assert "http://127.0.0.1:9/zoo/X3D_XS.pyth" in result.stderr
 
 
+@pytest.mark.slow  # `make test` stays under 15 minutes (21 min before): `make test-slow`
 def test_process_keeps_every_video_of_a_shared_name_and_never_replaces_an_earlier_run(home, video_dir, tmp_path):
     """Videos that share a stem (clip.mp4, clip.avi) or a whole name in other folders (a/clip.mp4,
     b/clip.mp4) each get a results file; a second run into the same --out refuses before any work,

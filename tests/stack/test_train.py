@@ -60,6 +60,7 @@ def test_classify_with_the_checkpoint_names_the_held_out_videos(dataset, probe_c
     assert correct / len(videos) >= 0.9, f"{correct}/{len(videos)} held-out videos right"
 
 
+@pytest.mark.slow  # `make test` stays under 15 minutes (21 min before): `make test-slow`
 def test_evaluate_reports_top1_per_class_and_confusion(dataset, probe_checkpoint, tmp_path):
     out = tmp_path / "report.json"
     report = json.loads(reelflow("evaluate", str(dataset), "--model", MODEL, "--weights", str(probe_checkpoint),
@@ -110,6 +111,7 @@ def test_fine_tuning_lowers_the_training_loss(dataset):
     assert losses[-1] < losses[0], losses
 
 
+@pytest.mark.slow  # `make test` stays under 15 minutes (21 min before): `make test-slow`
 def test_fine_tuning_writes_a_checkpoint_the_classifier_loads(tmp_path):
     from pipelines.classifier import ActionClassifier
     from pipelines.training import TrainConfig, train

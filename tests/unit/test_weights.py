@@ -26,6 +26,7 @@ def fingerprint_in_new_process() -> str:
     return subprocess.run([sys.executable, "-c", FINGERPRINT], capture_output=True, text=True, check=True).stdout.strip()
 
 
+@pytest.mark.slow  # `make test` stays under 15 minutes (21 min before): `make test-slow`
 def test_random_init_is_the_same_in_every_process():
     assert fingerprint_in_new_process() == fingerprint_in_new_process()
     model, weights_id = build_model(XS, "none")
