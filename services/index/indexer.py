@@ -4,9 +4,10 @@ vector index, in batches, and keeps the index in shape.
 Each pass reads up to BATCH entries (waiting a second for the first, then LINGER_S for more),
 appends their rows, applies their deletes, and only then acknowledges them (at least once: see
 services.store.index_outbox). Lingering makes one write of the many segments that running jobs
-store in a second or two: a write to the index costs ~5 ms of CPU and a file whatever its size,
-and one per segment took 7-12% of the bulk path's CPU (measured: `up` used 1.6 s of CPU per 90
-segments against 0.5 s without indexing). A segment is searchable ~LINGER_S after it is stored.
+store in a second or two: a write to the index costs ~5 ms of CPU and a file whatever its size.
+A write per segment cost `up` 1.6 s of CPU per 90 bulk segments against 0.5 s without indexing
+(~7% of the stack's CPU for them; a stack's first run, 3.5 s); lingering, 0.5-0.7 s. A segment is
+searchable ~LINGER_S after it is stored.
 When the index cannot be written (a full disk, a damaged directory) the entries stay in the
 outbox, the error is logged once a minute, and the indexer tries again; results are stored all
 the while, and past REELFLOW_INDEX_BACKLOG new segments skip the index, counted.

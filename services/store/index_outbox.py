@@ -54,8 +54,8 @@ class IndexOutbox:
 
     def read(self, consumer: str, count: int = 500, block_ms: int | None = 1000) -> list[tuple[str, dict]]:
         """Entries for `consumer`: first those another indexer left pending too long, then new ones
-        (waiting up to `block_ms` for one; None: not waiting). Each as (entry id, {"row": dict, "vector": ndarray} or
-        {"delete": job id})."""
+        (waiting up to `block_ms` for one; None: not waiting). Each as (entry id, {"row": dict,
+        "vector": ndarray} or {"delete": job id})."""
         self._group()
         reply = self.r.xautoclaim(keys.INDEX_OUTBOX, GROUP, consumer, CLAIM_IDLE_MS, count=count)
         entries = list(reply[1])  # Redis 7 adds a third element (entries deleted meanwhile), 6.2 does not

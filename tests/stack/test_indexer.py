@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from services.index.vectors import VectorIndex
+from services.index.vectors import VectorIndex, table_name
 from support.vector_rows import rows
 
 
@@ -75,9 +75,9 @@ def test_segments_stored_while_the_indexer_lingers_go_into_the_index_in_one_writ
 
     index = VectorIndex(tmp_path / "index")
     index.add(rows(1, "j0"))  # the table exists: its version counts writes from here
-    table = index._table(next(iter(index.table_names())))
+    table = index.db.open_table(table_name("x3d_xs", "w1"))
     version = table.version
-    indexer = indexer_module.Indexer(outbox, index, Settings(), "indexer", linger_s=1.0)
+    indexer = indexer_module.Indexer(outbox, index, Settings(), "indexer", linger_s=2.0)
     offer(written[0])
     later = threading.Timer(0.3, lambda: [offer(row) for row in written[1:]])  # while it lingers
     later.start()
