@@ -52,6 +52,9 @@ METRICS = [
     MetricSpec("reelflow_stream_dropped_total", "counter",
                "windows dropped: the model or the reader was behind (late for the latency target, or skipped "
                "undecoded up to a keyframe)", ("stream",)),
+    MetricSpec("reelflow_stream_cheap_gops_total", "counter",
+               "GOPs decoded without the deblocking filter because the reader was behind (REELFLOW_STREAM_CHEAP_DECODING)",
+               ("stream",)),
     MetricSpec("reelflow_stream_reconnects_total", "counter", "times the source was opened again", ("stream",)),
     MetricSpec("reelflow_stream_gaps_total", "counter", "times frames stopped coming (error, end, stale)",
                ("stream",)),

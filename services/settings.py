@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     stream_decode_threads: int = Field(0, ge=0, **_doc(
         "live streams decoding at once in one process (0: one fewer than its machine's cores, at least 2): "
         "the other cores stay with the model; readers that cannot keep up skip to a keyframe, counted"))
+    stream_cheap_decoding: bool = Field(True, **_doc(
+        "a live stream's reader half the latency target behind decodes its next GOPs (10 s at least) without "
+        "the deblocking filter (FFmpeg's skip_loop_filter: 20-27% less CPU a frame at 640x360, PSNR 34-40 dB "
+        "against the filtered frames) before it falls the whole target behind and skips windows; counted "
+        "(cheap_gops); 20 cameras of 640x360 on 2 cores dropped a third to a half as many windows "
+        "(benchmarks/streams.md). 0: always decode in full"))
     stream_shed: bool = Field(False, **_doc(
         "live streams shed overload evenly (pipelines.live.Shedding): once many readers skip to a keyframe for "
         "being behind, every stream leaves the same share of its GOPs undecoded, in runs, and readers take turns "
