@@ -22,7 +22,6 @@ from services.cli.options import (add_device_option, add_json_option, add_model_
                                   add_segment_options, with_runtime,
                                   positive_int)
 from services.cli.output import SegmentWriter
-from services.settings import Settings, default_allowed_roots
 
 CHILD = "REELFLOW_CLASSIFY_CHILD"  # set in the watched child: it does the work
 
@@ -71,6 +70,7 @@ def _watch_child(path: str) -> int:
 
 def _classify(args) -> int:
     from pipelines.classifier import ActionClassifier  # torch: loads in the child that does the work
+    from services.settings import Settings, default_allowed_roots
 
     default_allowed_roots([args.path], [args.model])  # the working directory and the file named here
     settings = with_runtime(Settings.from_env(), args)

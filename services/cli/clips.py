@@ -13,12 +13,13 @@ import datetime
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.errors import ReelflowError
 from services.cli.options import add_json_option, positive_int
-from services.settings import settings_for
-from services.store.clips import ClipStore
-from services.store.connection import connect
+
+if TYPE_CHECKING:
+    from services.store.clips import ClipStore
 
 
 def add_commands(commands, home) -> None:
@@ -37,6 +38,10 @@ def add_commands(commands, home) -> None:
 
 
 def run_clips(args) -> int:
+    from services.settings import settings_for
+    from services.store.clips import ClipStore
+    from services.store.connection import connect
+
     settings = settings_for(args.home)
     store = ClipStore(connect(settings).r)
     if args.action == "get":

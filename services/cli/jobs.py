@@ -8,21 +8,16 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from pipelines.errors import ReelflowError, one_line
 from pipelines.progress import Bar
-from services import telemetry
 from services.cli.options import (add_index_option, add_json_option, add_model_options, add_overwrite_option,
                                   add_runtime_option, add_segment_options, add_sink_option)
 from services.cli.output import SegmentWriter, check_output, output_file
-from services.settings import settings_for
-from services.sinks import check_sink_urls
-from services.store.connection import connect
-from services.store.jobs import JobSpec, check_job_source
-from services.store.overview import stack_overview
-from services.store.queue import JobQueue
-from services.store.results import END, ResultsStream, follow_job
+
+if TYPE_CHECKING:  # Redis, pydantic and OpenTelemetry load in the commands, not with `--help`
+    from services.store.queue import JobQueue
 
 EXPIRED = "finished jobs expire after REELFLOW_RESULT_TTL_S"
 
@@ -71,6 +66,9 @@ def add_commands(commands, home) -> None:
 
 
 def _queue(args) -> JobQueue:
+    from services.settings import settings_for
+    from services.store.connection import connect
+
     return connect(settings_for(args.home))
 
 
@@ -91,6 +89,10 @@ class Submitted(NamedTuple):
 
 def submit_sources(queue: JobQueue, args) -> tuple[list[Submitted], int]:
     """Submit each of `args.sources`; returns the jobs submitted and how many sources were refused."""
+    from services import telemetry
+    from services.sinks import check_sink_urls
+    from services.store.jobs import JobSpec, check_job_source
+
     telemetry.setup("reelflow-client")
     sinks = getattr(args, "sinks", [])
     check_sink_urls(sinks, queue.settings, connect=True)  # a broker down, a bad URL: one line, nothing queued
@@ -130,6 +132,8 @@ def wait_for(queue: JobQueue, job_ids: list[str], json_output: bool = False) -> 
     polling: the jobs' records are read again at once when one of them ends, and otherwise every
     half second (slower for thousands of jobs) for the progress bar, and in case the stream was
     trimmed past an end meanwhile."""
+    from services.store.results import END, ResultsStream
+
     stream = ResultsStream(queue.r)
     after = stream.last_id()  # before the records are first read: no end falls between the two
     mine = set(job_ids)
@@ -167,6 +171,8 @@ def _ended_line(job_id: str, record, json_output: bool) -> str:
 
 
 def run_status(args) -> int:
+    from services.store.overview import stack_overview
+
     queue = _queue(args)
     if args.job:
         record = queue.record(args.job)
@@ -224,6 +230,8 @@ def _outages(worker: dict) -> str:
 
 
 def run_results(args) -> int:
+    from services.store.results import follow_job
+
     if args.output:
         check_output(args.output, args.overwrite)  # before asking the stack
     queue = _queue(args)

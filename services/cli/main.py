@@ -17,7 +17,6 @@ from pipelines.errors import ReelflowError, one_line
 from pipelines.models import MODELS
 from services.cli import classify, clips, jobs, search, stack, streams, train, view
 from services.cli.options import add_json_option, home_parent
-from services.store.outage import StoreUnavailable
 
 EXAMPLES = """\
 examples:
@@ -50,16 +49,28 @@ def main(argv: list[str] | None = None) -> int:
     except ReelflowError as e:
         print(f"reelflow: error: {one_line(e, limit=2000)}", file=sys.stderr)
         return 1
-    except StoreUnavailable as e:  # Redis went away after the command had connected
-        print(f"reelflow: error: lost Redis ({one_line(e, limit=300)}); is the stack up? run the command again "
-              "once it is", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("reelflow: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `reelflow classify ... | head`
         sys.stderr.close()
         return 0
+    except Exception as e:  # Redis went away after the command had connected: one line; else a bug
+        if not _lost_redis(e):
+            raise
+        print(f"reelflow: error: lost Redis ({one_line(e, limit=300)}); is the stack up? run the command again "
+              "once it is", file=sys.stderr)
+        return 1
+
+
+def _lost_redis(error: Exception) -> bool:
+    """Whether `error` is Redis gone away (services.store.outage.StoreUnavailable). Redis loads only
+    with the commands that use it: without it, no error can be Redis's."""
+    if "redis" not in sys.modules:
+        return False
+    from services.store.outage import StoreUnavailable
+
+    return isinstance(error, StoreUnavailable)
 
 
 def build_parser() -> argparse.ArgumentParser:

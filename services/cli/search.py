@@ -15,7 +15,6 @@ import json
 import os
 
 from services.cli.options import add_json_option, add_model_options, add_runtime_option, positive_float, positive_int
-from services.settings import settings_for
 
 
 def add_commands(commands, home) -> None:
@@ -61,6 +60,7 @@ def run_search(args) -> int:
     # numpy and LanceDB load here, not with `reelflow --help`
     from services.index.search import SearchError, answer, filters, like_segment, like_stream
     from services.index.vectors import VectorIndex
+    from services.settings import settings_for
 
     settings = settings_for(args.home)
     index = VectorIndex(settings.index_location)

@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.errors import ReelflowError, one_line
 from pipelines.models import DEFAULT_MODEL, DEFAULT_WEIGHTS, get_spec
@@ -32,13 +33,11 @@ from services.cli.options import (add_device_option, add_index_option, add_model
                                   add_overwrite_option, add_runtime_option, add_segment_options, model_arg,
                                   with_runtime)
 from services.cli.output import SegmentWriter, output_file, refuse_existing, result_names
-from services.settings import Settings, default_allowed_roots, settings_for
-from services.sinks import check_sink_urls
-from services.store.connection import redact
-from services.worker.in_process import InProcessPipeline
-from services.worker.metrics_endpoint import MetricsEndpoint
-from services.worker.pipeline import Pipeline
-from services.worker.runtime import LocalStack, PipelineLost
+
+if TYPE_CHECKING:  # the worker, Redis and pydantic load in `up` and `process`, not with `--help`
+    from services.settings import Settings
+    from services.worker.pipeline import Pipeline
+    from services.worker.runtime import LocalStack
 
 
 def add_commands(commands, home) -> None:
@@ -90,6 +89,8 @@ def pipeline_factory(settings: Settings, no_ray: bool, device: str,
     backend's one factory (which also serves the HTTP API on Serve's proxy when `http` is given)."""
     def make(redis_url: str) -> Pipeline:
         if no_ray:
+            from services.worker.in_process import InProcessPipeline
+
             return InProcessPipeline(device=device, sources=settings.sources, runtime=settings.runtime,
                                      cache_dir=settings.model_cache_dir)
         from services.ray_backend import start_pipeline  # Ray loads only for the commands that use it
@@ -100,6 +101,11 @@ def pipeline_factory(settings: Settings, no_ray: bool, device: str,
 
 
 def run_up(args) -> int:
+    from services.settings import default_allowed_roots, settings_for
+    from services.sinks import check_sink_urls
+    from services.worker.metrics_endpoint import MetricsEndpoint
+    from services.worker.runtime import LocalStack, PipelineLost
+
     roots = default_allowed_roots(models=args.model or [])
     settings = with_runtime(settings_for(args.home), args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
@@ -143,6 +149,8 @@ def _metrics(port: int | None) -> str:
 
 
 def _where(stack: LocalStack) -> str:
+    from services.store.connection import redact
+
     url = redact(stack.store.url)
     return f"embedded Redis {url} (home {stack.settings.home})" if stack.store.embedded else f"Redis {url}"
 
@@ -167,6 +175,8 @@ def _runtimes(served: list[dict]) -> str:
 
 
 def _sinks(settings: Settings) -> str:
+    from services.store.connection import redact
+
     if not settings.sink_urls:
         return ""
     return "; results also to " + ", ".join(redact(u) for u in settings.sink_urls)
@@ -179,6 +189,10 @@ def _api(http: tuple[str, int] | None, settings: Settings) -> str:
 
 
 def run_process(args) -> int:
+    from services.settings import default_allowed_roots, settings_for
+    from services.sinks import check_sink_urls
+    from services.worker.runtime import LocalStack
+
     check_weights(get_spec(args.model), args.weights)  # before starting anything: fail in a second
     out = Path(args.out)
     if out.exists() and not out.is_dir():

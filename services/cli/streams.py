@@ -9,17 +9,14 @@ import argparse
 import json
 import os
 import sys
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
 
 from pipelines.errors import ReelflowError, one_line
 from services.cli.options import (add_index_option, add_json_option, add_model_options, add_segment_options,
                                   add_sink_option, positive_int)
-from services.settings import settings_for
-from services.sinks import check_sink_urls
-from services.store.connection import connect
-from services.store.overview import stream_rows
-from services.store.streams import StreamRegistry, StreamSpec
+
+if TYPE_CHECKING:  # Redis and pydantic load in the commands, not with `--help`
+    from services.store.streams import StreamRegistry
 
 
 def add_commands(commands, home) -> None:
@@ -88,11 +85,19 @@ def _record_labels(text: str | None) -> list[str]:
 
 
 def _registry(args) -> tuple[StreamRegistry, object]:
+    from services.settings import settings_for
+    from services.store.connection import connect
+
     settings = settings_for(args.home)
     return connect(settings).stream_registry(), settings
 
 
 def run_watch(args) -> int:
+    from pydantic import ValidationError
+
+    from services.sinks import check_sink_urls
+    from services.store.streams import StreamSpec
+
     registry, settings = _registry(args)
     url = args.url
     if "://" not in url and not url.startswith("/dev/"):
@@ -146,6 +151,8 @@ def _line(result: dict) -> str:
 
 
 def run_streams(args) -> int:
+    from services.store.overview import stream_rows
+
     registry, _ = _registry(args)
     if args.action == "record":
         return _set_recording(registry, args)
@@ -193,6 +200,8 @@ def _recording_line(rec: dict) -> str:
 
 
 def _set_recording(registry: StreamRegistry, args) -> int:
+    from pydantic import ValidationError
+
     if not args.name:
         raise ReelflowError("which stream? `reelflow streams record NAME --record LABEL,...`")
     spec = registry.spec(args.name)

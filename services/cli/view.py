@@ -18,7 +18,6 @@ from pipelines.errors import ReelflowError
 from pipelines.progress import Bar
 from services.cli.options import add_overwrite_option
 from services.cli.output import check_output, output_file
-from services.settings import settings_for
 
 
 def add_commands(commands, home) -> None:
@@ -66,6 +65,7 @@ def run_report(args) -> int:
 def _index_for_report(home: str | None):
     """The stack's vector index, for the report's "similar moments elsewhere" (None: there is none here)."""
     from services.index.vectors import VectorIndex
+    from services.settings import settings_for
 
     location = settings_for(home).index_location
     return VectorIndex(location) if "://" in location or Path(location).is_dir() else None

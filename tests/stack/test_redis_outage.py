@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
+import redis
 
 from services.store.embedded import EmbeddedRedis
-from support.stack_process import UpProcess, run, stack_env
+from services.store.streams import StreamRegistry, StreamSpec
+from support.stack_process import REELFLOW, UpProcess, run, stack_env
 
 
 @pytest.fixture
@@ -186,3 +189,24 @@ def test_a_redis_restart_that_lost_its_last_writes_loses_no_job(tmp_path, longer
     finally:
         up.stop()
         server.stop()
+
+
+def test_a_client_that_loses_redis_mid_command_says_so_in_one_line(tmp_path):
+    embedded = EmbeddedRedis(tmp_path / "redis-home")
+    url = embedded.start()
+    try:
+        r = redis.Redis.from_url(url)
+        StreamRegistry(r).register(StreamSpec(name="door", url="rtsp://10.0.0.7/stream1", weights="none"))
+        env = stack_env(tmp_path / "home", REELFLOW_REDIS_URL=url)
+        tail = subprocess.Popen([REELFLOW, "tail", "door"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.monotonic() + 30
+        while not any(c.get("cmd") == "xread" for c in r.client_list()):  # connected, waiting for results
+            assert tail.poll() is None and time.monotonic() < deadline, tail.communicate()
+            time.sleep(0.1)
+    finally:
+        embedded.stop()
+    out, err = tail.communicate(timeout=120)
+    assert tail.returncode == 1 and out == "", err
+    assert err.startswith("reelflow: error: lost Redis (") and "is the stack up?" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
