@@ -106,7 +106,7 @@ class Settings(BaseSettings):
         "a live stream's reader half the latency target behind decodes its next GOPs (10 s at least) without "
         "the deblocking filter (FFmpeg's skip_loop_filter: 20-27% less CPU a frame at 640x360, PSNR 34-40 dB "
         "against the filtered frames) before it falls the whole target behind and skips windows; counted "
-        "(cheap_gops); 20 cameras of 640x360 on 2 cores dropped a third to a half as many windows "
+        "(cheap_gops); 20 cameras of 640x360 on 2 cores dropped 27-76% as many windows, in three turns "
         "(benchmarks/streams.md). 0: always decode in full"))
     stream_shed: bool = Field(False, **_doc(
         "live streams shed overload evenly (pipelines.live.Shedding): once many readers skip to a keyframe for "
