@@ -35,7 +35,13 @@ class Camera:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
+        """Stops the server; fails the test if it had died on its own (the test's outage was not its own)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+            return
+        raise AssertionError(f"the RTSP test server had died on its own (exit {proc.returncode}): "
+                             f"{proc.stderr.read()[-2000:].strip()}")

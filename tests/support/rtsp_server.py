@@ -14,6 +14,7 @@ re-encoding: demux -> h264parse -> rtph264pay (a few % of a core).
 import argparse
 import signal
 import sys
+import threading
 
 import gi
 gi.require_version("Gst", "1.0")
@@ -32,7 +33,20 @@ class LoopMedia(GstRtspServer.RTSPMedia):
         self._last_dur = 0
         self._offset = 0
         self._parse.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, self._on_buffer)
+        # The flushing seek clears the streams' segment until the next buffer goes through; a PLAY
+        # in that gap aborts gst-rtsp-server 1.22 (gst_rtsp_media_get_rates: assertion failed).
+        # So the media counts as prepared only once a buffer has passed the payloader again.
+        flowing = threading.Event()
+        pay = next(e for e in self._elements() if e.get_name() == "pay0").get_static_pad("src")
+
+        def first_buffer(pad, info):
+            flowing.set()
+            return Gst.PadProbeReturn.REMOVE
+
+        pay.add_probe(Gst.PadProbeType.BUFFER | Gst.PadProbeType.BUFFER_LIST, first_buffer)
         self._seek(Gst.SeekFlags.FLUSH | Gst.SeekFlags.SEGMENT)
+        if not flowing.wait(10):
+            print("no data after the looping seek", file=sys.stderr, flush=True)
 
     def _elements(self):
         it = self.get_element().iterate_recurse()
