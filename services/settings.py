@@ -109,7 +109,7 @@ class Settings(BaseSettings):
         "(cheap_gops); 20 cameras of 640x360 on 2 cores dropped 27-76% as many windows, in three turns "
         "(benchmarks/streams.md). 0: always decode in full"))
     stream_shed: bool = Field(False, **_doc(
-        "live streams shed overload evenly (pipelines.live.Shedding): once many readers skip to a keyframe for "
+        "live streams shed overload evenly (pipelines.shedding.Shedding): once many readers skip to a keyframe for "
         "being behind, every stream leaves the same share of its GOPs undecoded, in runs, and readers take turns "
         "skipping; far less decoding wasted on windows dropped anyway and a lower p95 at 40 cameras on 2 cores "
         "(1.5 against 1.7 s), but not clearly more windows, and a few drops near capacity (benchmarks/streams.md)"))

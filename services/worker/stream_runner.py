@@ -49,8 +49,9 @@ import numpy as np
 
 from pipelines.errors import one_line
 from pipelines.labels import top_labels
-from pipelines.live import LiveSource, Shedding, live_windows, window_phase
+from pipelines.live import LiveSource, live_windows, window_phase
 from pipelines.models import get_spec
+from pipelines.shedding import Shedding
 from pipelines.smoothing import LabelEvents, Smoother
 from services import metrics
 from services.settings import Settings
@@ -83,7 +84,7 @@ _shedding: dict[float, Shedding] = {}  # the process's load shedding, by latency
 
 
 def shedding(lag_s: float) -> Shedding:
-    """The load shedding the streams of this process share (pipelines.live.Shedding; REELFLOW_STREAM_SHED)."""
+    """The load shedding the streams of this process share (pipelines.shedding.Shedding; REELFLOW_STREAM_SHED)."""
     with _slots_lock:
         return _shedding.setdefault(lag_s, Shedding(lag_s))
 

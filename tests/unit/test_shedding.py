@@ -1,4 +1,4 @@
-"""Overload shed evenly over a process's streams (pipelines.live.Shedding): its rules, and real
+"""Overload shed evenly over a process's streams (pipelines.shedding.Shedding): its rules, and real
 readers leaving whole GOPs undecoded."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
-from pipelines import live
-from pipelines.live import CALM_PERIODS, FORGET, LATE_SKIP, LiveSource, Shedding, live_windows
+from pipelines import shedding as shedding_rules
+from pipelines.live import LiveSource, live_windows
+from pipelines.shedding import CALM_PERIODS, FORGET, LATE_SKIP, Shedding
 from pipelines.synthetic import make_video
 
 
@@ -103,11 +104,11 @@ def _play(source: LiveSource, until_s: float) -> tuple[list, list]:
 def test_a_reader_sheds_a_run_of_whole_gops_and_only_the_windows_it_cut_are_dropped(video_dir, monkeypatch, bframes):
     path = video_dir / f"live_shed_gop10_b{int(bframes)}.mp4"
     make_video(path, seconds=5.2, fps=25, size=(160, 120), bframes=bframes, gop=10)  # a keyframe every 0.4 s
-    monkeypatch.setattr(live, "ON_RUN_PACKETS", 40)  # runs of 4 GOPs decoded (a short video)
+    monkeypatch.setattr(shedding_rules, "ON_RUN_PACKETS", 40)  # runs of 4 GOPs decoded (a short video)
     shedding = Shedding(lag_s=1.0, step=0.0)  # the share stays where it is set
     shedding.share = 0.5
     source = LiveSource(str(path), shedding=shedding)
-    source._on, source._credit = 0, 0.0  # GOPs 0-4 decoded (the first is not counted), 5-8 shed, 9- decoded
+    source.gop_runs.on, source.gop_runs.credit = 0, 0.0  # GOPs 0-4 decoded (the first is not counted), 5-8 shed, 9- decoded
     seen, clips = _play(source, until_s=5.0)
     assert source.stats.shed == 4 and source.stats.skipped == 40  # whole GOPs, read and not decoded
     assert not any(2.0 <= f.time_s < 3.6 for f in seen)
@@ -123,11 +124,11 @@ def test_a_reader_sheds_a_run_of_whole_gops_and_only_the_windows_it_cut_are_drop
 def test_a_run_that_a_looping_file_ends_in_goes_on_and_its_windows_are_counted(video_dir, monkeypatch):
     path = video_dir / "live_shed_loop.mp4"
     make_video(path, seconds=2.4, fps=25, size=(160, 120), bframes=False, gop=10)  # 6 GOPs of 0.4 s
-    monkeypatch.setattr(live, "ON_RUN_PACKETS", 40)  # runs of 4 GOPs decoded
+    monkeypatch.setattr(shedding_rules, "ON_RUN_PACKETS", 40)  # runs of 4 GOPs decoded
     shedding = Shedding(lag_s=1.0, step=0.0)
     shedding.share = 0.5
     source = LiveSource(str(path), shedding=shedding)
-    source._on, source._credit = 0, 0.0  # 0-2.0 s decoded; a run of 4 GOPs from 2.0 s, past the file's end
+    source.gop_runs.on, source.gop_runs.credit = 0, 0.0  # 0-2.0 s decoded; a run of 4 GOPs from 2.0 s, past the file's end
     seen, clips = _play(source, until_s=4.7)
     # the file's second play (from ~2.36 s: a looping file starts again as soon as its last frame is
     # in, a frame early): its first GOP decoded (a new connection decides nothing at its first
