@@ -108,7 +108,8 @@ def test_prometheus_scrapes_jobs_queue_and_a_live_cameras_counters(tmp_path, vid
                 text = r.read().decode()
             scraped = set(re.findall(r"^(reelflow_[a-z_]+?)(?:_bucket|_count|_sum|_created)?[{ ]", text, re.M))
             later = {"reelflow_sink_failures_total", "reelflow_sink_dead_lettered_total",
-                     "reelflow_stream_dropped_total", "reelflow_jobs_retried_total"}  # with a first failure or drop
+                     "reelflow_stream_dropped_total", "reelflow_jobs_retried_total",
+                     "reelflow_stream_cheap_gops_total"}  # with a first failure, drop, or reader behind
             on_ray = {m.name for m in METRICS if m.name.startswith(("reelflow_replica_", "reelflow_model_",
                                                                     "reelflow_decode_"))}
             used = set().union(*map(_names_in, _dashboard_expressions())) - later - on_ray
