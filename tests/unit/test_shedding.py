@@ -108,7 +108,8 @@ def test_a_reader_sheds_a_run_of_whole_gops_and_only_the_windows_it_cut_are_drop
     shedding = Shedding(lag_s=1.0, step=0.0)  # the share stays where it is set
     shedding.share = 0.5
     source = LiveSource(str(path), shedding=shedding)
-    source.gop_runs.on, source.gop_runs.credit = 0, 0.0  # GOPs 0-4 decoded (the first is not counted), 5-8 shed, 9- decoded
+    # GOPs 0-4 decoded (the first is not counted), 5-8 shed, 9- decoded
+    source.gop_runs.on, source.gop_runs.credit = 0, 0.0
     seen, clips = _play(source, until_s=5.0)
     assert source.stats.shed == 4 and source.stats.skipped == 40  # whole GOPs, read and not decoded
     assert not any(2.0 <= f.time_s < 3.6 for f in seen)
@@ -128,7 +129,8 @@ def test_a_run_that_a_looping_file_ends_in_goes_on_and_its_windows_are_counted(v
     shedding = Shedding(lag_s=1.0, step=0.0)
     shedding.share = 0.5
     source = LiveSource(str(path), shedding=shedding)
-    source.gop_runs.on, source.gop_runs.credit = 0, 0.0  # 0-2.0 s decoded; a run of 4 GOPs from 2.0 s, past the file's end
+    # 0-2.0 s decoded; a run of 4 GOPs from 2.0 s, past the file's end
+    source.gop_runs.on, source.gop_runs.credit = 0, 0.0
     seen, clips = _play(source, until_s=4.7)
     # the file's second play (from ~2.36 s: a looping file starts again as soon as its last frame is
     # in, a frame early): its first GOP decoded (a new connection decides nothing at its first
