@@ -92,8 +92,9 @@ class VectorIndex:
         return self._db
 
     def table_names(self) -> list[str]:
+        db = self.db  # its own error, if the index cannot be opened at all
         try:
-            return sorted(self.db.table_names(limit=10_000))
+            return sorted(db.table_names(limit=10_000))
         except Exception as e:
             raise VectorIndexError(f"cannot list the vector index at {self.uri} ({one_line(e)}); if the directory "
                                    "is damaged, move it aside (the index is rebuilt from new results)") from None

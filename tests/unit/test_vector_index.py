@@ -110,3 +110,14 @@ def test_a_trimmed_noisy_copy_is_a_duplicate_at_its_offset(tmp_path):
     assert best["job"] == "orig" and best["offset_s"] == pytest.approx(8.0) and best["matched_segments"] == 10
     assert best["score"] > 0.95 and all(d["score"] < best["score"] for d in rest)
 
+
+
+def test_an_index_that_cannot_be_opened_says_so_from_every_call(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    index = VectorIndex(blocker / "index")  # cannot be made, even by root
+    for call in (index.table_names, index.stats, lambda: index.delete("kind = 'job'"), lambda: index.add(rows(1))):
+        with pytest.raises(VectorIndexError) as caught:
+            call()
+        assert str(caught.value).startswith("cannot open the vector index") and "REELFLOW_INDEX_URI" in \
+            str(caught.value) and "\n" not in str(caught.value)
