@@ -25,7 +25,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipelines.decode import open_container
+from pipelines.decode import frame_step, numbered, open_container
 from pipelines.errors import VideoError
 
 LINES = 3  # labels drawn per frame
@@ -130,7 +130,9 @@ def annotate_video(source: str | os.PathLike, segments: Sequence, output: str | 
         except (av.FFmpegError, OSError, ValueError) as e:
             raise VideoError(f"cannot write {target!r} ({e}); give a .mp4 path") from None
         with out:
-            outs = out.add_stream("libx264", rate=ins.average_rate or ins.guessed_rate or 30)
+            step = frame_step(inp, ins)  # raw H.264: its frames numbered at the rate it states
+            rate = 1 / (step * time_base) if step else ins.average_rate or ins.guessed_rate or 30
+            outs = out.add_stream("libx264", rate=rate)
             outs.width, outs.height, outs.pix_fmt = width, height, "yuv420p"
             # The source's time base and timestamps, unchanged: same frames at the same times.
             outs.time_base = outs.codec_context.time_base = time_base
@@ -140,7 +142,7 @@ def annotate_video(source: str | os.PathLike, segments: Sequence, output: str | 
             margin = max(2, round(height * FONT_SHARE / 3))
             done = 0
             try:
-                for frame, pts in _rising_pts(inp.decode(ins)):
+                for frame, pts in _rising_pts(numbered(inp.decode(ins), step)):
                     rgb = frame.to_ndarray(format="rgb24")[:height, :width]
                     i = segment_at(starts, ends, float((pts - start_pts) * time_base))
                     if i is not None:

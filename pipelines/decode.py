@@ -51,6 +51,7 @@ class Video:
         self.source = source
         self.limits = limits
         self._container, self._stream = open_container(source, options=options, threads=threads)
+        self._step = frame_step(self._container, self._stream)  # raw H.264/HEVC: frames numbered
         self.info = self._read_info()
 
     def _read_info(self) -> VideoInfo:
@@ -69,7 +70,7 @@ class Video:
             codec=s.codec_context.name,
             time_base=time_base,
             start_pts=start_pts,
-            fps=float(s.average_rate) if s.average_rate else None,
+            fps=float(1 / (self._step * time_base)) if self._step else float(s.average_rate or 0) or None,
             duration_s=duration,
             frames=s.frames or None,
         )
@@ -83,7 +84,7 @@ class Video:
 
         A damaged packet is skipped, as FFmpeg's own tools do (its frame, and those predicted from
         it, may come out damaged or not at all); past MAX_BAD_PACKETS the video counts as corrupt."""
-        count = bad = 0
+        count = bad = numbered = 0
         context = self._stream.codec_context
         skipping = False
         try:
@@ -100,6 +101,8 @@ class Video:
                                          f"({_reason(e)}); the file is corrupt") from None
                     continue
                 for frame in decoded:
+                    if self._step:  # in presentation order, as the decoder gives them
+                        frame.pts, numbered = numbered * self._step, numbered + 1
                     if self.limits is not None:
                         count += 1
                         self._check(frame, count)
@@ -144,6 +147,9 @@ class Video:
             return self.info.duration_s
         end = None
         with av.open(self.source) as container:
+            if self._step:  # frames numbered: a frame per packet
+                return sum(1 for p in container.demux(container.streams.video[0]) if p.size) * self.info.seconds(
+                    self._step)
             for packet in container.demux(container.streams.video[0]):
                 if packet.pts is not None:
                     stop = packet.pts + (packet.duration or 0)
@@ -180,6 +186,26 @@ def open_container(source: str | os.PathLike, *, options: dict[str, str] | None 
     stream.thread_type = "AUTO"
     stream.thread_count = threads
     return container, stream
+
+
+def frame_step(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int | None:
+    """For a stream whose format carries no timestamps at all (raw H.264 or HEVC, no container):
+    the time between frames, in the stream's time base, to number its frames by (as FFmpeg's own
+    tools do: a constant rate, the one the bitstream states, else FFmpeg's guess, else 25 fps).
+    None for every other stream: its frames carry their own times."""
+    if not container.format.flags & av.format.Flags.no_timestamps.value or not stream.time_base:
+        return None
+    rate = stream.guessed_rate or stream.average_rate or Fraction(25)
+    return max(1, round(1 / (rate * stream.time_base)))
+
+
+def numbered(frames: Iterator[av.VideoFrame], step: int | None) -> Iterator[av.VideoFrame]:
+    """Decoded frames (presentation order), with `step` (frame_step) each given its time: pts n * step
+    and duration step."""
+    for n, frame in enumerate(frames):
+        if step:
+            frame.pts, frame.duration = n * step, step
+        yield frame
 
 
 def open_video(source: str | os.PathLike, **kwargs) -> Video:

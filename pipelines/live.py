@@ -35,6 +35,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pipelines.decode import frame_step
 from pipelines.errors import one_line
 from pipelines.sampler import subsample_indices
 from pipelines.shedding import GopRuns, Shedding
@@ -260,6 +261,7 @@ class LiveSource:
             # times FFmpeg makes up at 25 fps, whatever the camera's rate; a live one is timed by
             # when its frames arrive instead.
             arrival = not paced and bool(container.format.flags & av.format.Flags.no_timestamps.value)
+            step = frame_step(container, stream) if paced else None  # a raw H.264 file: frames numbered
             wall0 = time.monotonic()
             t0 = None
 
@@ -273,7 +275,7 @@ class LiveSource:
 
             if self.ring is not None:
                 self.ring.connected(stream)
-            for frame, skipped_from in self._decoded(container, stream, pace if paced else None):
+            for frame, skipped_from in self._decoded(container, stream, pace if paced else None, step):
                 if stop.is_set():
                     return
                 t = time.monotonic() - wall0 if arrival else frame.time
@@ -287,17 +289,21 @@ class LiveSource:
                 self.ring.disconnected()
             container.close()
 
-    def _decoded(self, container, stream, pace=None) -> Iterator[tuple[av.VideoFrame, float | None]]:
+    def _decoded(self, container, stream, pace=None, step=None) -> Iterator[tuple[av.VideoFrame, float | None]]:
         """The stream's frames, each with None, or after frames skipped undecoded the time of the
         first of them (NaN if unknown); with a ring, each encoded packet goes to it first (no decoding).
-        `pace(seconds)`, if given, is called with each packet's decoding time first; False: stop."""
+        `pace(seconds)`, if given, is called with each packet's decoding time first; False: stop.
+        `step` (decode.frame_step): the stream has no timestamps; its packets and frames are numbered."""
         time_base = float(stream.time_base) if stream.time_base is not None else None
         skipping, skipped = False, 0
+        packets = frames = 0  # with `step`: packets read, and frames decoded or skipped undecoded
         shed = False  # leaving this GOP undecoded (`gop_runs`)
         gop, since_key = None, None  # packets in the last whole GOP, and since the last keyframe
         decoder = stream.codec_context  # or, while the reader is behind, a cheaper one (`cheap_lag_s`)
         used = False  # whether `decoder` has decoded a packet yet (else it holds no frames)
         for packet in container.demux(stream):
+            if step and packet.size:
+                packet.dts, packets = packets * step, packets + 1  # (its pts stays unknown: B-frames)
             packet_s = packet.pts * time_base if packet.pts is not None and time_base is not None else None
             if pace is not None and time_base is not None and (packet.dts is not None or packet.pts is not None):
                 if not pace((packet.dts if packet.dts is not None else packet.pts) * time_base):
@@ -320,6 +326,8 @@ class LiveSource:
                 skipped += 1
                 if packet.size:
                     self.stats.skipped += 1
+                    if step:
+                        packet_s, frames = frames * step * time_base, frames + 1
                     began = packet_s if packet_s is not None else -math.inf
                     self._pending_skip = began if self._pending_skip is None else min(self._pending_skip, began)
                 continue
@@ -343,6 +351,8 @@ class LiveSource:
                     decoded += decoder.decode(packet)
             used = True
             for frame in decoded:
+                if step:  # in presentation order, as the decoder gives them
+                    frame.pts, frames = frames * step, frames + 1
                 began = self._pending_skip if self._pending_skip is not None else -math.inf
                 # with B-frames the decoder gives the frames it held back from before a skip after it
                 held = math.isfinite(began) and frame.time is not None and frame.time < began

@@ -45,8 +45,8 @@ METADATA_ADDRESSES = frozenset(map(ipaddress.ip_address, ("169.254.169.254", "fd
 FILE_PROTOCOLS = "file"
 URL_PROTOCOLS = "http,https,tcp,tls,crypto,hls,data"
 # Demuxers a local file may use: plain containers only, nothing that reads other files or URLs
-# (playlists, concat lists).
-FILE_FORMATS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv,mpeg,ogg,h264,hevc,mjpeg,asf,nut,ivf,obu"
+# (playlists, concat lists). Raw streams too: H.264, HEVC, MJPEG (jpeg_pipe: JPEGs one after another).
+FILE_FORMATS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv,mpeg,ogg,h264,hevc,mjpeg,jpeg_pipe,asf,nut,ivf,obu"
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ def thumbnails(video: str | os.PathLike, times: Sequence[float], height: int = H
     as segment times are); times past the end get the last frame."""
     import av
 
-    from pipelines.decode import open_container
+    from pipelines.decode import frame_step, numbered, open_container
 
     source = os.fspath(video)
     container, stream = open_container(source, what="--video ")
@@ -37,12 +37,13 @@ def thumbnails(video: str | os.PathLike, times: Sequence[float], height: int = H
         width = max(2, round(stream.codec_context.width * height / max(stream.codec_context.height, 1)) // 2 * 2)
         order = sorted(range(len(times)), key=lambda i: times[i])
         uris: list[str | None] = [None] * len(times)
-        frames, last, position, ended = container.decode(stream), None, 0.0, False
+        step = frame_step(container, stream)  # raw H.264: frames numbered from the start, so no seeking
+        frames, last, position, ended = numbered(container.decode(stream), step), None, 0.0, False
         picture: tuple = (None, "")  # (frame, its JPEG): a frame wanted twice is encoded once
         try:
             for i in order:
                 wanted = times[i]
-                if not ended and wanted - position > SEEK_AHEAD_S:
+                if not ended and not step and wanted - position > SEEK_AHEAD_S:
                     container.seek(start_pts + int(wanted / time_base), stream=stream, backward=True)
                     frames = container.decode(stream)
                 while not ended and (last is None or position < wanted):

@@ -18,6 +18,7 @@ import pytest
 
 from pipelines.annotate import caption, segment_at
 from pipelines.synthetic import make_video
+from support.raw_streams import raw_copy
 
 REELFLOW = str(Path(sys.executable).parent / "reelflow")
 
@@ -99,6 +100,16 @@ def test_generated_videos_keep_every_frame_at_its_time(tmp_path, make, size):
     seen = compare(video, out, caption(["x"] * 3, [1.0] * 3, *size).shape[:2])
     assert seen["times"] == seen["source_times"], "every frame, at its own time"
     assert seen["codec"] == "h264" and seen["size"] == (size[1], size[0])
+    assert min(seen["in_box"]) > 20.0
+
+
+def test_a_raw_h264_stream_without_timestamps_is_annotated_at_its_frame_rate(tmp_path):
+    video, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    make_video(video, seconds=2.0, fps=24, size=(160, 120))  # with B-frames
+    raw = raw_copy(video, tmp_path / "camera.h264", "h264")
+    run("annotate", raw, write_results(tmp_path / "r.jsonl", every_1_6_s(2.0)), "-o", out, check=True)
+    seen = compare(video, out, caption(["x"] * 3, [1.0] * 3, 160, 120).shape[:2])
+    assert len(seen["times"]) == 48 and seen["times"] == seen["source_times"] and seen["rate"] == 24
     assert min(seen["in_box"]) > 20.0
 
 

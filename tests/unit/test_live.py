@@ -12,6 +12,7 @@ import pytest
 from pipelines.live import LiveFrame, LiveSource, live_windows, window_phase
 from pipelines.smoothing import LabelEvents, Smoother
 from pipelines.synthetic import make_video
+from support.raw_streams import raw_copy
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,17 @@ def test_a_file_plays_in_real_time_and_loops_with_continuous_stream_time(two_sec
     for clip in clips:  # paced: a window is captured about when its end comes round on the wall clock
         assert clip.captured_at - started == pytest.approx(clip.end_s, abs=0.5)
     assert source.stats.reconnects == 0 and source.stats.gaps == 0 and source.stats.connects >= 2
+
+
+def test_a_raw_h264_file_without_timestamps_plays_in_real_time_at_its_frame_rate(two_seconds, tmp_path):
+    raw = raw_copy(two_seconds, tmp_path / "camera.h264", "h264")
+    source = LiveSource(str(raw))
+    started = time.time()
+    clips = collect(source, 3.0)
+    assert [c.start_s for c in clips] == [0.0, 0.8, 1.6][:len(clips)] and len(clips) >= 2
+    assert all(19 <= c.frame_count <= 21 for c in clips)  # 0.8 s at 25 fps
+    for clip in clips:
+        assert clip.captured_at - started == pytest.approx(clip.end_s, abs=0.5)
 
 
 def test_stride_overlaps_windows(two_seconds):

@@ -16,6 +16,7 @@ from pipelines.decode import Video, open_video
 from pipelines.errors import VideoError
 from pipelines.sampler import sample_clips, subsample_indices
 from pipelines.synthetic import make_video
+from support.raw_streams import raw_copy
 
 
 def reference_clips(path, clips, num_frames):
@@ -169,6 +170,19 @@ def test_audio_only_file_says_there_is_no_video(tmp_path):
             container.mux(packet)
     with pytest.raises(VideoError, match="no video stream"):
         list(sample_clips(path, 1.6, 4))
+
+
+@pytest.mark.parametrize("codec, suffix, fmt", [("libx264", "mp4", "h264"), ("libx265", "mkv", "hevc")])
+def test_a_raw_stream_without_timestamps_gives_the_same_clips_as_its_container(video_dir, codec, suffix, fmt):
+    contained = video_dir / f"raw_source_{codec}.{suffix}"
+    make_video(contained, seconds=2.5, fps=24, size=(160, 120), codec=codec)  # with B-frames
+    raw = raw_copy(contained, video_dir / f"raw_stream.{fmt}", fmt)
+    with open_video(raw) as video:
+        assert video.info.fps == 24 and video.duration_s() == 2.5
+    expected, got = list(sample_clips(contained, 1.0, 4)), list(sample_clips(raw, 1.0, 4))
+    assert [(c.segment, c.frame_count) for c in got] == [(c.segment, c.frame_count) for c in expected]
+    assert [c.frame_count for c in got] == [24, 24, 24]
+    assert all(np.array_equal(a.frames, b.frames) for a, b in zip(expected, got))
 
 
 def clip_keys(clips):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import av
 import pytest
 
 from pipelines.errors import SourceNotAllowed, VideoError
+from pipelines.sampler import sample_clips
 from pipelines.sources import SourcePolicy, open_checked
+from support.raw_streams import mjpeg_stream
 
 
 @pytest.fixture
@@ -105,6 +108,16 @@ def test_a_playlist_cannot_pull_in_other_files(tmp_path, clip_10s):
 def test_an_ordinary_video_passes_and_is_counted(clip_10s):
     source, options, total = open_checked(str(clip_10s), SourcePolicy(), 1.6, None)
     assert (source, total) == (str(clip_10s), 7) and options["protocol_whitelist"] == "file"
+
+
+def test_a_raw_mjpeg_stream_passes_the_format_whitelist(tmp_path):
+    source, options, total = open_checked(str(mjpeg_stream(tmp_path / "cam.mjpeg", 50)), SourcePolicy(), 1.0, None)
+    clips = list(sample_clips(source, 1.0, 4, open_options=options))
+    assert total == 2 and [(c.segment.start_s, c.frame_count) for c in clips] == [(0.0, 25), (1.0, 25)]
+    with av.open(source) as container:
+        assert container.format.name == "jpeg_pipe"
+    left = [c.frames[:, :, :70].mean() for c in clips]
+    assert left[1] > left[0] + 50  # in order: each picture lighter
 
 
 @pytest.mark.parametrize("policy, error", [(dict(max_frames=50), "51 frames, over the 50-frame limit"),
