@@ -50,7 +50,7 @@ system-deps:
 	fi
 
 # `make test`: the import contract (pyproject's [tool.importlinter]), then everything but the tests marked slow (about 15 minutes on a 2-core machine);
-# `make test-slow`: only those (about 50 more); `make test-all`: both in one run. CI runs test, then test-slow.
+# `make test-slow`: only those (about 50-55 more); `make test-all`: both in one run. CI runs test, then test-slow.
 test: venv system-deps
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
