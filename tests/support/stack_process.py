@@ -61,6 +61,11 @@ class UpProcess:
         deadline = time.monotonic() + ready_within
         while " ready. " not in self.log_path.read_text():  # up's own line, not Serve's "... is ready."
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                if self.proc.poll() is None:  # not left running (and holding a Ray) for the tests after it
+                    try:
+                        self.stop()
+                    except AssertionError:
+                        pass  # it ignored SIGTERM and was killed; that it did not start is the news
                 raise AssertionError(f"reelflow up did not start:\n{self.log_path.read_text()}")
             time.sleep(0.1)
 
