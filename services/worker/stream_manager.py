@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 
 from services.store.outage import Outage, StoreUnavailable
@@ -34,6 +35,7 @@ class StreamManager:
         self.running: dict[str, StreamHandle] = {}  # name -> the pipeline's handle on the stream's runner
         self.leases: dict[str, str] = {}  # name -> the value this worker holds its lease under
         self._stop = threading.Event()
+        self._kept = 0.0  # when the leases were last renewed (time.monotonic())
         self.outage = Outage.of_process()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="reelflow-streams")
 
@@ -48,25 +50,26 @@ class StreamManager:
             self._drop(name)
 
     def _loop(self) -> None:
+        last = time.monotonic()
         while not self._stop.is_set():
             try:
                 self.sync()
                 self.outage.recovered()
+                late = time.monotonic() - last
+                if late > self.LEASE_S / 2:  # a stall this long loses the leases: say why windows stopped
+                    log.warning("stream manager: %.1f s between renewals of leases that last %.0f s: this worker "
+                                "is overloaded or was stalled; its streams may move to another worker", late,
+                                self.LEASE_S)
             except StoreUnavailable as e:  # Redis away: said once; the leases of other workers' streams
                 self.outage.failed(e)      # run out meanwhile as ours do, so nobody takes ours unseen
             except Exception:  # Ray briefly away: next round
                 log.warning("stream manager: sync failed", exc_info=True)
+            last = time.monotonic()
             self._stop.wait(self.EVERY_S)
 
     def sync(self) -> None:
         specs = self.registry.specs()
-        for name, handle in list(self.running.items()):
-            if name not in specs or not self.registry.renew(name, self.leases[name], self.LEASE_S):
-                log.info("stream %s: stopped or taken over; stopping it here", name)
-                self._drop(name)
-            elif not handle.alive():
-                log.warning("stream %s: its runner died; restarting it", name)
-                self.running[name] = self.pipeline.start_stream(specs[name], self.redis_url, self.leases[name])
+        self._keep(specs)
         for name, spec in specs.items():
             if name in self.running or len(self.running) >= self.max_streams:
                 continue
@@ -79,6 +82,26 @@ class StreamManager:
                 except Exception as e:
                     log.warning("stream %s: cannot start: %s", name, e)
                     self.registry.release(name, lease)
+            if time.monotonic() - self._kept > self.EVERY_S:  # a slow start (a model deploying): the leases
+                self._keep(specs)                              # held so far must not run out meanwhile
+
+    def _keep(self, specs: dict) -> None:
+        """Renew the leases of the streams running here; stop those stopped or taken over, restart
+        those whose runner died."""
+        self._kept = time.monotonic()
+        for name, handle in list(self.running.items()):
+            if name not in specs:
+                log.info("stream %s: stopped; stopping it here", name)
+                self._drop(name)
+            elif not self.registry.renew(name, self.leases[name], self.LEASE_S):
+                holder = self.registry.owner(name)
+                log.info("stream %s: taken over (%s); stopping it here", name,
+                         f"{holder.split('/')[0]} holds it now" if holder else
+                         f"its lease ran out: not renewed for {self.LEASE_S:.0f} s")
+                self._drop(name)
+            elif not handle.alive():
+                log.warning("stream %s: its runner died; restarting it", name)
+                self.running[name] = self.pipeline.start_stream(specs[name], self.redis_url, self.leases[name])
 
     def _drop(self, name: str) -> None:
         handle = self.running.pop(name)
