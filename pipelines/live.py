@@ -36,6 +36,7 @@ import av
 import numpy as np
 
 from pipelines.decode import frame_step
+from pipelines.decode_slots import DecodeSlots, Turn
 from pipelines.errors import one_line
 from pipelines.sampler import subsample_indices
 from pipelines.shedding import GopRuns, Shedding
@@ -44,6 +45,7 @@ from pipelines.sources import DEVICE
 MAX_SKIPPED_PACKETS = 250  # a skip ends at a keyframe, or after this many packets (a stream without any)
 CHEAP_HOLD_S = 10.0  # a reader that fell `cheap_lag_s` behind decodes cheaply for at least this long
 DRIFT = 0.001  # seconds per second a camera's clock may run slow against ours, not counted as lag
+BEHIND_S = 0.1  # a reader this far behind has its next packets there already: it keeps its decode slot
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "rtp://", "srt://", "tcp://")
 
 
@@ -102,7 +104,7 @@ class LiveSource:
                  backoff_s: float = 0.5, max_backoff_s: float = 15.0, loop: bool = True,
                  options: dict[str, str] | None = None, format: str | None = None, ring=None,
                  max_lag_s: float | None = None, cheap_lag_s: float | None = None,
-                 decode_slots: threading.Semaphore | None = None, shedding: Shedding | None = None):
+                 decode_slots: DecodeSlots | None = None, shedding: Shedding | None = None):
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
         self.url = url
@@ -127,14 +129,10 @@ class LiveSource:
         # keyframe. None: always decodes in full.
         self.cheap_lag_s = cheap_lag_s
         self._cheap_until = 0.0  # monotonic time the reader decodes cheaply until (at keyframes)
-        # Shared by the readers of one process: at most that many decode at once. Decoding many
-        # cameras would otherwise take every core from the model (dozens of reader threads against
-        # its few), windows would reach it late and be dropped after being decoded; held to a
-        # budget, readers that cannot keep up fall behind and skip to a keyframe instead. (A fair
-        # semaphore, handing a slot to the longest waiting reader, was measured: it spread drops
-        # more evenly but lost a third of the decoding to the hand-overs, and 24 cameras that
-        # kept up no longer did.)
+        # Shared by the readers of one process: at most that many decode at once, the model keeping
+        # its cores; a reader that is behind keeps its slot for a quantum (pipelines/decode_slots).
         self.decode_slots = decode_slots
+        self._lag = 0.0  # how far behind the stream the reader was at its last frame
         self.shedding = shedding  # shared by the process's readers: sheds GOPs evenly under overload
         self.gop_runs = GopRuns(shedding) if shedding is not None else None  # this reader's runs shed
         # where the skip that no frame has ended yet began (its first packet's time; -inf: unknown)
@@ -183,6 +181,7 @@ class LiveSource:
                     zero = now - time_s if zero is None else min(zero, now - time_s)
                     prompt = now - time_s if prompt is None else min(prompt + DRIFT * (now - prompt_at), now - time_s)
                     prompt_at, lag = now, now - time_s - prompt
+                    self._lag = lag
                     if self.shedding is not None:
                         self.shedding.lag(self, lag)
                     if self.cheap_lag_s is not None and lag > self.cheap_lag_s:
@@ -265,12 +264,14 @@ class LiveSource:
             wall0 = time.monotonic()
             t0 = None
 
-            def pace(packet_s: float) -> bool:
+            def pace(packet_s: float, before_waiting=None) -> bool:
                 """A file plays at its own speed, its packets read when a camera would send them
-                (those left undecoded too): whether to go on."""
+                (those left undecoded too): whether to go on. `before_waiting()`, if it waits."""
                 nonlocal t0
                 t0 = packet_s if t0 is None else t0
                 ahead = (packet_s - t0) - (time.monotonic() - wall0)
+                if ahead > 0 and before_waiting is not None:
+                    before_waiting()
                 return not (ahead > 0 and stop.wait(ahead))
 
             if self.ring is not None:
@@ -301,66 +302,67 @@ class LiveSource:
         gop, since_key = None, None  # packets in the last whole GOP, and since the last keyframe
         decoder = stream.codec_context  # or, while the reader is behind, a cheaper one (`cheap_lag_s`)
         used = False  # whether `decoder` has decoded a packet yet (else it holds no frames)
-        for packet in container.demux(stream):
-            if step and packet.size:
-                packet.dts, packets = packets * step, packets + 1  # (its pts stays unknown: B-frames)
-            packet_s = packet.pts * time_base if packet.pts is not None and time_base is not None else None
-            if pace is not None and time_base is not None and (packet.dts is not None or packet.pts is not None):
-                if not pace((packet.dts if packet.dts is not None else packet.pts) * time_base):
-                    return
-            if self.ring is not None and packet_s is not None:
-                self.ring.packet(packet, packet_s)
-            if packet.is_keyframe:
-                gop, since_key, shed = since_key if since_key is not None else gop, 0, False
-                # a GOP too long to skip whole (or none seen yet: no keyframes?) is never shed; a skip
-                # for being behind that ends here counts as decoding on (else, with readers that are
-                # behind at every keyframe, no run would ever start)
-                if self.gop_runs is not None and gop is not None and gop <= MAX_SKIPPED_PACKETS:
-                    shed = self.gop_runs.shed(gop)
-                    self.stats.shed += shed
-                    skipped = 0 if shed else skipped  # a run of GOPs shed: each whole (the cap is per GOP)
-            if since_key is not None:
-                since_key += 1
-            if (shed or (self._skip and not packet.is_keyframe)) and skipped < MAX_SKIPPED_PACKETS:
-                skipping = True
-                skipped += 1
-                if packet.size:
-                    self.stats.skipped += 1
-                    if step:
-                        packet_s, frames = frames * step * time_base, frames + 1
-                    began = packet_s if packet_s is not None else -math.inf
-                    self._pending_skip = began if self._pending_skip is None else min(self._pending_skip, began)
-                continue
-            self._skip, skipped, shed = False, 0, False
-            decoded = []
-            if packet.is_keyframe and self.cheap_lag_s is not None:
-                cheap = time.monotonic() < self._cheap_until
-                if cheap != (decoder is not stream.codec_context):
-                    if used:
-                        decoded = list(decoder.decode(None))  # the frames the old decoder still holds
-                        for frame in decoded:  # (drained frames come without a time base)
-                            frame.time_base = stream.time_base
-                        if decoder is stream.codec_context:
-                            decoder.flush_buffers()  # (drained: ready for when the reader catches up)
-                    decoder, used = (_cheap_decoder(stream) if cheap else stream.codec_context), False
-                self.stats.cheap += cheap
-            if self.decode_slots is None:
-                decoded += decoder.decode(packet)
-            else:
-                with self.decode_slots:
-                    decoded += decoder.decode(packet)
-            used = True
-            for frame in decoded:
-                if step:  # in presentation order, as the decoder gives them
-                    frame.pts, frames = frames * step, frames + 1
-                began = self._pending_skip if self._pending_skip is not None else -math.inf
-                # with B-frames the decoder gives the frames it held back from before a skip after it
-                held = math.isfinite(began) and frame.time is not None and frame.time < began
-                if skipping and not held:
-                    yield frame, (began if math.isfinite(began) else math.nan)
-                    skipping, self._pending_skip = False, None
-                else:
-                    yield frame, None
+        turn = Turn(self.decode_slots)  # this reader's use of the process's decode slots
+        try:
+            for packet in container.demux(stream):
+                if step and packet.size:
+                    packet.dts, packets = packets * step, packets + 1  # (its pts stays unknown: B-frames)
+                packet_s = packet.pts * time_base if packet.pts is not None and time_base is not None else None
+                if pace is not None and time_base is not None and (packet.dts is not None or packet.pts is not None):
+                    if not pace((packet.dts if packet.dts is not None else packet.pts) * time_base, turn.release):
+                        return
+                if self.ring is not None and packet_s is not None:
+                    self.ring.packet(packet, packet_s)
+                if packet.is_keyframe:
+                    gop, since_key, shed = since_key if since_key is not None else gop, 0, False
+                    # a GOP too long to skip whole (or none seen yet: no keyframes?) is never shed; a skip
+                    # for being behind that ends here counts as decoding on (else, with readers that are
+                    # behind at every keyframe, no run would ever start)
+                    if self.gop_runs is not None and gop is not None and gop <= MAX_SKIPPED_PACKETS:
+                        shed = self.gop_runs.shed(gop)
+                        self.stats.shed += shed
+                        skipped = 0 if shed else skipped  # a run of GOPs shed: each whole (the cap is per GOP)
+                if since_key is not None:
+                    since_key += 1
+                if (shed or (self._skip and not packet.is_keyframe)) and skipped < MAX_SKIPPED_PACKETS:
+                    turn.release()  # (no decoding to do: the next reader's turn)
+                    skipping = True
+                    skipped += 1
+                    if packet.size:
+                        self.stats.skipped += 1
+                        if step:
+                            packet_s, frames = frames * step * time_base, frames + 1
+                        began = packet_s if packet_s is not None else -math.inf
+                        self._pending_skip = began if self._pending_skip is None else min(self._pending_skip, began)
+                    continue
+                self._skip, skipped, shed = False, 0, False
+                decoded = []
+                if packet.is_keyframe and self.cheap_lag_s is not None:
+                    cheap = time.monotonic() < self._cheap_until
+                    if cheap != (decoder is not stream.codec_context):
+                        if used:
+                            decoded = list(decoder.decode(None))  # the frames the old decoder still holds
+                            for frame in decoded:  # (drained frames come without a time base)
+                                frame.time_base = stream.time_base
+                            if decoder is stream.codec_context:
+                                decoder.flush_buffers()  # (drained: ready for when the reader catches up)
+                        decoder, used = (_cheap_decoder(stream) if cheap else stream.codec_context), False
+                    self.stats.cheap += cheap
+                decoded += turn.decode(decoder, packet, behind=self._lag > BEHIND_S)
+                used = True
+                for frame in decoded:
+                    if step:  # in presentation order, as the decoder gives them
+                        frame.pts, frames = frames * step, frames + 1
+                    began = self._pending_skip if self._pending_skip is not None else -math.inf
+                    # with B-frames the decoder gives the frames it held back from before a skip after it
+                    held = math.isfinite(began) and frame.time is not None and frame.time < began
+                    if skipping and not held:
+                        yield frame, (began if math.isfinite(began) else math.nan)
+                        skipping, self._pending_skip = False, None
+                    else:
+                        yield frame, None
+        finally:
+            turn.release()
 
 
 def _cheap_decoder(stream) -> av.CodecContext:

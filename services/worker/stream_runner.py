@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipelines.decode_slots import DecodeSlots
 from pipelines.errors import one_line
 from pipelines.labels import top_labels
 from pipelines.live import LiveSource, live_windows, window_phase
@@ -66,18 +67,18 @@ log = logging.getLogger("reelflow.streams")
 SENT_AT_ONCE = 2  # clips of one stream at the model at a time
 STATUS_EVERY_S = 1.0
 SINKS_EVERY_S = 10.0  # how soon a change of the stack's global sinks reaches a running stream
-_decode_slots: dict[int, threading.Semaphore] = {}  # the process's decoding budget, by its size
+_decode_slots: dict[int, DecodeSlots] = {}  # the process's decoding budget, by its size
 _slots_lock = threading.Lock()
 
 
-def decode_slots(threads: int) -> threading.Semaphore:
+def decode_slots(threads: int) -> DecodeSlots:
     """The semaphore the streams of this process decode under (REELFLOW_STREAM_DECODE_THREADS)."""
     # one fewer than the cores the replica counts (os.cpu_count: macOS too), but never one: a single
     # slot serializes every reader's decoding (340x256 on 2 cores: 24 cameras dropped 28-35 windows,
     # readers skipping, with 1 slot; none with 2)
     size = threads or max(2, (os.cpu_count() or 1) - 1)
     with _slots_lock:
-        return _decode_slots.setdefault(size, threading.Semaphore(size))
+        return _decode_slots.setdefault(size, DecodeSlots(size))
 
 
 _shedding: dict[float, Shedding] = {}  # the process's load shedding, by latency target

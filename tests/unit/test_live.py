@@ -9,6 +9,7 @@ import av
 import numpy as np
 import pytest
 
+from pipelines.decode_slots import DecodeSlots
 from pipelines.live import LiveFrame, LiveSource, live_windows, window_phase
 from pipelines.smoothing import LabelEvents, Smoother
 from pipelines.synthetic import make_video
@@ -156,7 +157,7 @@ def test_a_reader_that_falls_behind_skips_to_a_keyframe_and_its_lag_counts_in_th
 
 
 def test_readers_sharing_one_decode_slot_all_go_on(two_seconds):
-    slots, stop = threading.Semaphore(1), threading.Event()
+    slots, stop = DecodeSlots(1), threading.Event()
     sources = [LiveSource(str(two_seconds), decode_slots=slots) for _ in range(3)]
     threads = [threading.Thread(target=lambda s=s: [None for _ in s.frames(stop)]) for s in sources]
     for t in threads:
@@ -166,7 +167,7 @@ def test_readers_sharing_one_decode_slot_all_go_on(two_seconds):
     for t in threads:
         t.join(timeout=5)
     assert all(s.stats.frames >= 50 for s in sources), [s.stats.frames for s in sources]  # ~25 fps each
-    assert slots.acquire(blocking=False)  # given back by every reader
+    assert slots.free == 1  # given back by every reader
 
 
 def test_smoothing_averages_the_last_k_segments():
