@@ -14,7 +14,9 @@ a plain semaphore let the reader that just gave its slot back take it again, and
 almost none. Handing a slot over costs a thread wake-up (about a third of a slot's time when
 readers took turns per packet, ~1.2 ms of 640x360 decoding), so a reader that is behind keeps its
 slot for a quantum of decoding in a row, its next packets being there already; one that keeps up
-gives it back after each packet (its next packet is still to come). Measured with 40 threads
+gives it back after each packet (its next packet is still to come). (A camera that stops sending
+while its reader is behind leaves that reader holding its slot until the read times out, 5 s at
+most: the connection's end gives it back.) Measured with 40 threads
 decoding a 640x360 file on 2 cores, 2 slots (benchmarks/streams.md): a plain semaphore per packet
 912 frames/s at 1.32 cores; first come, first served per packet 819; first come, first served
 with a 20 ms quantum 1399 at 1.73 cores, every thread within 489-576 frames of 15 s.
