@@ -28,7 +28,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -383,7 +383,7 @@ def window_phase(name: str, stride_s: float) -> float:
 
 
 def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, stride_s: float | None = None,
-                 offset_s: float = 0.0) -> Iterator[LiveClip]:
+                 offset_s: float = 0.0, on_skipped: Callable[[int], None] | None = None) -> Iterator[LiveClip]:
     """Windows of `clip_s` seconds every `stride_s` (default: `clip_s`), `num_frames` sampled from each;
     window i covers [offset_s + i * stride_s, offset_s + i * stride_s + clip_s) in stream time.
 
@@ -393,7 +393,9 @@ def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, st
     names the same stretch of stream time. A window the gap cut into closes with the stream's first
     frame after it (an `after_gap` frame), with the frames it has, and is marked `cut`. After frames skipped undecoded (a `resumed` frame), the
     windows the skip cut into are dropped too (their frames are incomplete), and counted in the
-    next clip's `skipped_before`; those that ended before the skip began (`skipped_from`) are whole.
+    next clip's `skipped_before` — or, given `on_skipped`, passed to it when the skip ends (a reader
+    that skips again and again may close no clip for a long while); those that ended before the
+    skip began (`skipped_from`) are whole.
     """
     stride = stride_s or clip_s
     buffered: deque[LiveFrame] = deque()  # frames the open windows may sample, in YUV
@@ -427,7 +429,10 @@ def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, st
                 if clip := close():
                     yield clip
             first = max(index, math.ceil((live.time_s - offset_s) / stride - 1e-9))
-            skipped += first - index  # the windows with frames skipped
+            if on_skipped is not None and first > index:  # the windows with frames skipped
+                on_skipped(first - index)
+            elif on_skipped is None:
+                skipped += first - index
             buffered.clear()
             intervals.clear()
             index = first

@@ -167,10 +167,9 @@ class StreamRunner:
             frames = self.source.frames(self.stop)
             stride = self.spec.stride_s or self.model.clip_seconds  # windows start at the stream's own phase
             windows = live_windows(frames, self.model.clip_seconds, self.model.num_frames, stride,
-                                   offset_s=window_phase(self.spec.name, stride))
+                                   offset_s=window_phase(self.spec.name, stride),
+                                   on_skipped=lambda n: self._drop("skipped", n))  # counted when the skip ends
             for clip in windows:
-                if clip.skipped_before:
-                    self._drop("skipped", clip.skipped_before)
                 payload = self.prepare(clip.frames)
                 with self.cond:
                     if len(self.ready) >= self.spec.max_in_flight:

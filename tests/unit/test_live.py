@@ -133,6 +133,31 @@ def test_a_skip_to_the_next_keyframe_decodes_nothing_before_it_and_drops_the_win
     assert sum(c.skipped_before for c in clips) == 2
 
 
+def test_windows_a_skip_cut_into_are_counted_when_the_skip_ends_not_with_a_later_window(video_dir):
+    """A reader that skips again and again may close no window for a long while: given `on_skipped`,
+    the windows a skip cut into are counted at the frame that ends it (the stream's `dropped`)."""
+    path = video_dir / "live_gop20.mp4"
+    make_video(path, seconds=4.0, fps=25, size=(160, 120), bframes=False, gop=20)
+    source, stop = LiveSource(str(path)), threading.Event()
+    seen: list[LiveFrame] = []
+    counted: list[tuple[int, int]] = []  # (windows, frames seen when counted)
+
+    def frames():
+        for live in source.frames(stop):
+            seen.append(live)
+            if len(seen) == 30:  # inside window 2 [1.0, 1.5): the skip runs to the keyframe at 1.6 s
+                source.skip_to_keyframe()
+            if live.time_s > 3.9:
+                stop.set()
+            yield live
+
+    clips = list(live_windows(frames(), clip_s=0.5, num_frames=4,
+                              on_skipped=lambda n: counted.append((n, len(seen)))))
+    resumed_at = next(i for i, f in enumerate(seen) if f.resumed) + 1
+    assert counted == [(2, resumed_at)]  # windows 2 and 3, at the keyframe that ended the skip
+    assert [c.index for c in clips][:4] == [0, 1, 4, 5] and not any(c.skipped_before for c in clips)
+
+
 def test_a_reader_that_falls_behind_skips_to_a_keyframe_and_its_lag_counts_in_the_capture_time(video_dir):
     path = video_dir / "live_gop10.mp4"
     make_video(path, seconds=4.0, fps=25, size=(160, 120), bframes=False, gop=10)
