@@ -137,7 +137,9 @@ def test_a_run_that_a_looping_file_ends_in_goes_on_and_its_windows_are_counted(v
     # keyframe), that frame marked as after the skip that began at 2.0 s; then the run's 3 GOPs left
     resumed = [f for f in seen if f.resumed]
     assert len(resumed) == 2 and round(resumed[0].skipped_from, 2) == 2.0
-    assert 2.3 < resumed[0].time_s < 2.41 and 1.19 < resumed[1].time_s - resumed[1].skipped_from < 1.21
+    # (the second play starts when the file has been opened again: stream time goes on as the wall
+    # clock did, some milliseconds; 54 ms in a CI run)
+    assert 2.3 < resumed[0].time_s < 2.5 and 1.19 < resumed[1].time_s - resumed[1].skipped_from < 1.21
     # window 6 [2.4, 2.8) lacks its last frame (the file's play was a frame short): dropped too
     assert [c.index for c in clips] == [0, 1, 2, 3, 4, 10]
     assert [c.skipped_before for c in clips if c.skipped_before] == [5]  # windows 5-9, counted
