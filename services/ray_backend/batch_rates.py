@@ -28,6 +28,9 @@ MAX_AGE_S = 7 * 24 * 3600
 FILE_NAME = "batch-rates.json"
 
 
+VECTOR_ISAS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sve", "SVE"), ("asimd", "NEON"))
+
+
 def cache_path() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     return Path(root) / "reelflow" / FILE_NAME
@@ -64,15 +67,23 @@ def batch_rates(clip_model, sizes: list[int], path: Path | None = None) -> dict[
     return rates
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo)."""
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """The CPU's model name and its widest vector instructions (Linux: /proc/cpuinfo, or `cpuinfo`'s
+    text), e.g. "AMD EPYC (AVX2)": a hypervisor may show one name for hosts whose model rates differ
+    by 2x (OpenVINO on AVX-512 against AVX2)."""
+    name, flags = "", set()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        for line in (cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()).splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not name:
+                name = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = set(value.split())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = name or platform.processor() or platform.machine()
+    isa = next((label for flag, label in VECTOR_ISAS if flag in flags), None)
+    return f"{name} ({isa})" if isa else name
 
 
 def _read(path: Path) -> dict:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipelines.inference import ClipModel
-from services.ray_backend.batch_rates import MAX_AGE_S, batch_rates, machine_key
+from services.ray_backend.batch_rates import MAX_AGE_S, batch_rates, cpu_name, machine_key
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +55,15 @@ def test_a_cache_that_cannot_be_written_or_read_only_costs_the_measurement(clip_
     garbled.write_text("{not json")
     assert 1 in batch_rates(clip_model, [1], garbled)
     assert machine_key(clip_model) in garbled.read_text()  # replaced by a good file
+
+
+def test_the_cpu_is_named_with_its_widest_vector_instructions():
+    # a hypervisor shows "AMD EPYC" for hosts with and without AVX-512, where OpenVINO's rates differ 2x:
+    # rates timed on one must not be read on the other
+    flags = "fpu vme sse4_2 avx f16c fma avx2"
+    epyc = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {}\n\nprocessor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: {}\n"
+    assert cpu_name(epyc.format(flags, flags)) == "AMD EPYC (AVX2)"
+    wider = flags + " avx512f avx512bw avx512_vnni"
+    assert cpu_name(epyc.format(wider, wider)) == "AMD EPYC (AVX-512)"
+    assert cpu_name("processor\t: 0\nFeatures\t: fp asimd evtstrm\nmodel name\t: Neoverse-N1\n") == "Neoverse-N1 (NEON)"
+    assert cpu_name("model name\t: Old CPU\nflags\t\t: fpu sse2\n") == "Old CPU"
