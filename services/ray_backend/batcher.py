@@ -47,7 +47,7 @@ class Batcher:
         self.late = 0  # items not run because they could not make their deadlines
         self._waiting: list[_Waiting] = []  # taken from the queue, not yet in a batch
         self._served_at: dict[str, float] = {}  # key -> when an item of it last went into a batch
-        self._pass_s: float | None = None  # a forward pass's seconds, smoothed
+        self._clip_s: float | None = None  # a forward pass's seconds per clip, smoothed
         self._executor = ThreadPoolExecutor(lanes, thread_name_prefix="reelflow-forward")
         self._queue: asyncio.Queue | None = None  # made on the event loop that first submits
         self._workers: list[asyncio.Task] = []  # held: the event loop keeps only weak references to tasks
@@ -100,7 +100,8 @@ class Batcher:
                 results = await loop.run_in_executor(self._executor, self.forward, [w.item for w in batch])
                 seconds = time.perf_counter() - started
                 metrics.observe("reelflow_replica_forward_seconds", seconds, model=self.model)
-                self._pass_s = seconds if self._pass_s is None else 0.8 * self._pass_s + 0.2 * seconds
+                per_clip = seconds / len(batch)
+                self._clip_s = per_clip if self._clip_s is None else 0.8 * self._clip_s + 0.2 * per_clip
             except Exception as e:  # the batch's callers get the error; the lane goes on
                 log.warning("a forward pass of %d clips failed: %s", len(batch), e)
                 for w in batch:
@@ -139,12 +140,14 @@ class Batcher:
         """Up to `size` waiting items for a forward pass: first those with deadlines they can still
         make (the keys served longest ago first), then live items already too late, then the others
         in arrival order. A late item is dropped (its result None) when a newer one of its key waits,
-        or when it would end over `late_s` (or a pass, when longer) past its deadline: a stream's freshest
-        window is run when it can be, so a model slower than the latency target still serves every
-        stream, at the latency it can."""
+        or when it would end over `late_s` (or one clip's pass, when longer) past its deadline: a
+        stream's freshest window is run when it can be, so a model slower than the latency target
+        still serves every stream, at the latency it can. With `late_s`, the batch is also cut where
+        its pass (a clip's time, times its size) would end over `late_s` past a deadline in it: a big
+        batch on a busy machine must not carry its windows past twice the target."""
         now = time.time()
-        finish = now + (self._pass_s or 0.0)  # when a pass started now would end
-        give_up = None if self.late_s is None else max(self.late_s, self._pass_s or 0.0)
+        clip_s = self._clip_s or 0.0  # a clip's share of a pass
+        give_up = None if self.late_s is None else max(self.late_s, clip_s)
         newest: dict[str, float] = {}  # key -> the latest deadline waiting
         for w in self._waiting:
             if w.deadline is not None and w.key is not None and not w.future.done():
@@ -155,17 +158,29 @@ class Batcher:
                 continue
             if w.deadline is None:
                 other.append(w)
-            elif finish <= w.deadline:
+            elif now + clip_s <= w.deadline:
                 live.append(w)
             elif w.key is not None and newest[w.key] <= w.deadline and (give_up is None or
-                                                                        finish <= w.deadline + give_up):
+                                                                        now + clip_s <= w.deadline + give_up):
                 late.append(w)  # its stream's freshest: run it when nothing on time waits
             else:
                 w.future.set_result(None)  # superseded by a newer window of its stream, or far too late
                 self.late += 1
         live.sort(key=lambda w: (self._served_at.get(w.key, 0.0), w.deadline))
         late.sort(key=lambda w: (self._served_at.get(w.key, 0.0), w.deadline))
-        batch = (live + late + other)[:size]
+        batch: list[_Waiting] = []
+        ends_by = float("inf")  # the pass must end by then: the deadlines in it, plus `late_s`
+        for w in live + late + other:
+            if len(batch) == size:
+                break
+            limit = w.deadline + give_up if w.deadline is not None and give_up is not None else float("inf")
+            ends = now + clip_s * (len(batch) + 1)
+            if batch and ends > ends_by:
+                break  # one more clip would carry the batch's windows too far
+            if batch and ends > limit:
+                continue  # too late for this one in this pass: it waits for the next (or is dropped then)
+            batch.append(w)
+            ends_by = min(ends_by, limit)
         taken = {id(w) for w in batch}
         self._waiting[:] = [w for w in live + late + other if id(w) not in taken]  # in place: the one list
         for w in batch:

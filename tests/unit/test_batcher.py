@@ -269,3 +269,41 @@ def test_no_item_is_lost_when_two_lanes_take_from_the_waiting_list_at_once():
         return await asyncio.gather(*(stream(batcher, f"s{k}") for k in range(4)))
 
     assert run(main()) == [[(f"s{k}", i) for i in range(6)] for k in range(4)]
+
+
+def test_with_late_s_a_batch_is_cut_where_its_pass_would_carry_windows_past_late_s():
+    """A pass takes longer the more clips it holds: eight late windows in one batch on a slow model
+    would all end far past twice the target. The batch stops where a clip's time (as the passes so
+    far took) times its size would end over `late_s` past a deadline in it."""
+    clip_s, late_s = 0.05, 0.3
+    sizes = []
+
+    def forward(items):
+        time.sleep(clip_s * len(items))
+        sizes.append(len(items))
+        return [f"done {x}" for x in items]
+
+    async def ended(awaitable):
+        result = await awaitable
+        return result, time.time()
+
+    async def main(late_s):
+        batcher = Batcher(forward, max_batch_size=8, lanes=1, late_s=late_s)
+        await batcher.submit("first")  # a pass of one clip: the batcher learns a clip's time
+        busy = asyncio.ensure_future(batcher.submit("job"))  # the lane is busy while the windows come
+        await asyncio.sleep(0.01)
+        deadline = time.time() + 0.04  # late by the time the lane is free
+        windows = await asyncio.gather(*(ended(batcher.submit(f"w{i}", deadline=deadline, key=f"s{i}"))
+                                         for i in range(8)))
+        await busy
+        return windows, deadline
+
+    windows, deadline = run(main(late_s))
+    ran = [at for result, at in windows if result is not None]
+    assert 1 < sizes[2] < 8, sizes  # "first", "job", then the windows' first batch: cut
+    assert ran and max(ran) <= deadline + late_s + 0.15, (sizes, [at - deadline for at in ran])
+    assert all(result in (None, f"done w{i}") for i, (result, _) in enumerate(windows))
+
+    sizes.clear()
+    windows, deadline = run(main(None))  # no bound: one batch of all eight, however late
+    assert sizes[2] == 8 and all(result == f"done w{i}" for i, (result, _) in enumerate(windows))
