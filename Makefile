@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps demo test test-slow test-all bench soak clean
+.PHONY: venv system-deps demo test test-slow test-models test-all bench soak clean
 
 venv: $(VENV)/.installed
 
@@ -49,14 +49,19 @@ system-deps:
 	  exit 1; \
 	fi
 
-# `make test`: the import contract (pyproject's [tool.importlinter]), then everything but the tests marked slow (about 15 minutes on a 2-core machine);
-# `make test-slow`: only those (about 50-55 more); `make test-all`: both in one run. CI runs test, then test-slow.
+# `make test`: the import contract (pyproject's [tool.importlinter]), then everything but the tests marked slow (15-20 minutes on a 2-core machine);
+# `make test-slow`: those but the `models` ones (about 50-60 more); `make test-models`: every other model of the table
+# (conversions, reference parity; 15-20 minutes with nothing converted yet), run when pipelines/models or pipelines/runtimes
+# change; `make test-all`: all of them in one run. CI runs test, then test-slow (90 minutes at most).
 test: venv system-deps
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: venv system-deps
-	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+	$(PY) -m pytest -m "slow and not models" $(PYTEST_ARGS)
+
+test-models: venv system-deps
+	$(PY) -m pytest -m models $(PYTEST_ARGS)
 
 test-all: venv system-deps
 	$(VENV)/bin/lint-imports

@@ -43,11 +43,12 @@ def test_unknown_model_names_the_choices():
         get_spec("resnet9000")
 
 
-# the biggest of each family in `make test-slow` (slowfast_r50, x3d_m and mvit_base_16x4 run the same code here)
+# the biggest of each family in `make test-models` (slowfast_r50, x3d_m and mvit_base_16x4 run the same code here)
 HEAVY = ("slowfast_r101", "x3d_l", "mvit_base_32x3")
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in TABLE])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow, pytest.mark.models]) if n in HEAVY else n
+                                  for n in TABLE])
 def test_every_model_gives_probabilities_and_embeddings_of_its_size(name):
     clip_model = ClipModel.load(name, "none", runtime="torch")  # the converted runtime: tests/unit/test_runtimes.py
     spec = clip_model.spec

@@ -67,6 +67,7 @@ def test_parity_with_overlapping_stride(shared_videos, peaked_checkpoint):
 
 
 @pytest.mark.slow
+@pytest.mark.models  # `make test-models`: the families above are checked in `make test` and `make test-slow`
 @pytest.mark.parametrize("name", REST)
 def test_parity_remaining_models(name, generated, peaked_checkpoint):
     assert_parity(name, generated, peaked_checkpoint)
