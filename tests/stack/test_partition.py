@@ -53,9 +53,10 @@ def redis_both_sides(tmp_path):
 def test_a_partitioned_worker_loses_its_job_and_stream_and_stores_nothing_twice(tmp_path, video_dir,
                                                                                  redis_both_sides):
     net, url_inside, url_here = redis_both_sides
-    # the job must outlast the partition (a minute or so) on the fast runtime: ~3000 segments
-    video, camera = video_dir / "partition_300s.mp4", video_dir / "partition_camera.mp4"
-    make_video(video, seconds=300.0, fps=10, size=(160, 120))
+    # the job must still run when the link is cut (worker B's start-up and more after A's first
+    # segments: 20-40 s), on a host twice as fast as this one too: ~2000 segments
+    video, camera = video_dir / "partition_200s.mp4", video_dir / "partition_camera.mp4"
+    make_video(video, seconds=200.0, fps=10, size=(160, 120))
     make_video(camera, seconds=3.0, fps=25, size=(160, 120))
     client = redis.Redis.from_url(url_here)
     registry = StreamRegistry(client)
@@ -92,9 +93,17 @@ def test_a_partitioned_worker_loses_its_job_and_stream_and_stores_nothing_twice(
         said = ("another worker owns it now", "cam: taken over")
         wait_until(lambda: any(s in a.log_path.read_text() for s in said), 120,
                "worker A did not notice it lost the stream", a)
-        state = wait_until(lambda: client.hget(keys.job(job_id), "state") in (b"done", b"failed") and
-                       client.hget(keys.job(job_id), "state").decode(), 240, "the job did not end", a, b)
-        assert state == "done"
+        # B works through the rest at its host's pace (a slow host: 5-10 segments/s beside a camera);
+        # what fails the test is B making no progress for a minute
+        done_before, progress_at = -1, time.monotonic()
+        while (state := client.hget(keys.job(job_id), "state")) not in (b"done", b"failed"):
+            done = int(client.hget(keys.job(job_id), "segments_done") or 0)
+            if done > done_before:
+                done_before, progress_at = done, time.monotonic()
+            assert time.monotonic() - progress_at < 60 and b.proc.poll() is None, \
+                f"the job made no progress for 60 s at {done} segments\n{b.log_path.read_text()[-3000:]}"
+            time.sleep(0.5)
+        assert state == b"done"
         total = int(client.hget(keys.job(job_id), "segments_total"))
         segments = [json.loads(line) for line in run(env_b, "results", job_id).stdout.splitlines()]
         assert [s["index"] for s in segments] == list(range(total))  # none missing, none twice
