@@ -27,6 +27,12 @@ from services.settings import MAX_AUTO_BATCH
 log = logging.getLogger("reelflow.replica")
 
 REPLICA = "ModelReplica"
+# A live window's forward pass must end by its deadline plus this share of the latency target: the
+# rest of twice the target is for the way back (Serve's reply to the stream host, publishing) and for
+# passes slower than the batcher's estimate. Past capacity, 24 cameras of 340x256 (the model short):
+# p95 2.08-2.17 s with all of it (1.0), 1.79-1.89 s with 0.7, 1.61-1.73 s with 0.5, windows delivered
+# no fewer (benchmarks/streams.md)
+LATE_SHARE = 0.5
 
 
 @serve.deployment(name=REPLICA)
@@ -72,10 +78,10 @@ class ModelReplica:
             log.info("%s: batch size %d (clips/s by batch size: %s)", model, batch_size,
                      {b: round(r, 1) for b, r in self.batch_rates.items()})
         self.batch_size = batch_size
-        # a live window is run at most `stream_late_s` past its deadline: latency under overload stays
-        # within twice the target (REELFLOW_STREAM_LATENCY_S)
+        # a live window is run at most LATE_SHARE of `stream_late_s` past its deadline: latency under
+        # overload stays within twice the target (REELFLOW_STREAM_LATENCY_S)
         self.batcher = Batcher(self._forward_batch, batch_size, self.lanes, batch_wait_s, model=model,
-                               late_s=stream_late_s)
+                               late_s=stream_late_s * LATE_SHARE if stream_late_s is not None else None)
         self.batcher.warm(self._warm)
 
     def _warm(self) -> None:
