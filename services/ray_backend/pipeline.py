@@ -372,7 +372,7 @@ def replica_options(settings: Settings, device: str, runtime: str = "auto") -> d
                 threads=settings.replica_threads, forward_threads=settings.forward_threads,
                 clip_format=settings.clip_format, precision=settings.precision,
                 telemetry_env=telemetry.exporter_env(), record_metrics=settings.metrics,
-                stream_late_s=settings.stream_latency_s)
+                stream_latency_s=settings.stream_latency_s)
 
 
 def _runtime_of(target: Target, timeout_s: float) -> dict | None:

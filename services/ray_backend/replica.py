@@ -43,7 +43,7 @@ class ModelReplica:
                  batch_wait_s: float = 0.02, threads: int = 0, forward_threads: int = 1, clip_format: str = "auto",
                  precision: str = "float32", telemetry_env: dict[str, str] | None = None,
                  record_metrics: bool = True, runtime: str = "auto", model_cache: str | None = None,
-                 stream_late_s: float | None = None):
+                 stream_latency_s: float | None = None):
         # OpenMP threads that spin while they wait burn the core a decoding thread needs: torch's
         # sleep instead (measured: a third less CPU per clip beside a busy decoder). Read once, when
         # torch loads its OpenMP runtime, so it is set before the first `import torch` here.
@@ -78,10 +78,10 @@ class ModelReplica:
             log.info("%s: batch size %d (clips/s by batch size: %s)", model, batch_size,
                      {b: round(r, 1) for b, r in self.batch_rates.items()})
         self.batch_size = batch_size
-        # a live window is run at most LATE_SHARE of `stream_late_s` past its deadline: latency under
-        # overload stays within twice the target (REELFLOW_STREAM_LATENCY_S)
-        self.batcher = Batcher(self._forward_batch, batch_size, self.lanes, batch_wait_s, model=model,
-                               late_s=stream_late_s * LATE_SHARE if stream_late_s is not None else None)
+        # a live window's pass ends at most LATE_SHARE of the streams' latency target past its deadline
+        # (REELFLOW_STREAM_LATENCY_S): latency under overload stays within twice the target
+        late_s = stream_latency_s * LATE_SHARE if stream_latency_s is not None else None
+        self.batcher = Batcher(self._forward_batch, batch_size, self.lanes, batch_wait_s, model=model, late_s=late_s)
         self.batcher.warm(self._warm)
 
     def _warm(self) -> None:

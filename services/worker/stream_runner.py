@@ -19,8 +19,8 @@ dropped and counted, before they are sent or by the model's batcher, when a newe
 stream waits: an overloaded stack keeps its latency near the target, and its drops are spread over
 its streams (the replica's batcher takes live windows before jobs' clips, from the streams it served
 longest ago first). A stream's freshest window is classified unless it would end over half a
-target past its deadline (the replica's LATE_SHARE), so a model slower than the target still serves every stream, at the
-latency it can. A window that a gap in the stream cut short (the camera went away mid-window) is
+target past its deadline (the replica's LATE_SHARE), so a model slower than the target still
+serves every stream, at the latency it can. A window that a gap in the stream cut short (the camera went away mid-window) is
 classified with the frames it has when the stream comes back; its deadline counts from then, since
 it is late by the gap, not by load.
 
