@@ -20,9 +20,9 @@ stream waits: an overloaded stack keeps its latency near the target, and its dro
 its streams (the replica's batcher takes live windows before jobs' clips, from the streams it served
 longest ago first). A stream's freshest window is classified unless it would end over half a
 target past its deadline (the replica's LATE_SHARE), so a model slower than the target still
-serves every stream, at the latency it can. A window that a gap in the stream cut short (the camera went away mid-window) is
-classified with the frames it has when the stream comes back; its deadline counts from then, since
-it is late by the gap, not by load.
+serves every stream, at the latency it can. A window that a gap in the stream cut short (the camera
+went away mid-window) is classified with the frames it has when the stream comes back; its deadline
+counts from then, since it is late by the gap, not by load.
 
 A reader that falls the latency target behind its stream (the machine decodes slower than frames
 come) skips to the stream's next keyframe: the frames up to it are read but not decoded, and the
