@@ -8,7 +8,6 @@ weights here); this is what it is given. Results: benchmarks/streams.md.
 """
 import io
 import sys
-
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -17,21 +16,27 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from pipelines.live import _cheap_decoder  # noqa: E402 -- the decoder a live reader behind switches to
 from pipelines.models import get_spec  # noqa: E402
 from pipelines.transforms import resized_center_crop  # noqa: E402
 
 
 def frames(path, cheap=False, limit=300):
+    """The first `limit` frames as RGB: decoded in full, or as a live reader that is behind decodes them."""
     with av.open(str(path)) as c:
+        if not c.streams.video:
+            sys.exit(f"{path}: no video stream; give H.264 or HEVC video files")
         s = c.streams.video[0]
-        if cheap:
-            s.codec_context.options = {"skip_loop_filter": "all"}
+        decoder = _cheap_decoder(s) if cheap else s.codec_context
         out = []
-        for f in c.decode(s):
-            out.append(f.to_ndarray(format="rgb24"))
-            if len(out) == limit:
+        for packet in c.demux(s):
+            for f in decoder.decode(None if packet.size == 0 else packet):
+                out.append(f.to_ndarray(format="rgb24"))
+            if len(out) >= limit:
                 break
-    return out, s.codec_context.name
+        if not out:
+            sys.exit(f"{path}: no frame could be decoded")
+        return out[:limit], s.codec_context.name
 
 
 def reencoded(imgs, fps=25):
@@ -65,7 +70,12 @@ if len(sys.argv) < 2:
     sys.exit("usage: benchmarks/cheap_decoding.py VIDEO... (H.264 or HEVC files)")
 spec = get_spec("x3d_xs")
 for path in sys.argv[1:]:
-    full, codec = frames(path)
+    if not Path(path).is_file():
+        sys.exit(f"{path}: not a file; give video files")
+    try:
+        full, codec = frames(path)
+    except av.FFmpegError as e:
+        sys.exit(f"{path}: cannot be decoded ({e}); give H.264 or HEVC video files")
     cheap, _ = frames(path, cheap=True)
     n = min(len(full), len(cheap))
     again = reencoded(full[:n])
