@@ -54,6 +54,7 @@ class ClipModel:
         projection_layer(self.model).register_forward_pre_hook(self._capture)
         self.runtime = "torch"  # where predict() runs: see use_runtime()
         self.runtime_note: str | None = None  # why it is torch when another runtime was wanted
+        self.runtime_origin: str | None = None  # on OpenVINO: read from the cache, or converted now (and why)
         self.streams = 1  # the passes the runtime runs at once, each on its share of the threads
         self._fast = None  # the other runtime's forward pass
 
@@ -80,11 +81,13 @@ class ClipModel:
         Returns the runtime that runs."""
         runtime = resolve(requested, self.device.type)
         self.runtime, self.runtime_note, self._fast, self.streams = "torch", None, None, 1
+        self.runtime_origin = None
         if runtime == "openvino" and self.precision != "float32":
             if requested == "openvino":
                 raise RuntimeUnavailable(f"--runtime openvino runs float32 only; drop --precision {self.precision} "
                                          "or use --runtime torch")
             self.runtime_note = f"{self.spec.name} runs on torch: --precision {self.precision} is torch's"
+            log.warning("note: %s", self.runtime_note)
         elif runtime == "openvino":
             from pipelines.runtimes import openvino_runtime
             from pipelines.runtimes.graph import ClipGraph
@@ -94,12 +97,12 @@ class ClipModel:
                     lambda: ClipGraph(self.model, self.spec).eval(), self.spec, self.weights_id, self._predict_torch,
                     Path(cache_dir) if cache_dir else default_cache_dir(), threads or torch.get_num_threads(),
                     streams)
-                self.runtime, self.streams = "openvino", streams
+                self.runtime, self.streams, self.runtime_origin = "openvino", streams, self._fast.origin
             except openvino_runtime.ConversionFailed as e:
                 if requested == "openvino":
-                    raise RuntimeUnavailable(f"{e}; use --runtime torch") from None
+                    raise RuntimeUnavailable(f"{self.spec.name}: {e}; use --runtime torch") from None
                 self.runtime_note = f"{self.spec.name} runs on torch: {e}"
-                log.warning("%s", self.runtime_note)
+                log.warning("note: %s", self.runtime_note)
         return self.runtime
 
     def _capture(self, _module, inputs) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipelines.errors import WeightsError
+from pipelines.errors import WeightsError, one_line
 from pipelines.models.table import RANDOM_SEED, RANDOM_WEIGHTS_ID, ModelSpec, get_spec  # noqa: F401
 from pipelines.models.weight_files import (PRETRAINED, check_weights, checkpoint_cache_path, file_sha256,  # noqa: F401  (re-exported)
                                     checkpoint_url, ensure_cached)
@@ -178,7 +178,9 @@ def _load(path: Path, *, trusted: bool):
             "torch.save({'model_state': model.state_dict()}, path)"
         ) from None
     except Exception as e:  # truncated or foreign files raise many different errors
-        raise WeightsError(f"cannot read checkpoint {str(path)!r} ({e}); is it a torch checkpoint?") from None
+        # (some say little: a text file is KeyError(101), its first byte)
+        reason = "not a torch file" if isinstance(e, (KeyError, IndexError, EOFError)) or len(str(e)) < 8 else one_line(e)
+        raise WeightsError(f"cannot read checkpoint {str(path)!r} ({reason}); is it a torch checkpoint?") from None
 
 
 def _unwrap(checkpoint, path: Path) -> dict:

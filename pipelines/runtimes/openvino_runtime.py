@@ -47,9 +47,10 @@ class ConversionFailed(Exception):
 class OpenVINOForward:
     """A compiled model; each calling thread (a replica's forward lane) gets its own infer request."""
 
-    def __init__(self, compiled, entry: Path):
+    def __init__(self, compiled, entry: Path, origin: str = "read from the cache"):
         self.compiled = compiled
         self.entry = entry  # the cache directory it was read from
+        self.origin = origin  # how it got there this time: read, converted, or converted again (and why)
         self._local = threading.local()
         # Two lanes setting their requests' inputs at once (a new batch size reshapes the input) deadlocked
         # OpenVINO 2026.4 here: both threads asleep in `tensor.data[:] = ...` of its data dispatcher, a
@@ -96,12 +97,25 @@ def load(graph: Callable[[], torch.nn.Module], spec: ModelSpec, weights_id: str,
 
     core = ov.Core()
     entry = entry_dir(cache_dir, spec, weights_id)
-    verdict = _read_entry(entry)
+    verdict, damage = _read_entry(entry)
+    if verdict is not None and verdict["ok"]:
+        try:
+            return OpenVINOForward(_compile(core, core.read_model(entry / "model.xml"), threads, streams), entry)
+        except Exception as e:  # files that match their hashes and still do not load: a forged or foreign entry
+            verdict, damage = None, _damaged(entry, f"OpenVINO cannot read it: {one_line(e, limit=200)}")
     if verdict is None:
         verdict = _convert(core, graph, spec, reference, entry, threads)
-    if not verdict["ok"]:
-        raise ConversionFailed(verdict["reason"])
-    return OpenVINOForward(_compile(core, core.read_model(entry / "model.xml"), threads, streams), entry)
+        if not verdict["ok"]:
+            raise ConversionFailed(verdict["reason"])
+    elif not verdict["ok"]:  # tried before with this OpenVINO and these weights
+        raise ConversionFailed(f"{verdict['reason']} (found when it was converted before; remove {entry} "
+                               "to try again)")
+    origin = f"converted to OpenVINO in {verdict['seconds']:.1f} s" + (f" (the cached one was damaged: {damage})" if damage else "")
+    try:
+        return OpenVINOForward(_compile(core, core.read_model(entry / "model.xml"), threads, streams), entry, origin)
+    except Exception as e:
+        raise ConversionFailed(f"OpenVINO cannot read the model it converted, in {entry}: {one_line(e, limit=200)}"
+                               ) from None
 
 
 def _compile(core, model, threads: int, streams: int = 1):
@@ -118,33 +132,60 @@ def _compile(core, model, threads: int, streams: int = 1):
     return core.compile_model(model, "CPU", config)
 
 
-def _read_entry(entry: Path) -> dict | None:
-    """The entry's verdict, or None when there is none or it is damaged (then it is removed)."""
-    if not entry.exists():
-        return None
+def _read_entry(entry: Path) -> tuple[dict | None, str | None]:
+    """The entry's verdict, or None when there is none or it is damaged (then it is removed); and
+    what was wrong with a damaged one."""
+    if not entry.exists() and not entry.is_symlink():
+        return None, None
     try:
-        verdict = json.loads((entry / "verdict.json").read_text())
-        if verdict["ok"]:
-            for name, (size, digest) in verdict["files"].items():
-                path = entry / name
-                if path.stat().st_size != size or _sha256(path) != digest:
-                    raise ValueError(f"{name} does not match its hash")
-        return verdict
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        log.warning("the converted model in %s is damaged (%s); converting it again", entry, one_line(e))
-        shutil.rmtree(entry, ignore_errors=True)
-        return None
+        if not entry.is_dir():
+            raise ValueError("not a directory")
+        try:
+            verdict = json.loads((entry / "verdict.json").read_text())
+            ok = verdict["ok"]
+            files = verdict["files"].items() if ok else ()
+        except json.JSONDecodeError:
+            raise ValueError("verdict.json is not JSON") from None
+        except (KeyError, TypeError, AttributeError):
+            raise ValueError("verdict.json is not a verdict") from None
+        for name, (size, digest) in files:
+            path = entry / name
+            if path.stat().st_size != size or _sha256(path) != digest:
+                raise ValueError(f"{name} does not match its hash")
+        return verdict, None
+    except OSError as e:
+        reason = f"{Path(e.filename).name}: {e.strerror}" if e.filename and e.strerror else one_line(e)
+        return None, _damaged(entry, reason)
+    except (ValueError, TypeError) as e:
+        return None, _damaged(entry, one_line(e))
+
+
+def _damaged(entry: Path, reason: str) -> str:
+    """Removes a damaged cache entry, saying so; returns `reason`."""
+    log.warning("the converted model in %s is damaged (%s); converting it again", entry, reason)
+    try:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+    except OSError as e:  # the conversion's own write will then fail, and say so
+        log.warning("cannot remove %s (%s)", entry, one_line(e))
+    return reason
 
 
 def _convert(core, graph, spec: ModelSpec, reference, entry: Path, threads: int) -> dict:
     import openvino as ov
 
     started = time.perf_counter()
-    log.info("%s: converting to OpenVINO (once; kept in %s)", spec.name, entry)
     shape = [spec.num_frames, spec.crop_size, spec.crop_size]
     example = _check_input(spec)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=_made(entry.parent)))
-    tmp.chmod(0o755)  # a cache other users of the machine may read
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=_made(entry.parent)))
+        tmp.chmod(0o755)  # a cache other users of the machine may read
+    except OSError as e:
+        raise ConversionFailed(f"cannot write to the model cache {entry.parent} ({one_line(e)}); give it a "
+                               "writable directory (REELFLOW_MODEL_CACHE)") from None
+    log.info("%s: converting to OpenVINO (once; kept in %s)", spec.name, entry)
     try:
         try:
             with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
@@ -157,7 +198,7 @@ def _convert(core, graph, spec: ModelSpec, reference, entry: Path, threads: int)
             forward = OpenVINOForward(_compile(core, converted, threads), tmp)
             verdict = _parity(forward, reference, example)
         except Exception as e:  # the converter's own errors are many and varied
-            verdict = {"ok": False, "reason": f"OpenVINO cannot convert {spec.name}: {one_line(e, limit=200)}"}
+            verdict = {"ok": False, "reason": f"OpenVINO cannot convert it: {one_line(e, limit=200)}"}
         if verdict["ok"]:
             ov.save_model(converted, tmp / "model.xml", compress_to_fp16=False)
             verdict["files"] = {n: [(tmp / n).stat().st_size, _sha256(tmp / n)] for n in ("model.xml", "model.bin")}
@@ -169,8 +210,8 @@ def _convert(core, graph, spec: ModelSpec, reference, entry: Path, threads: int)
             pass
         log.info("%s: %s after %.1f s", spec.name, "converted" if verdict["ok"] else verdict["reason"],
                  verdict["seconds"])
-        if verdict["ok"] and not entry.exists():
-            raise ConversionFailed(f"cannot keep the converted {spec.name} in {entry}")
+        if verdict["ok"] and not (entry / "model.xml").is_file():
+            raise ConversionFailed(f"cannot keep the converted model in {entry}")
         return verdict
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -191,10 +232,11 @@ def _parity(forward: OpenVINOForward, reference, example: torch.Tensor) -> dict:
     relative = float(np.abs(probs - want_probs).max() / max(float(np.abs(want_probs).max()), 1e-12))
     norms = np.linalg.norm(features, axis=1) * np.linalg.norm(want_features, axis=1)
     cosine = float(((features * want_features).sum(axis=1) / np.maximum(norms, 1e-12)).min())
-    ok = relative <= MAX_RELATIVE and cosine >= MIN_COSINE
-    reason = "" if ok else (f"OpenVINO's outputs differ from torch's (relative {relative:.1e} > {MAX_RELATIVE:g} "
-                            f"or embedding cosine {cosine:.6f} < {MIN_COSINE})")
-    return {"ok": ok, "reason": reason, "relative": relative, "cosine": cosine}
+    failed = ([f"scores {relative:.1e} apart, relative; the most allowed is {MAX_RELATIVE:g}"]
+              if not relative <= MAX_RELATIVE else [])
+    failed += [f"embeddings at cosine {cosine:.6f}; the least allowed is {MIN_COSINE}"] if not cosine >= MIN_COSINE else []
+    reason = f"OpenVINO's outputs differ from torch's ({'; '.join(failed)})" if failed else ""
+    return {"ok": not failed, "reason": reason, "relative": relative, "cosine": cosine}
 
 
 def _sha256(path: Path) -> str:

@@ -81,8 +81,6 @@ def _classify(args) -> int:
     _show_conversions()
     clf = ActionClassifier(args.model, weights=args.weights, topk=args.topk, device=args.device,
                            batch_size=args.batch_size, runtime=settings.runtime, cache_dir=settings.model_cache_dir)
-    if clf.clip_model.runtime_note:
-        print(f"reelflow: note: {clf.clip_model.runtime_note}", file=sys.stderr)
     if is_random_weights(clf.weights_id):
         print("reelflow: warning: random weights (--weights none): labels and scores are meaningless",
               file=sys.stderr)

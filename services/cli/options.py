@@ -45,9 +45,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help=f"one of: {', '.join(MODELS)} (default {DEFAULT_MODEL}); or hf:DIR, a Hugging Face "
                              "video classifier (VideoMAE...) saved with save_pretrained, or hf:org/name from the hub")
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS, metavar="WEIGHTS",
-                        help="'kinetics' (official checkpoint, downloaded once; for hf: models, the weights saved "
+                        help=f"'kinetics' (official checkpoint, downloaded once; for hf: models, the weights saved "
                              "with the model), a checkpoint path (e.g. from `reelflow train`), or 'none' (random "
-                             "init, for tests)")
+                             f"init, for tests); default {DEFAULT_WEIGHTS!r}")
 
 
 def add_runtime_option(parser: argparse.ArgumentParser, what: str = "the models") -> None:

@@ -116,11 +116,19 @@ def run_up(args) -> int:
     if metrics_server is not None:  # the Ray node's too (the pipeline may be made again: asked at each scrape)
         metrics_server.more = lambda: stack.pipeline.metrics_url() if stack.pipeline is not None else None
     try:
-        for problem in stack.prepare(args.model or [DEFAULT_MODEL], args.weights):
+        models = args.model or [DEFAULT_MODEL]
+        print(f"reelflow up: starting {', '.join(models)} (weights {args.weights}; a model's first start on a "
+              "machine converts it for its runtime and times its batch sizes: a minute or more)",
+              file=sys.stderr, flush=True)
+        for problem in stack.prepare(models, args.weights):
             print(f"reelflow up: warning: {problem}", file=sys.stderr, flush=True)
         served = _served_models(stack)
         for note in filter(None, (m.get("runtime_note") for m in served)):
             print(f"reelflow up: note: {note}", file=sys.stderr, flush=True)
+        for m in served:  # a conversion is done once: say when this start did one (and why, if again)
+            if (m.get("runtime_origin") or "").startswith("converted"):
+                print(f"reelflow up: {m['model']}: {m['runtime_origin']}; kept in "
+                      f"{settings.model_cache_dir} (later starts read it)", file=sys.stderr, flush=True)
         if http and args.no_ray:
             from services.api.server import serve_in_thread  # FastAPI and uvicorn load only with --http-port
 
@@ -133,6 +141,8 @@ def run_up(args) -> int:
               f"under {roots} (REELFLOW_ALLOWED_ROOTS); worker {stack.runtime.consumer} ready. Submit with "
               "`reelflow submit VIDEO`; Ctrl-C stops.", file=sys.stderr, flush=True)
         stack.run()
+        print("reelflow up: stopping (jobs in progress go back to the queue for the next worker)",
+              file=sys.stderr, flush=True)
     except PipelineLost as e:  # its supervisor restarts it; threads stuck in calls to the dead node cannot be joined
         print(f"reelflow: error: {one_line(e, limit=2000)}", file=sys.stderr, flush=True)
         stack.store.close(keep=args.keep_redis)  # the embedded Redis, if this stack started it
@@ -141,6 +151,7 @@ def run_up(args) -> int:
         stack.close(keep_redis=args.keep_redis)
         if metrics_server is not None:
             metrics_server.shutdown()
+    print("reelflow up: stopped", file=sys.stderr, flush=True)
     return 0
 
 

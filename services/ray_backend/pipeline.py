@@ -126,7 +126,7 @@ class RayPipeline:
         self.decoders: list = []
         self._served = dict(served or {})
         self._apps: dict[Target, tuple[str, str]] = {t: mw for mw, t in self._served.items()}  # -> (model, weights)
-        self._runtimes: dict[Target, dict] = {}  # -> {runtime, runtime_note}, as its replica said
+        self._runtimes: dict[Target, dict] = {}  # -> {runtime, runtime_note, runtime_origin}, as its replica said
         self._deploy_lock = threading.Lock()
         self._stream_host = None
         self._replicas, self._replicas_read_at = 1, 0.0
@@ -381,7 +381,8 @@ def _runtime_of(target: Target, timeout_s: float) -> dict | None:
     info = _try_within(timeout_s, lambda: target.handle().describe.remote().result(timeout_s=timeout_s))
     if not isinstance(info, dict):
         return None
-    return {"runtime": info.get("runtime", "torch"), "runtime_note": info.get("runtime_note")}
+    return {"runtime": info.get("runtime", "torch"), "runtime_note": info.get("runtime_note"),
+            "runtime_origin": info.get("runtime_origin")}
 
 
 def _wait_alive(actor, timeout_s: float) -> None:
@@ -410,8 +411,26 @@ def _run_app(app, name: str, route_prefix: str | None, timeout_s: float, what: s
         serve.delete(name, _blocking=False)
         raise TimeoutError(f"{what} were not running after {timeout_s:.0f} s (not enough free CPUs or memory?)")
     if isinstance(outcome[0], BaseException):
+        cause = _replica_error(name)
         serve.delete(name, _blocking=False)
-        return outcome[0]
+        return RuntimeError(cause) if cause else outcome[0]
+    return None
+
+
+def _replica_error(app: str) -> str | None:
+    """What a replica that failed to start raised, as "Type: message" (Serve's own error says only
+    that the deployment failed; the replica's traceback is in the deployment's status)."""
+    try:
+        status = serve.status().applications.get(app)
+        messages = [d.message for d in status.deployments.values() if d.message] if status else []
+    except Exception:  # only the error's detail
+        return None
+    for message in messages:
+        last = [line for line in message.strip().splitlines() if line.strip()]
+        if last and "Traceback" in message:
+            kind, _, text = last[-1].strip().partition(": ")
+            # reelflow's own errors read on their own; others keep their type (FileNotFoundError: ...)
+            return text if text and kind.startswith(("pipelines.", "services.")) else last[-1].strip()
     return None
 
 

@@ -96,7 +96,8 @@ class ModelReplica:
                 "classes": self.clip_model.classes,  # a trained checkpoint's class names, else None
                 "clip_format": self.clip_format, "batch_size": self.batch_size, "batch_rates": self.batch_rates,
                 "lanes": self.lanes, "torch_threads": torch.get_num_threads(), "precision": self.clip_model.precision,
-                "runtime": self.clip_model.runtime, "runtime_note": self.clip_model.runtime_note}
+                "runtime": self.clip_model.runtime, "runtime_note": self.clip_model.runtime_note,
+                "runtime_origin": self.clip_model.runtime_origin}
 
     async def predict(self, clip, parent: tuple | None = None, deadline: float | None = None,
                       stream: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:

@@ -69,7 +69,8 @@ class InProcessPipeline:
     def describe(self) -> list[dict]:
         """The models loaded here: one replica each, in this process."""
         return [{"model": m, "weights": w, "replicas": 1, "serving": f"in-process:{os.getpid()}:{r}",
-                 "runtime": clf.clip_model.runtime, "runtime_note": clf.clip_model.runtime_note}
+                 "runtime": clf.clip_model.runtime, "runtime_note": clf.clip_model.runtime_note,
+                 "runtime_origin": clf.clip_model.runtime_origin}
                 for (m, w, r), clf in list(self._classifiers.items())]
 
     def _classifier(self, model: str, weights: str, runtime: str = "auto"):

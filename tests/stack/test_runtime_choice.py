@@ -39,6 +39,33 @@ def test_an_explicit_torch_stack_runs_torch(tmp_path):
         up.stop()
 
 
+def test_a_model_cache_that_cannot_be_written_is_a_note_and_torch(tmp_path):
+    home, blocked = tmp_path / "home", tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    up = UpProcess(home, stack_env(home, REELFLOW_MODEL_CACHE=str(blocked / "cache")), "--no-ray", "--weights", "none")
+    try:
+        log = up.log_path.read_text()
+        assert f"note: x3d_xs runs on torch: cannot write to the model cache {blocked}" in log, log
+        assert "x3d_xs on torch" in log and "Traceback" not in log
+    finally:
+        up.stop()
+
+
+@pytest.mark.slow  # a Ray stack: the replica's own error reaches `up`'s output, not only Serve's
+def test_replicas_that_cannot_start_say_why_in_ups_output(tmp_path):
+    home, blocked = tmp_path / "home", tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    up = UpProcess(home, stack_env(home, REELFLOW_MODEL_CACHE=str(blocked / "cache")), "--weights", "none",
+                   "--runtime", "openvino")
+    try:
+        log = up.log_path.read_text()
+        assert ("warning: cannot start x3d_xs replicas with weights 'none': x3d_xs: cannot write to the model "
+                f"cache {blocked}") in log, log
+    finally:
+        up.stop()
+    assert "reelflow up: stopped" in up.log_path.read_text()
+
+
 def test_a_runtime_that_cannot_run_here_is_one_line(tmp_path, clip_10s):
     env = stack_env(tmp_path / "home")
     for args in (["up", "--runtime", "openvino", "--device", "cuda"],

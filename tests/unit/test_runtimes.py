@@ -116,6 +116,33 @@ def test_a_conversion_is_kept_and_a_damaged_one_is_rebuilt(tmp_path, caplog):
     (entry / "verdict.json").write_text("{not json")
     assert ClipModel.load("x3d_xs", "none", cache_dir=tmp_path).runtime == "openvino"
 
+    (entry / "model.bin").unlink()  # a verdict that names no files: hashes pass, OpenVINO cannot read it
+    (entry / "verdict.json").write_text('{"ok": true, "files": {}, "seconds": 1.0}')
+    caplog.clear()
+    forged = ClipModel.load("x3d_xs", "none", cache_dir=tmp_path)
+    assert forged.runtime == "openvino" and "OpenVINO cannot read it" in caplog.text
+    assert forged.runtime_origin.startswith("converted to OpenVINO in ") and "the cached one was damaged" in forged.runtime_origin
+
+    for path in entry.iterdir():  # the entry's directory replaced by a file of its name
+        path.unlink()
+    entry.rmdir()
+    entry.write_text("hello")
+    caplog.clear()
+    assert ClipModel.load("x3d_xs", "none", cache_dir=tmp_path).runtime == "openvino"
+    assert "damaged (not a directory)" in caplog.text and entry.is_dir()
+    assert ClipModel.load("x3d_xs", "none", cache_dir=tmp_path).runtime_origin == "read from the cache"
+
+
+def test_a_model_cache_that_cannot_be_written_means_torch_with_a_note_or_an_error_when_asked_by_name(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    fallback = ClipModel.load("x3d_xs", "none", cache_dir=blocked / "cache")
+    assert fallback.runtime == "torch"
+    assert fallback.runtime_note.startswith(f"x3d_xs runs on torch: cannot write to the model cache {blocked}"), \
+        fallback.runtime_note
+    with pytest.raises(RuntimeUnavailable, match="x3d_xs: cannot write to the model cache .*REELFLOW_MODEL_CACHE"):
+        ClipModel.load("x3d_xs", "none", runtime="openvino", cache_dir=blocked / "cache")
+
 
 def test_outputs_that_differ_from_torch_mean_torch_with_a_note_or_an_error_when_asked_by_name(tmp_path, caplog):
     """A conversion checked against other numbers than its own model's fails the parity check; the
@@ -132,8 +159,9 @@ def test_outputs_that_differ_from_torch_mean_torch_with_a_note_or_an_error_when_
     caplog.set_level(logging.INFO, logger="reelflow.runtime")
     fallback = ClipModel.load("x3d_xs", "none", cache_dir=tmp_path)
     assert fallback.runtime == "torch" and "converting" not in caplog.text  # the verdict was kept
-    assert fallback.runtime_note.startswith("x3d_xs runs on torch: OpenVINO's outputs differ from torch's")
-    with pytest.raises(RuntimeUnavailable, match="differ from torch's .*; use --runtime torch"):
+    assert fallback.runtime_note.startswith("x3d_xs runs on torch: OpenVINO's outputs differ from torch's (scores ")
+    assert "found when it was converted before; remove " in fallback.runtime_note
+    with pytest.raises(RuntimeUnavailable, match="x3d_xs: OpenVINO's outputs differ from torch's .*; use --runtime torch"):
         ClipModel.load("x3d_xs", "none", runtime="openvino", cache_dir=tmp_path)
 
 
