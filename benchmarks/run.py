@@ -17,6 +17,8 @@ drifts over minutes, so what is compared is measured in turns. The others (slow 
 get a short corpus and one run.
 
     $ python benchmarks/run.py [--models x3d_xs,slowfast_r50] [--quick]
+    $ python benchmarks/run.py --corpus my_videos/          # the same measurements on other videos (printed)
+    $ python benchmarks/run.py --streams-only --camera cam.mp4 --stream-counts 16,40
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ HERE = Path(__file__).resolve().parent
 MODELS = (DEFAULT_MODEL, "slowfast_r50", "mvit_base_16x4")
 MEMORY_VIDEOS = {"1 min": 60, "10 min": 600}  # label: seconds of 360p video
 REPEATS = 2  # the faster of two runs: this machine's other tenants add noise, never speed
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".ts", ".flv", ".mpg", ".mpeg", ".h264", ".hevc"}
 
 
 @dataclass(frozen=True)
@@ -149,8 +152,10 @@ def peak_rss_mb(model: str, path: Path) -> float:
     return int(out.stdout.strip()) / 1024
 
 
-def corpora(model: str, quick: bool) -> tuple[Profile, list[tuple[str, list[Path]]]]:
-    """The profile and the (label, videos) corpora a model is measured on."""
+def corpora(model: str, quick: bool, given: list[Path] | None = None) -> tuple[Profile, list[tuple[str, list[Path]]]]:
+    """The profile and the (label, videos) corpora a model is measured on (`given`: `--corpus`'s)."""
+    if given:
+        return (SHORT if quick or model != DEFAULT_MODEL else FULL), [(f"given ({len(given)} videos)", given)]
     if quick or model != DEFAULT_MODEL:
         short = short_corpus()
         return SHORT, [(f"short: 2 x 20 s 360p + 1080p ({len(short)} videos)", short)]
@@ -395,8 +400,8 @@ def memory_lines(classify_mb: dict, bulk: dict) -> list[str]:
 
 
 def write_markdown(info: dict, rows: list[dict], stacks: dict, settings: dict, classify_mb: dict,
-                   streams: dict | None = None) -> str:
-    """results.md: the table, then the notes on the stacks and on memory."""
+                   streams: dict | None = None, given: list[Path] | None = None) -> str:
+    """results.md: the table, then the notes on the stacks and on memory (`given`: `--corpus`'s videos)."""
     lines = [
         "# Benchmark results",
         "",
@@ -422,8 +427,12 @@ def write_markdown(info: dict, rows: list[dict], stacks: dict, settings: dict, c
     lines += memory_lines(classify_mb, stacks.get(DEFAULT_MODEL, {}).get("memory", {}))
     if streams:
         lines += ["", *streams_markdown(streams)]
-    lines += ["", "Reproduce: `make bench` (corpus generated into benchmarks/corpus/, real videos from "
-              "../shared/data/videos)."]
+    if given:
+        lines += ["", f"Reproduce: `python benchmarks/run.py {' '.join(sys.argv[1:])}`; the videos: "
+                      + ", ".join(str(p) for p in given) + "."]
+    else:
+        lines += ["", "Reproduce: `make bench` (corpus generated into benchmarks/corpus/, real videos from "
+                      "../shared/data/videos)."]
     return "\n".join(lines) + "\n"
 
 
@@ -440,12 +449,23 @@ def main(argv=None) -> None:
     parser.add_argument("--streams-only", action="store_true", help="only the live-streams measurement (printed)")
     parser.add_argument("--stream-counts", metavar="N,N...", help="with --streams-only: the steps (default 8,16,...,48)")
     parser.add_argument("--stream-sizes", metavar="WxH,...", help=f"with --streams-only: of {', '.join(SIZES)}")
+    parser.add_argument("--camera", metavar="VIDEO", type=Path,
+                        help="with --streams-only: every camera plays this video (looped, in real time) instead "
+                             "of the generated camera files; a camera's own recording, say")
+    parser.add_argument("--corpus", metavar="DIR_OR_VIDEO", nargs="+", type=Path,
+                        help="measure on these videos (a directory: every video file in it) instead of the "
+                             "generated and shared corpus; prints the table, writes no files")
     args = parser.parse_args(argv)
+    try:
+        given = given_corpus(args.corpus) if args.corpus else None
+        camera = given_corpus([args.camera])[0] if args.camera else None
+    except ValueError as e:
+        parser.exit(2, f"run.py: error: {e}\n")
     if args.streams_only:
-        if args.stream_counts or args.stream_sizes:
+        if args.stream_counts or args.stream_sizes or camera:
             counts = tuple(int(n) for n in (args.stream_counts or "8,16,24,32,40,48").split(","))
-            results = [measure_streams(size, DEFAULT_MODEL, counts=counts)
-                       for size in (args.stream_sizes.split(",") if args.stream_sizes else SIZES)]
+            sizes = [None] if camera else args.stream_sizes.split(",") if args.stream_sizes else SIZES
+            results = [measure_streams(size, DEFAULT_MODEL, counts=counts, video=camera) for size in sizes]
         else:
             results = run_streams(args.quick)
         print("\n".join(streams_markdown(results)))
@@ -461,10 +481,10 @@ def main(argv=None) -> None:
     # ... and the same for models converted for a runtime: the first stack converts, later ones reuse
     os.environ["REELFLOW_MODEL_CACHE"] = os.path.join(cache.name, "models")
     torch.set_num_threads(os.cpu_count() or 1)
-    memory_videos = {} if args.quick else {k: long_video(s) for k, s in MEMORY_VIDEOS.items()}
+    memory_videos = {} if args.quick or given else {k: long_video(s) for k, s in MEMORY_VIDEOS.items()}
     rows, stacks = [], {}
     for model in models:
-        profile, plan = corpora(model, args.quick)
+        profile, plan = corpora(model, args.quick, given)
         # Rounds of (in-process measurements, then a stack's bulk runs), best of each piece across the
         # rounds: this machine drifts by tens of percent over minutes, so measurements minutes apart
         # are compared only when taken in turns.
@@ -495,16 +515,40 @@ def main(argv=None) -> None:
             rounds.append(model_rows)
         rows += [best_of(list(row_rounds)) for row_rounds in zip(*rounds)]
     classify_mb = {k: peak_rss_mb(DEFAULT_MODEL, p) for k, p in memory_videos.items()}
-    streams = run_streams(args.quick) if DEFAULT_MODEL in models else None
+    streams = run_streams(args.quick) if DEFAULT_MODEL in models and not given else None
     info, settings = machine(), stack_settings()
-    markdown = write_markdown(info, rows, stacks, settings, classify_mb, streams)
-    if not args.quick:
+    markdown = write_markdown(info, rows, stacks, settings, classify_mb, streams, given)
+    if not args.quick and not given:  # the project's own results: the generated corpus only
         (HERE / "results.json").write_text(json.dumps(
             {"machine": info, "stack_settings": settings, "rows": rows, "stacks": stacks,
              "classify_peak_rss_mb": classify_mb, "streams": streams}, indent=2))
         (HERE / "results.md").write_text(markdown)
         update_readme(markdown)
     print(markdown)
+
+
+def given_corpus(paths: list[Path]) -> list[Path]:
+    """`--corpus`'s videos: files as given, directories as every video file in them (sorted); each one
+    opened, so a file that is not a video fails now, in one line, not after an hour of measuring."""
+    videos = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+            if not found:
+                raise ValueError(f"{path} holds no video files ({', '.join(sorted(VIDEO_SUFFIXES))})")
+            videos += found
+        elif path.is_file():
+            videos.append(path)
+        else:
+            raise ValueError(f"{path}: no such file or directory")
+    for video in videos:
+        try:
+            with av.open(str(video)) as container:
+                if not container.streams.video:
+                    raise ValueError(f"{video} has no video stream")
+        except av.FFmpegError as e:
+            raise ValueError(f"cannot read {video} as video ({e.strerror or e}); pass video files") from None
+    return [v.resolve() for v in videos]
 
 
 def _or_failed(measure_fn, *args) -> dict:

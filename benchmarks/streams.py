@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import av
 import redis
 
 from bulk import Stack
@@ -81,10 +82,17 @@ def _last_id(registry: StreamRegistry, name: str) -> str:
     return last[0][0].decode() if last else "0-0"
 
 
-def measure_streams(size: str, model: str, counts=(8, 16, 24, 32, 40, 48), seconds: float = 30.0) -> dict:
-    """Steps of more and more cameras on one stack, until a second count cannot keep real time."""
+def measure_streams(size: str | None, model: str, counts=(8, 16, 24, 32, 40, 48), seconds: float = 30.0,
+                    video: Path | None = None) -> dict:
+    """Steps of more and more cameras on one stack, until a second count cannot keep real time.
+    `video`: what every camera plays (looped, in real time) instead of the generated camera file of `size`."""
     clip_s = get_spec(model).clip_seconds
-    video = camera_video(SIZES[size])
+    if video is None:
+        video = camera_video(SIZES[size])
+    else:
+        with av.open(str(video)) as container:
+            stream = container.streams.video[0]
+            size = f"{stream.codec_context.width}x{stream.codec_context.height} ({video.name})"
     rows, watched, failures = [], 0, 0
     # one `up` reads every camera of the largest step (REELFLOW_MAX_STREAMS would leave the rest waiting)
     with Stack(model, env={"REELFLOW_MAX_STREAMS": str(max(counts))}) as stack:
