@@ -452,6 +452,9 @@ def main(argv=None) -> None:
     parser.add_argument("--camera", metavar="VIDEO", type=Path,
                         help="with --streams-only: every camera plays this video (looped, in real time) instead "
                              "of the generated camera files; a camera's own recording, say")
+    parser.add_argument("--stream-stride", metavar="SECONDS", type=float,
+                        help="with --streams-only: a window every so many seconds per camera (`watch --stride`; "
+                             "default: windows back to back)")
     parser.add_argument("--corpus", metavar="DIR_OR_VIDEO", nargs="+", type=Path,
                         help="measure on these videos (a directory: every video file in it) instead of the "
                              "generated and shared corpus; prints the table, writes no files")
@@ -462,10 +465,11 @@ def main(argv=None) -> None:
     except ValueError as e:
         parser.exit(2, f"run.py: error: {e}\n")
     if args.streams_only:
-        if args.stream_counts or args.stream_sizes or camera:
+        if args.stream_counts or args.stream_sizes or camera or args.stream_stride:
             counts = tuple(int(n) for n in (args.stream_counts or "8,16,24,32,40,48").split(","))
             sizes = [None] if camera else args.stream_sizes.split(",") if args.stream_sizes else SIZES
-            results = [measure_streams(size, DEFAULT_MODEL, counts=counts, video=camera) for size in sizes]
+            results = [measure_streams(size, DEFAULT_MODEL, counts=counts, video=camera, stride_s=args.stream_stride)
+                       for size in sizes]
         else:
             results = run_streams(args.quick)
         print("\n".join(streams_markdown(results)))

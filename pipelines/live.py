@@ -46,6 +46,8 @@ MAX_SKIPPED_PACKETS = 250  # a skip ends at a keyframe, or after this many packe
 CHEAP_HOLD_S = 10.0  # a reader that fell `cheap_lag_s` behind decodes cheaply for at least this long
 DRIFT = 0.001  # seconds per second a camera's clock may run slow against ours, not counted as lag
 BEHIND_S = 0.1  # a reader this far behind has its next packets there already: it keeps its decode slot
+GOP_ROOM = 1.25  # a GOP is left undecoded if it ends before the next window by this many of the longest recent GOPs
+OVERSHOOT_S = 0.04  # a GOP left undecoded that ran this far past the next window's start cost that window frames
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "rtp://", "srt://", "tcp://")
 
 
@@ -85,6 +87,7 @@ class LiveStats:
     behind: int = 0  # times the reader fell over `max_lag_s` behind the stream and skipped to a keyframe
     shed: int = 0  # GOPs left undecoded to shed the process's overload evenly (`Shedding`)
     cheap: int = 0  # GOPs decoded without the deblocking filter, the reader being behind (`cheap_lag_s`)
+    unwanted: int = 0  # frames read but not decoded: whole GOPs between two windows (a stride over the clip)
     last_error: str = ""
     last_frame_at: float | None = None
     transport: str | None = None  # RTSP: the lower transport frames last came over (tcp or udp)
@@ -92,7 +95,7 @@ class LiveStats:
     def as_dict(self) -> dict:
         return {"state": self.state, "connects": self.connects, "reconnects": self.reconnects, "gaps": self.gaps,
                 "frames": self.frames, "skipped": self.skipped, "behind": self.behind, "shed": self.shed,
-                "cheap": self.cheap,
+                "cheap": self.cheap, "unwanted": self.unwanted,
                 "last_error": self.last_error, "last_frame_at": self.last_frame_at,
                 "transport": self.transport}
 
@@ -143,6 +146,16 @@ class LiveSource:
         self.is_file = not url.startswith(NETWORK_SCHEMES) and not url.startswith("/dev/") and Path(url).is_file()
         self.stats = LiveStats()
         self._skip = False  # set from another thread: leave frames undecoded up to the next keyframe
+        self._wanted_s: float | None = None  # stream time of the next frame a window wants (`wanted_from`)
+        self._shift: float | None = None  # this connection's frame time less stream time (known at its first frame)
+
+    def wanted_from(self, time_s: float) -> None:
+        """No frame before stream time `time_s` is wanted (the next window starts there): a GOP that
+        surely ends before it is read but not decoded. Windows that leave gaps between them (a stride
+        over the clip's length: a label every 5 s, say) then cost the decoding of the GOPs they touch,
+        not of the whole stream. Those frames are counted as `unwanted`, not as skipped: no window
+        loses a frame."""
+        self._wanted_s = time_s
 
     def skip_to_keyframe(self) -> None:
         """Read on without decoding up to the next keyframe (a camera's next GOP), from any thread.
@@ -166,6 +179,7 @@ class LiveSource:
         while not stop.is_set():
             self.stats.state = "connecting"
             first = None
+            self._shift = None
             connects = self.stats.connects
             try:
                 for t, frame, skipped_from in self._connection(stop):
@@ -177,6 +191,7 @@ class LiveSource:
                         self.stats.transport = self._transports[0] if self._transports else None
                         if self.ring is not None:
                             self.ring.timed(offset - first)
+                        self._shift = first - offset  # frame time = stream time + shift, on this connection
                     time_s = offset + (t - first)
                     zero = now - time_s if zero is None else min(zero, now - time_s)
                     prompt = now - time_s if prompt is None else min(prompt + DRIFT * (now - prompt_at), now - time_s)
@@ -261,6 +276,7 @@ class LiveSource:
             # when its frames arrive instead.
             arrival = not paced and bool(container.format.flags & av.format.Flags.no_timestamps.value)
             step = frame_step(container, stream) if paced else None  # a raw H.264 file: frames numbered
+            plannable = not arrival and not step  # GOPs may be left undecoded by their packets' times
             wall0 = time.monotonic()
             t0 = None
 
@@ -276,7 +292,7 @@ class LiveSource:
 
             if self.ring is not None:
                 self.ring.connected(stream)
-            for frame, skipped_from in self._decoded(container, stream, pace if paced else None, step):
+            for frame, skipped_from in self._decoded(container, stream, pace if paced else None, step, plannable):
                 if stop.is_set():
                     return
                 t = time.monotonic() - wall0 if arrival else frame.time
@@ -290,16 +306,20 @@ class LiveSource:
                 self.ring.disconnected()
             container.close()
 
-    def _decoded(self, container, stream, pace=None, step=None) -> Iterator[tuple[av.VideoFrame, float | None]]:
+    def _decoded(self, container, stream, pace=None, step=None, plannable=False
+                 ) -> Iterator[tuple[av.VideoFrame, float | None]]:
         """The stream's frames, each with None, or after frames skipped undecoded the time of the
         first of them (NaN if unknown); with a ring, each encoded packet goes to it first (no decoding).
         `pace(seconds)`, if given, is called with each packet's decoding time first; False: stop.
-        `step` (decode.frame_step): the stream has no timestamps; its packets and frames are numbered."""
+        `step` (decode.frame_step): the stream has no timestamps; its packets and frames are numbered.
+        `plannable`: packets' times are frames' times, so GOPs no window wants may be left undecoded."""
         time_base = float(stream.time_base) if stream.time_base is not None else None
         skipping, skipped = False, 0
         packets = frames = 0  # with `step`: packets read, and frames decoded or skipped undecoded
         shed = False  # leaving this GOP undecoded (`gop_runs`)
         gop, since_key = None, None  # packets in the last whole GOP, and since the last keyframe
+        key_s, gops_s = None, deque(maxlen=4)  # the last keyframe's time; the last GOPs' lengths, seconds
+        unwanted = None  # leaving this GOP undecoded, it ending before the next window starts (`wanted_from`): its time
         decoder = stream.codec_context  # or, while the reader is behind, a cheaper one (`cheap_lag_s`)
         used = False  # whether `decoder` has decoded a packet yet (else it holds no frames)
         turn = Turn(self.decode_slots)  # this reader's use of the process's decode slots
@@ -322,8 +342,25 @@ class LiveSource:
                         shed = self.gop_runs.shed(gop)
                         self.stats.shed += shed
                         skipped = 0 if shed else skipped  # a run of GOPs shed: each whole (the cap is per GOP)
+                if packet.is_keyframe and plannable and packet_s is not None:
+                    if key_s is not None and packet_s > key_s:
+                        gops_s.append(packet_s - key_s)
+                    key_s = packet_s
+                    wanted = None if shed else self._unwanted(packet_s, gops_s)
+                    if wanted is not None:  # (a skip for being behind ends here too: this GOP is left as planned)
+                        self._skip, skipped = False, 0
+                    elif unwanted is not None and packet_s > unwanted + OVERSHOOT_S:
+                        # a GOP left undecoded ran past where the next window starts (a camera stretched
+                        # it): that window misses its first frames, and is dropped as skipped
+                        skipping = True
+                        self._pending_skip = unwanted if self._pending_skip is None else min(self._pending_skip, unwanted)
+                    unwanted = wanted
                 if since_key is not None:
                     since_key += 1
+                if unwanted is not None:
+                    turn.release()
+                    self.stats.unwanted += bool(packet.size)
+                    continue
                 if (shed or (self._skip and not packet.is_keyframe)) and skipped < MAX_SKIPPED_PACKETS:
                     turn.release()  # (no decoding to do: the next reader's turn)
                     skipping = True
@@ -364,6 +401,15 @@ class LiveSource:
         finally:
             turn.release()
 
+    def _unwanted(self, key_s: float, gops_s) -> float | None:
+        """When the GOP starting at `key_s` (a packet time) surely ends before the next wanted frame
+        (the next keyframe due within the longest of the last GOPs, with a quarter of one to spare):
+        that frame's time (a packet time); else None."""
+        wanted, shift = self._wanted_s, self._shift
+        if wanted is None or shift is None or not gops_s:
+            return None
+        return wanted + shift if key_s + GOP_ROOM * max(gops_s) <= wanted + shift else None
+
 
 def _cheap_decoder(stream) -> av.CodecContext:
     """A decoder for `stream` that skips the deblocking filter (H.264, HEVC; others ignore the option)."""
@@ -383,7 +429,8 @@ def window_phase(name: str, stride_s: float) -> float:
 
 
 def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, stride_s: float | None = None,
-                 offset_s: float = 0.0, on_skipped: Callable[[int], None] | None = None) -> Iterator[LiveClip]:
+                 offset_s: float = 0.0, on_skipped: Callable[[int], None] | None = None,
+                 on_next: Callable[[float], None] | None = None) -> Iterator[LiveClip]:
     """Windows of `clip_s` seconds every `stride_s` (default: `clip_s`), `num_frames` sampled from each;
     window i covers [offset_s + i * stride_s, offset_s + i * stride_s + clip_s) in stream time.
 
@@ -395,13 +442,16 @@ def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, st
     windows the skip cut into are dropped too (their frames are incomplete), and counted in the
     next clip's `skipped_before` — or, given `on_skipped`, passed to it when the skip ends (a reader
     that skips again and again may close no clip for a long while); those that ended before the
-    skip began (`skipped_from`) are whole.
+    skip began (`skipped_from`) are whole. `on_next(start_s)`, if given, is told where the next
+    window starts whenever that changes (`LiveSource.wanted_from`: the frames before it are not wanted).
     """
     stride = stride_s or clip_s
     buffered: deque[LiveFrame] = deque()  # frames the open windows may sample, in YUV
     intervals: deque[float] = deque(maxlen=9)
     index = 0
     skipped = 0  # windows dropped by skips since the last clip
+    told = on_next or (lambda start_s: None)
+    told(offset_s)
 
     def close(cut: bool = False) -> LiveClip | None:
         nonlocal index, skipped
@@ -409,6 +459,7 @@ def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, st
         end = start + clip_s
         inside = [f for f in buffered if start <= f.time_s < end]
         index += 1
+        told(offset_s + index * stride)
         while buffered and buffered[0].time_s < offset_s + index * stride:
             buffered.popleft()
         if not inside:
@@ -436,9 +487,11 @@ def live_windows(frames: Iterator[LiveFrame], clip_s: float, num_frames: int, st
             buffered.clear()
             intervals.clear()
             index = first
+            told(offset_s + index * stride)
         while live.time_s >= offset_s + index * stride + clip_s:  # frames past the window's end: it is complete
             if not buffered:  # after a gap: on to the first window that can hold this frame
                 index = max(index, math.floor((live.time_s - offset_s - clip_s) / stride) + 1)
+                told(offset_s + index * stride)
                 break
             if clip := close(cut=live.after_gap):  # closed by the stream's return: cut short by the gap
                 yield clip

@@ -74,7 +74,9 @@ def add_segment_options(parser: argparse.ArgumentParser, embeddings: bool = True
     """--topk and --stride (and --no-embeddings for jobs, which store them by default)."""
     parser.add_argument("--topk", type=positive_int, default=5, help="labels per segment (default 5)")
     parser.add_argument("--stride", type=positive_float, default=None, metavar="SECONDS",
-                        help="seconds between segment starts (default: the model's clip length)")
+                        help="seconds between segment starts (default: the model's clip length)" + (
+                            "" if embeddings else "; a live stream with a longer one (a label every 10 s, say) "
+                            "leaves the GOPs between its windows undecoded: cameras cost a fraction"))
     if embeddings:
         parser.add_argument("--no-embeddings", action="store_true",
                             help="do not store segment embeddings (nor index them for `reelflow search`)")

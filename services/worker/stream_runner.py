@@ -168,7 +168,8 @@ class StreamRunner:
             stride = self.spec.stride_s or self.model.clip_seconds  # windows start at the stream's own phase
             windows = live_windows(frames, self.model.clip_seconds, self.model.num_frames, stride,
                                    offset_s=window_phase(self.spec.name, stride),
-                                   on_skipped=lambda n: self._drop("skipped", n))  # counted when the skip ends
+                                   on_skipped=lambda n: self._drop("skipped", n),  # counted when the skip ends
+                                   on_next=self.source.wanted_from)  # (GOPs between windows: not decoded)
             for clip in windows:
                 payload = self.prepare(clip.frames)
                 with self.cond:
@@ -283,6 +284,7 @@ class StreamRunner:
                 # decoding: frames decoded, frames read but left undecoded (behind: skips; shed GOPs)
                 "frames": stats.frames, "skipped_frames": stats.skipped, "behind": stats.behind, "shed": stats.shed,
                 "cheap_gops": stats.cheap,  # decoded without the deblocking filter (the reader was behind)
+                "unwanted_frames": stats.unwanted,  # left undecoded: GOPs between windows (a stride over the clip)
                 "shed_share": None if self.source.shedding is None else round(self.source.shedding.share, 3),
                 "dropped": self.dropped, "drop_reasons": dict(self.drop_reasons), "failed": self.failed, "unpublished": self.unpublished,
                 "segments": self.published,

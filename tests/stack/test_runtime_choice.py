@@ -39,6 +39,7 @@ def test_an_explicit_torch_stack_runs_torch(tmp_path):
         up.stop()
 
 
+@pytest.mark.slow  # a stack; tests/unit/test_runtimes.py checks the fallback itself in the fast tests
 def test_a_model_cache_that_cannot_be_written_is_a_note_and_torch(tmp_path):
     home, blocked = tmp_path / "home", tmp_path / "a-file"
     blocked.write_text("not a directory")

@@ -213,3 +213,60 @@ def test_label_events_have_hysteresis():
     assert [(e["event"], e["label"]) for e in seen[3]] == [("exit", 0), ("enter", 1)]
     with pytest.raises(ValueError):
         LabelEvents(enter=0.3, exit=0.6)
+
+
+def _keyed_video(path, keys: set[int], frames: int, fps: int = 24, size=(160, 120)) -> None:
+    """H.264 without B-frames whose keyframes are exactly the frames `keys`."""
+    from fractions import Fraction
+
+    from pipelines.synthetic import frame_image
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+        stream.options = {"preset": "ultrafast", "bf": "0", "g": "10000", "sc_threshold": "0", "forced-idr": "1"}
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(frame_image(i, *size), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            if i in keys:
+                frame.pict_type = av.video.frame.PictureType.I
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _windows_until(source: LiveSource, until_s: float, **kwargs) -> list:
+    stop = threading.Event()
+
+    def frames():
+        for live in source.frames(stop):
+            if live.time_s > until_s:
+                stop.set()
+            yield live
+
+    return list(live_windows(frames(), num_frames=4, on_next=source.wanted_from, **kwargs))
+
+
+def test_gops_between_sparse_windows_are_not_decoded_and_every_window_is_whole(video_dir):
+    path = video_dir / "live_gop6_24fps.mp4"
+    _keyed_video(path, set(range(0, 120, 6)), 120)  # a keyframe every 0.25 s, 5 s
+    source = LiveSource(str(path))
+    clips = _windows_until(source, 4.0, clip_s=0.4, stride_s=1.25)  # windows [0, 0.4), [1.25, 1.65), ...
+    assert [c.index for c in clips][:3] == [0, 1, 2]
+    assert all(c.frame_count in (9, 10) and c.skipped_before == 0 for c in clips)  # every window whole
+    assert source.stats.skipped == 0 and source.stats.unwanted >= 30, source.stats  # 3 x 0.85 s between windows
+    assert source.stats.frames + source.stats.unwanted >= 96  # every frame read, in real time
+
+
+def test_a_gop_longer_than_the_last_ones_that_cost_a_window_frames_drops_it_as_skipped(video_dir):
+    path = video_dir / "live_gop_stretched.mp4"
+    keys = {0, 6, 12, 18, 24, 30} | set(range(48, 120, 6))  # every 0.25 s, but none from 1.25 s to 2.0 s
+    _keyed_video(path, keys, 120)
+    source = LiveSource(str(path))
+    clips = _windows_until(source, 4.0, clip_s=0.4, stride_s=1.75)  # windows [0, 0.4), [1.75, 2.15), [3.5, 3.9)
+    # the GOP from 1.25 s was left undecoded (the next keyframe was due by 1.5 s) and ran to 2.0 s:
+    # window 1 lost its first frames, so it is dropped and counted; windows 0 and 2 are whole
+    assert [c.index for c in clips][:2] == [0, 2] and clips[1].skipped_before == 1
+    assert all(c.frame_count in (9, 10) for c in clips)
+    assert source.stats.unwanted >= 30
