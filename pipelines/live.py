@@ -406,8 +406,8 @@ class LiveSource:
         (the next keyframe due within the longest of the last GOPs, with a quarter of one to spare):
         that frame's time (a packet time); else None."""
         wanted, shift = self._wanted_s, self._shift
-        if wanted is None or shift is None or not gops_s:
-            return None
+        if wanted is None or shift is None or not gops_s or (self.ring is not None and self.ring.keeps_frames):
+            return None  # (a recording of decoded frames wants them all: its clips' seconds before an event)
         return wanted + shift if key_s + GOP_ROOM * max(gops_s) <= wanted + shift else None
 
 

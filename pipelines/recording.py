@@ -122,6 +122,11 @@ class PacketRing:
                 return
             self._hold(Held(own_time_s + self.shift, bytes(packet), packet.pts, packet.dts, packet.is_keyframe))
 
+    @property
+    def keeps_frames(self) -> bool:
+        """Whether it keeps decoded frames (`encode` mode, recording): then every frame is to be decoded."""
+        return self.keep_s > 0 and self.mode == "encode"
+
     def frame(self, time_s: float, frame: av.VideoFrame) -> None:
         """A decoded frame at stream time `time_s` (kept in `encode` mode only)."""
         if self.keep_s > 0 and self.mode == "encode":
