@@ -48,6 +48,9 @@ from corpus import generated_videos, long_video, real_videos, short_corpus, warm
 from support.tutorial_reference import tutorial_transform  # noqa: E402  (the tutorial's own transforms)
 
 from pipelines import ActionClassifier  # noqa: E402
+from pipelines.datasets import VIDEO_SUFFIXES  # noqa: E402
+from pipelines.decode import open_container  # noqa: E402
+from pipelines.errors import VideoError, one_line  # noqa: E402
 from pipelines.models import DEFAULT_MODEL, get_spec  # noqa: E402
 from pipelines.sampler import sample_clips  # noqa: E402
 from pipelines.segments import plan_segments  # noqa: E402
@@ -56,7 +59,6 @@ HERE = Path(__file__).resolve().parent
 MODELS = (DEFAULT_MODEL, "slowfast_r50", "mvit_base_16x4")
 MEMORY_VIDEOS = {"1 min": 60, "10 min": 600}  # label: seconds of 360p video
 REPEATS = 2  # the faster of two runs: this machine's other tenants add noise, never speed
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".ts", ".flv", ".mpg", ".mpeg", ".h264", ".hevc"}
 
 
 @dataclass(frozen=True)
@@ -547,11 +549,9 @@ def given_corpus(paths: list[Path]) -> list[Path]:
             raise ValueError(f"{path}: no such file or directory")
     for video in videos:
         try:
-            with av.open(str(video)) as container:
-                if not container.streams.video:
-                    raise ValueError(f"{video} has no video stream")
-        except av.FFmpegError as e:
-            raise ValueError(f"cannot read {video} as video ({e.strerror or e}); pass video files") from None
+            open_container(video)[0].close()
+        except VideoError as e:
+            raise ValueError(one_line(e)) from None
     return [v.resolve() for v in videos]
 
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import av
 import redis
 
 from bulk import Stack
 from corpus import CORPUS_DIR
+from pipelines.decode import Video
 from pipelines.models import get_spec
 from pipelines.synthetic import make_video
 from services.settings import Settings
@@ -92,9 +92,8 @@ def measure_streams(size: str | None, model: str, counts=(8, 16, 24, 32, 40, 48)
     if video is None:
         video = camera_video(SIZES[size])
     else:
-        with av.open(str(video)) as container:
-            stream = container.streams.video[0]
-            size = f"{stream.codec_context.width}x{stream.codec_context.height} ({video.name})"
+        with Video(str(video)) as opened:
+            size = f"{opened.info.width}x{opened.info.height} ({video.name})"
     rows, watched, failures = [], 0, 0
     # one `up` reads every camera of the largest step (REELFLOW_MAX_STREAMS would leave the rest waiting)
     with Stack(model, env={"REELFLOW_MAX_STREAMS": str(max(counts))}) as stack:

@@ -47,7 +47,7 @@ class ConversionFailed(Exception):
 class OpenVINOForward:
     """A compiled model; each calling thread (a replica's forward lane) gets its own infer request."""
 
-    def __init__(self, compiled, entry: Path, origin: str = "read from the cache"):
+    def __init__(self, compiled, entry: Path, origin: str = ""):
         self.compiled = compiled
         self.entry = entry  # the cache directory it was read from
         self.origin = origin  # how it got there this time: read, converted, or converted again (and why)
@@ -100,22 +100,26 @@ def load(graph: Callable[[], torch.nn.Module], spec: ModelSpec, weights_id: str,
     verdict, damage = _read_entry(entry)
     if verdict is not None and verdict["ok"]:
         try:
-            return OpenVINOForward(_compile(core, core.read_model(entry / "model.xml"), threads, streams), entry)
+            return _read_model(core, entry, threads, streams, "read from the cache")
         except Exception as e:  # files that match their hashes and still do not load: a forged or foreign entry
             verdict, damage = None, _damaged(entry, f"OpenVINO cannot read it: {one_line(e, limit=200)}")
-    if verdict is None:
-        verdict = _convert(core, graph, spec, reference, entry, threads)
-        if not verdict["ok"]:
-            raise ConversionFailed(verdict["reason"])
-    elif not verdict["ok"]:  # tried before with this OpenVINO and these weights
+    if verdict is not None:  # tried before with this OpenVINO and these weights
         raise ConversionFailed(f"{verdict['reason']} (found when it was converted before; remove {entry} "
                                "to try again)")
-    origin = f"converted to OpenVINO in {verdict['seconds']:.1f} s" + (f" (the cached one was damaged: {damage})" if damage else "")
+    verdict = _convert(core, graph, spec, reference, entry, threads)
+    if not verdict["ok"]:
+        raise ConversionFailed(verdict["reason"])
+    origin = f"converted to OpenVINO in {verdict['seconds']:.1f} s"
     try:
-        return OpenVINOForward(_compile(core, core.read_model(entry / "model.xml"), threads, streams), entry, origin)
+        return _read_model(core, entry, threads, streams,
+                           f"{origin} (the cached one was damaged: {damage})" if damage else origin)
     except Exception as e:
         raise ConversionFailed(f"OpenVINO cannot read the model it converted, in {entry}: {one_line(e, limit=200)}"
                                ) from None
+
+
+def _read_model(core, entry: Path, threads: int, streams: int, origin: str) -> OpenVINOForward:
+    return OpenVINOForward(_compile(core, core.read_model(entry / "model.xml"), threads, streams), entry, origin)
 
 
 def _compile(core, model, threads: int, streams: int = 1):
@@ -232,9 +236,11 @@ def _parity(forward: OpenVINOForward, reference, example: torch.Tensor) -> dict:
     relative = float(np.abs(probs - want_probs).max() / max(float(np.abs(want_probs).max()), 1e-12))
     norms = np.linalg.norm(features, axis=1) * np.linalg.norm(want_features, axis=1)
     cosine = float(((features * want_features).sum(axis=1) / np.maximum(norms, 1e-12)).min())
-    failed = ([f"scores {relative:.1e} apart, relative; the most allowed is {MAX_RELATIVE:g}"]
-              if not relative <= MAX_RELATIVE else [])
-    failed += [f"embeddings at cosine {cosine:.6f}; the least allowed is {MIN_COSINE}"] if not cosine >= MIN_COSINE else []
+    failed = []  # (`not <=`: a NaN fails too)
+    if not relative <= MAX_RELATIVE:
+        failed.append(f"scores {relative:.1e} apart, relative; the most allowed is {MAX_RELATIVE:g}")
+    if not cosine >= MIN_COSINE:
+        failed.append(f"embeddings at cosine {cosine:.6f}; the least allowed is {MIN_COSINE}")
     reason = f"OpenVINO's outputs differ from torch's ({'; '.join(failed)})" if failed else ""
     return {"ok": not failed, "reason": reason, "relative": relative, "cosine": cosine}
 
