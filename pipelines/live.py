@@ -153,8 +153,9 @@ class LiveSource:
         """No frame before stream time `time_s` is wanted (the next window starts there): a GOP that
         surely ends before it is read but not decoded. Windows that leave gaps between them (a stride
         over the clip's length: a label every 5 s, say) then cost the decoding of the GOPs they touch,
-        not of the whole stream. Those frames are counted as `unwanted`, not as skipped: no window
-        loses a frame."""
+        not of the whole stream. Those frames are counted as `unwanted`, not as skipped. A GOP that
+        runs on past where it was due would cost the next window its first frames: that window is
+        dropped and counted as skipped (as after `skip_to_keyframe`), never published short."""
         self._wanted_s = time_s
 
     def skip_to_keyframe(self) -> None:
